@@ -1,0 +1,180 @@
+/**
+ * Command-line parsing for `main.ts`: `parseArgs` from `node:util` in strict
+ * mode (an unknown flag is an error), then validation of every value, so a
+ * bad flag ends in one line on stderr and exit code 2.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import denoJson from "./deno.json" with { type: "json" };
+import type { BackendName } from "./reactor/backend.ts";
+import { type AppName, APPS } from "./server.ts";
+
+/** The version printed by `--version`. */
+export const VERSION: string = denoJson.version;
+
+/** A usage error: printed as one line, exit code 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** Log levels accepted by `--log-level`. */
+export const LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "fatal"] as const;
+/** One of `LOG_LEVELS`. */
+export type LogLevelName = typeof LOG_LEVELS[number];
+
+/** `serve` settings. */
+export interface ServeCommand {
+  command: "serve";
+  app: AppName;
+  host: string;
+  port: number;
+  trigger: "level" | "edge";
+  backend: BackendName;
+  maxEvents: number;
+  backlog: number;
+  logLevel: LogLevelName;
+  logFormat: "text" | "json";
+}
+
+/** `probe` settings: one HTTP GET, exit 0 on 200. */
+export interface ProbeCommand {
+  command: "probe";
+  host: string;
+  port: number;
+  path: string;
+  timeoutMs: number;
+}
+
+/** What the command line asked for. */
+export type Command =
+  | ServeCommand
+  | ProbeCommand
+  | { command: "help"; text: string }
+  | { command: "version"; text: string };
+
+/** The text of `--help`. */
+export const HELP = `reactor ${VERSION}: an epoll network server in TypeScript for Deno
+
+Usage:
+  reactor serve [options]     serve until SIGINT/SIGTERM
+  reactor probe [options]     GET a path, exit 0 on HTTP 200 (container health checks)
+  reactor --help | --version
+
+serve options (default in brackets):
+  --app echo                  protocol: ${APPS.join(", ")} [echo]
+  --host ADDR                 IPv4 or IPv6 address to listen on [127.0.0.1]
+  --port N                    TCP port, 0 = any free port [8080]
+  --trigger level|edge        epoll trigger mode; edge drains every fd until EAGAIN [level]
+  --backend epoll|poll|select readiness mechanism [epoll]
+  --max-events N              size of the one epoll_wait events array [1024]
+  --backlog N                 listen(2) backlog, clamped by net.core.somaxconn [4096]
+  --log-level LEVEL           trace, debug, info, warning, error, fatal [info]
+  --log-format text|json      log line format on stderr [text]
+
+probe options:
+  --host ADDR [127.0.0.1]  --port N [8080]  --path P [/health]  --timeout-ms N [2000]
+`;
+
+function integer(flag: string, raw: string | undefined, def: number, min: number, max: number) {
+  if (raw === undefined) return def;
+  if (!/^\d+$/.test(raw)) throw new UsageError(`--${flag} must be a whole number, got "${raw}"`);
+  const n = Number(raw);
+  if (n < min || n > max) {
+    throw new UsageError(`--${flag} must be between ${min} and ${max}, got ${raw}`);
+  }
+  return n;
+}
+
+function oneOf<T extends string>(
+  flag: string,
+  raw: string | undefined,
+  def: T,
+  allowed: readonly T[],
+): T {
+  if (raw === undefined) return def;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new UsageError(`--${flag} must be one of ${allowed.join(", ")}, got "${raw}"`);
+  }
+  return raw as T;
+}
+
+function parse(args: string[], options: Record<string, { type: "string" | "boolean" }>) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false });
+  } catch (e) {
+    // node:util's messages are long and mention "strict"; keep the gist.
+    const msg = (e as Error).message.replace(/\. To specify a positional.*$/s, "");
+    throw new UsageError(msg.replace(/^Unknown option/, "unknown option"));
+  }
+}
+
+/** Parses argv (without the program name). Throws `UsageError` on bad input. */
+export function parseCommandLine(argv: string[]): Command {
+  const [first, ...rest] = argv;
+  if (first === undefined || first === "--help" || first === "-h" || first === "help") {
+    return { command: "help", text: HELP };
+  }
+  if (first === "--version" || first === "-V" || first === "version") {
+    return {
+      command: "version",
+      text: `reactor ${VERSION} (deno ${Deno.version.deno}, ${Deno.build.target})`,
+    };
+  }
+  if (first === "serve") {
+    const { values: v } = parse(rest, {
+      app: { type: "string" },
+      host: { type: "string" },
+      port: { type: "string" },
+      trigger: { type: "string" },
+      backend: { type: "string" },
+      "max-events": { type: "string" },
+      backlog: { type: "string" },
+      "log-level": { type: "string" },
+      "log-format": { type: "string" },
+    }) as { values: Record<string, string | undefined> };
+    const backend = oneOf("backend", v.backend, "epoll", ["epoll", "poll", "select"] as const);
+    const trigger = oneOf("trigger", v.trigger, "level", ["level", "edge"] as const);
+    if (trigger === "edge" && backend !== "epoll") {
+      throw new UsageError(
+        `--trigger edge needs --backend epoll (${backend} is level-triggered only)`,
+      );
+    }
+    const host = v.host ?? "127.0.0.1";
+    if (host === "") throw new UsageError("--host must not be empty");
+    return {
+      command: "serve",
+      app: oneOf("app", v.app, "echo", APPS),
+      host,
+      port: integer("port", v.port, 8080, 0, 65535),
+      trigger,
+      backend,
+      maxEvents: integer("max-events", v["max-events"], 1024, 1, 65536),
+      backlog: integer("backlog", v.backlog, 4096, 1, 65535),
+      logLevel: oneOf("log-level", v["log-level"], "info", LOG_LEVELS),
+      logFormat: oneOf("log-format", v["log-format"], "text", ["text", "json"] as const),
+    };
+  }
+  if (first === "probe") {
+    const { values: v } = parse(rest, {
+      host: { type: "string" },
+      port: { type: "string" },
+      path: { type: "string" },
+      "timeout-ms": { type: "string" },
+    }) as { values: Record<string, string | undefined> };
+    const path = v.path ?? "/health";
+    if (!path.startsWith("/")) throw new UsageError(`--path must start with "/", got "${path}"`);
+    return {
+      command: "probe",
+      host: v.host ?? "127.0.0.1",
+      port: integer("port", v.port, 8080, 1, 65535),
+      path,
+      timeoutMs: integer("timeout-ms", v["timeout-ms"], 2000, 1, 600000),
+    };
+  }
+  throw new UsageError(`unknown command "${first}" (try: reactor --help)`);
+}

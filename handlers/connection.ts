@@ -1,0 +1,324 @@
+/**
+ * A TCP connection on the reactor: reads into the reactor's shared buffer,
+ * writes straight to `send`, and keeps only what `send` could not take.
+ *
+ * - Read: level-triggered reads once per event; edge-triggered reads until
+ *   EAGAIN. EOF, ECONNRESET, EPOLLHUP and EPOLLERR end the connection.
+ * - Write: `send` at once. Only on a partial send or EAGAIN is the rest kept
+ *   in the output buffer and EPOLLOUT armed; it is disarmed when the buffer
+ *   drains (no LT writable storm).
+ * - Backpressure: past `highWaterMark` pending bytes, reading from this peer
+ *   pauses (EPOLLIN dropped); under `lowWaterMark` it resumes. Past
+ *   `maxOutputBytes` the peer is not reading at all: the connection closes.
+ * - Half-close: after the peer's FIN, pending output is flushed, then close.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import {
+  EPOLLERR,
+  EPOLLHUP,
+  EPOLLIN,
+  EPOLLOUT,
+  EPOLLRDHUP,
+  MSG_NOSIGNAL,
+} from "../syscalls/constants.ts";
+import { EAGAIN, EINTR, errnoName } from "../syscalls/errno.ts";
+import { close, errno, recv, send } from "../syscalls/libc.ts";
+import type { Handler, Reactor } from "../reactor/reactor.ts";
+import { OutputBuffer } from "./output_buffer.ts";
+
+const log = getLogger(["reactor", "connection"]);
+
+const READ_BITS = EPOLLIN | EPOLLRDHUP;
+const GONE_BITS = EPOLLHUP | EPOLLERR;
+
+/** Why a connection closed. */
+export type CloseReason =
+  | "eof" // the peer closed and everything was flushed
+  | "reset" // ECONNRESET, EPIPE or another socket error
+  | "hangup" // EPOLLHUP/EPOLLERR
+  | "local" // our side decided (protocol, shutdown)
+  | "overflow" // the peer does not read and the output cap was reached
+  | "timeout"; // a reactor timer expired
+
+/** What a protocol (echo, http, proxy) implements to plug into a connection. */
+export interface Protocol {
+  /**
+   * Bytes arrived: `data[start, end)`. `data` is the reactor's shared read
+   * buffer, valid during this call only: copy what you keep.
+   */
+  data(conn: Connection, data: Uint8Array, start: number, end: number): void;
+  /** The peer sent FIN. Without this method: flush what is pending, then close. */
+  end?(conn: Connection): void;
+  /** The output buffer drained after backpressure. */
+  drained?(conn: Connection): void;
+  /** The connection is closed; its fd is gone. */
+  closed?(conn: Connection, reason: CloseReason): void;
+}
+
+/** Buffer limits of a connection. */
+export interface ConnectionLimits {
+  /** Pause reading from the peer when this many bytes are waiting to be sent. */
+  highWaterMark: number;
+  /** Resume reading when the pending bytes fall to this. */
+  lowWaterMark: number;
+  /** Close the connection rather than buffer more than this. */
+  maxOutputBytes: number;
+}
+
+/** Defaults: pause at 1 MiB, resume at 256 KiB, close at 16 MiB. */
+export const DEFAULT_LIMITS: ConnectionLimits = {
+  highWaterMark: 1 << 20,
+  lowWaterMark: 256 << 10,
+  maxOutputBytes: 16 << 20,
+};
+
+/** One accepted (or connected) nonblocking TCP socket. */
+export class Connection implements Handler {
+  /** The socket. -1 once closed. */
+  fd: number;
+  /** The reactor this connection lives on. */
+  readonly reactor: Reactor;
+  /** The protocol fed with this connection's bytes. */
+  protocol: Protocol;
+  /** Bytes waiting for EPOLLOUT. */
+  readonly output: OutputBuffer;
+  /** Free for the protocol or the server (e.g. a slot in a connection list). */
+  tag = 0;
+  readonly #limits: ConnectionLimits;
+  readonly #onClose: ((conn: Connection, reason: CloseReason) => void) | null;
+  #readingPaused = false; // by backpressure
+  #readingStopped = false; // for good: FIN seen or the protocol stopped reading
+  #writing = false; // EPOLLOUT armed
+  #closeWhenDrained = false;
+
+  constructor(
+    reactor: Reactor,
+    fd: number,
+    protocol: Protocol,
+    limits: ConnectionLimits = DEFAULT_LIMITS,
+    onClose: ((conn: Connection, reason: CloseReason) => void) | null = null,
+  ) {
+    this.reactor = reactor;
+    this.fd = fd;
+    this.protocol = protocol;
+    this.#limits = limits;
+    this.#onClose = onClose;
+    this.output = new OutputBuffer(limits.maxOutputBytes);
+  }
+
+  /** Registers with the reactor for reading. */
+  open(): void {
+    this.reactor.register(this.fd, this, this.#interest());
+  }
+
+  /** Whether the connection is closed. */
+  get closed(): boolean {
+    return this.fd < 0;
+  }
+
+  /** Whether reading is paused by backpressure. */
+  get readingPaused(): boolean {
+    return this.#readingPaused;
+  }
+
+  #interest(): number {
+    const reading = !this.#readingPaused && !this.#readingStopped;
+    return (reading ? READ_BITS : 0) | (this.#writing ? EPOLLOUT : 0) | this.reactor.triggerBits;
+  }
+
+  #updateInterest(): void {
+    if (this.fd >= 0) this.reactor.modify(this.fd, this.#interest());
+  }
+
+  ready(events: number): void {
+    if ((events & EPOLLOUT) !== 0) {
+      this.flush();
+      if (this.fd < 0) return;
+    }
+    if ((events & (READ_BITS | GONE_BITS)) === 0) return;
+    if (this.#readingPaused || this.#readingStopped) {
+      // Not reading, so a hang-up or error cannot be learnt from recv.
+      if ((events & GONE_BITS) !== 0) this.close("hangup");
+      return;
+    }
+    this.#readable();
+  }
+
+  #readable(): void {
+    const reactor = this.reactor;
+    const buf = reactor.readBuffer;
+    const edge = reactor.edge;
+    for (;;) {
+      const n = recv(this.fd, buf, buf.length, 0);
+      if (n > 0) {
+        reactor.counters.bytesIn += n;
+        this.protocol.data(this, buf, 0, n);
+        // Level-triggered: one read per event is enough, the next wait says
+        // whether more is there. Edge-triggered: drain or never hear of it.
+        if (!edge || this.fd < 0 || this.#readingPaused || this.#readingStopped) return;
+        continue;
+      }
+      if (n === 0) {
+        this.#peerEnded();
+        return;
+      }
+      const e = errno();
+      if (e === EAGAIN) return;
+      if (e === EINTR) continue;
+      log.debug("recv on fd {fd}: {code}", { fd: this.fd, code: errnoName(e) });
+      this.close("reset");
+      return;
+    }
+  }
+
+  #peerEnded(): void {
+    this.#readingStopped = true;
+    if (this.protocol.end) {
+      this.protocol.end(this);
+      if (this.fd < 0) return;
+      this.#updateInterest();
+      return;
+    }
+    this.closeAfterFlush();
+  }
+
+  /** Stops reading, flushes what is pending, then closes. */
+  closeAfterFlush(): void {
+    if (this.fd < 0) return;
+    this.#readingStopped = true;
+    if (this.output.length === 0) {
+      this.close(this.#closeWhenDrained ? "local" : "eof");
+      return;
+    }
+    this.#closeWhenDrained = true;
+    this.#updateInterest();
+  }
+
+  /**
+   * Sends `data[start, end)`: straight to the socket when nothing is queued,
+   * otherwise after what is. Returns false if the connection is (now) closed.
+   * Pass `start` 0 where you can: other offsets cost a subarray.
+   */
+  write(data: Uint8Array, start = 0, end = data.length): boolean {
+    if (this.fd < 0) return false;
+    const len = end - start;
+    if (len <= 0) return true;
+    if (this.output.length > 0) return this.#queue(data, start, end);
+    const counters = this.reactor.counters;
+    let sent = 0;
+    for (;;) {
+      const n = send(this.fd, start === 0 ? data : data.subarray(start, end), len, MSG_NOSIGNAL);
+      if (n >= 0) {
+        sent = n;
+        break;
+      }
+      const e = errno();
+      if (e === EAGAIN) break;
+      if (e === EINTR) continue;
+      log.debug("send on fd {fd}: {code}", { fd: this.fd, code: errnoName(e) });
+      this.close("reset");
+      return false;
+    }
+    counters.bytesOut += sent;
+    if (sent === len) return true;
+    counters.sendEagain++;
+    return this.#queue(data, start + sent, end);
+  }
+
+  #queue(data: Uint8Array, start: number, end: number): boolean {
+    if (!this.output.append(data, start, end)) {
+      log.warn("fd {fd}: peer is not reading; {bytes} bytes pending, closing", {
+        fd: this.fd,
+        bytes: this.output.length,
+      });
+      this.close("overflow");
+      return false;
+    }
+    let changed = false;
+    if (!this.#writing) {
+      this.#writing = true;
+      this.reactor.counters.writableArms++;
+      changed = true;
+    }
+    if (!this.#readingPaused && this.output.length >= this.#limits.highWaterMark) {
+      this.#readingPaused = true;
+      this.reactor.counters.readPauses++;
+      changed = true;
+    }
+    if (changed) this.#updateInterest();
+    return true;
+  }
+
+  /** Sends what is pending (called on EPOLLOUT). */
+  flush(): void {
+    const out = this.output;
+    const counters = this.reactor.counters;
+    while (out.length > 0) {
+      const len = out.length;
+      const n = send(this.fd, out.pending(), len, MSG_NOSIGNAL);
+      if (n < 0) {
+        const e = errno();
+        if (e === EINTR) continue;
+        if (e === EAGAIN) {
+          counters.sendEagain++;
+          break;
+        }
+        log.debug("send on fd {fd}: {code}", { fd: this.fd, code: errnoName(e) });
+        this.close("reset");
+        return;
+      }
+      counters.bytesOut += n;
+      out.consume(n);
+      if (n < len) {
+        counters.sendEagain++;
+        break;
+      }
+    }
+    let changed = false;
+    if (out.length === 0 && this.#writing) {
+      this.#writing = false;
+      counters.writableDisarms++;
+      changed = true;
+      if (this.#closeWhenDrained) {
+        this.close(this.#readingStopped ? "eof" : "local");
+        return;
+      }
+    }
+    if (this.#readingPaused && out.length <= this.#limits.lowWaterMark) {
+      this.#readingPaused = false;
+      changed = true;
+    }
+    if (changed) this.#updateInterest();
+    if (out.length === 0 && this.protocol.drained) this.protocol.drained(this);
+  }
+
+  /** Pauses or resumes reading from the peer on the protocol's behalf (e.g. a proxy). */
+  setReading(on: boolean): void {
+    if (this.fd < 0 || this.#readingStopped) return;
+    if (this.#readingPaused === !on) return;
+    this.#readingPaused = !on;
+    if (!on) this.reactor.counters.readPauses++;
+    this.#updateInterest();
+  }
+
+  crashed(error: unknown): void {
+    log.error("protocol error on fd {fd}: {error}", { fd: this.fd, error });
+    this.close("local");
+  }
+
+  /** Closes now, dropping anything pending. Idempotent. */
+  close(reason: CloseReason = "local"): void {
+    const fd = this.fd;
+    if (fd < 0) return;
+    this.fd = -1;
+    this.reactor.unregister(fd);
+    close(fd);
+    this.output.clear();
+    this.reactor.counters.closed++;
+    if (this.protocol.closed) this.protocol.closed(this, reason);
+    if (this.#onClose) this.#onClose(this, reason);
+  }
+}

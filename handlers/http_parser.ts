@@ -1,0 +1,827 @@
+/**
+ * Incremental HTTP/1.1 request parser (RFC 9112), in the spirit of
+ * nodejs/http-parser and llhttp: a byte-at-a-time state machine whose whole
+ * state lives in numeric fields, so a request may be split at any byte across
+ * reads and no byte is ever scanned twice.
+ *
+ * It sits on the per-request hot path, so in the steady state it allocates
+ * nothing: no strings, no decoders, no arrays, no closures. Header names that
+ * matter are recognised by an incremental case-insensitive byte match and the
+ * request target is copied into a buffer the parser owns, so routes can be
+ * matched by bytes. Bodies are counted and discarded.
+ *
+ * @module
+ */
+
+/** Method code for any syntactically valid method not listed below (methods are case-sensitive). */
+export const METHOD_OTHER = 0;
+/** Method code for `GET`. */
+export const METHOD_GET = 1;
+/** Method code for `HEAD`. */
+export const METHOD_HEAD = 2;
+/** Method code for `POST`. */
+export const METHOD_POST = 3;
+/** Method code for `PUT`. */
+export const METHOD_PUT = 4;
+/** Method code for `DELETE`. */
+export const METHOD_DELETE = 5;
+/** Method code for `OPTIONS`. */
+export const METHOD_OPTIONS = 6;
+/** Method code for `PATCH`. */
+export const METHOD_PATCH = 7;
+
+/** Limits enforced by {@link HttpParser}. */
+export interface HttpParserLimits {
+  /**
+   * Largest header section (request line, header fields and the final CRLF) in
+   * bytes; more is answered with 431. Also bounds a chunked trailer section and
+   * the total size of chunk-size lines (extensions) of one request. Default 16384.
+   */
+  maxHeaderBytes: number;
+  /**
+   * Largest body in bytes (decoded size for chunked); more is answered with 413.
+   * At most 2^48 so that all arithmetic stays exact. Default 1048576.
+   */
+  maxBody: number;
+}
+
+/** Receives the results of {@link HttpParser.execute}. */
+export interface HttpParserSink {
+  /**
+   * A whole request (head, and body if any, fully read and discarded) is complete.
+   * Parser fields describe it during this call only. Return false to stop parsing
+   * (e.g. the connection is going to close); execute then returns at once.
+   */
+  onRequest(parser: HttpParser): boolean;
+  /**
+   * The input is invalid; status is 400, 413, 431, 501 or 505; reason a short English
+   * phrase for logs. The parser is dead afterwards (execute returns at once) until reset().
+   */
+  onError(status: number, reason: string): void;
+}
+
+const HTAB = 0x09;
+const LF = 0x0a;
+const CR = 0x0d;
+const SP = 0x20;
+const DQUOTE = 0x22;
+const COMMA = 0x2c;
+const DOT = 0x2e;
+const COLON = 0x3a;
+const SEMI = 0x3b;
+const EQUALS = 0x3d;
+const BACKSLASH = 0x5c;
+const DEL = 0x7f;
+const ZERO = 0x30;
+const LOWER_C = 0x63;
+const LOWER_H = 0x68;
+const LOWER_K = 0x6b;
+const LOWER_N = 0x6e;
+const LOWER_T = 0x74;
+
+/** Byte classes, as bit flags in CLASS. */
+const TCHAR = 1;
+/** HTAB, SP, VCHAR, obs-text: what a field value may contain. */
+const VALUE = 2;
+/** What a quoted-string may contain unescaped (qdtext). */
+const QDTEXT = 4;
+
+const CLASS = new Uint8Array(256);
+/** Hex digit values, -1 for other bytes. */
+const HEX = new Int8Array(256).fill(-1);
+{
+  const tokens = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+  for (let k = 0; k < tokens.length; k++) CLASS[tokens.charCodeAt(k)] |= TCHAR;
+  for (let c = 0x21; c <= 0xff; c++) {
+    if (c === DEL) continue;
+    CLASS[c] |= VALUE;
+    if (c !== DQUOTE && c !== BACKSLASH) CLASS[c] |= QDTEXT;
+  }
+  CLASS[HTAB] |= VALUE | QDTEXT;
+  CLASS[SP] |= VALUE | QDTEXT;
+  for (let k = 0; k < 10; k++) HEX[ZERO + k] = k;
+  for (let k = 0; k < 6; k++) HEX[0x41 + k] = HEX[0x61 + k] = 10 + k;
+}
+
+function ascii(s: string): Uint8Array {
+  const out = new Uint8Array(s.length);
+  for (let k = 0; k < s.length; k++) out[k] = s.charCodeAt(k);
+  return out;
+}
+
+/** Up to 4 bytes of a method name packed big-endian, so a name is compared in two integer tests. */
+function pack(s: string): number {
+  let v = 0;
+  for (let k = 0; k < s.length; k++) v = (v << 8) | s.charCodeAt(k);
+  return v;
+}
+
+const P_GET = pack("GET");
+const P_PUT = pack("PUT");
+const P_HEAD = pack("HEAD");
+const P_POST = pack("POST");
+const P_PATC = pack("PATC");
+const P_H = pack("H");
+const P_DELE = pack("DELE");
+const P_TE = pack("TE");
+const P_OPTI = pack("OPTI");
+const P_ONS = pack("ONS");
+
+function methodCode(len: number, lo: number, hi: number): number {
+  switch (len) {
+    case 3:
+      return lo === P_GET ? METHOD_GET : lo === P_PUT ? METHOD_PUT : METHOD_OTHER;
+    case 4:
+      return lo === P_HEAD ? METHOD_HEAD : lo === P_POST ? METHOD_POST : METHOD_OTHER;
+    case 5:
+      return lo === P_PATC && hi === P_H ? METHOD_PATCH : METHOD_OTHER;
+    case 6:
+      return lo === P_DELE && hi === P_TE ? METHOD_DELETE : METHOD_OTHER;
+    case 7:
+      return lo === P_OPTI && hi === P_ONS ? METHOD_OPTIONS : METHOD_OTHER;
+  }
+  return METHOD_OTHER;
+}
+
+const HTTP_SLASH = ascii("HTTP/");
+
+/*
+ * Header names and list words we react to, lower case, back to back. A match is a
+ * cursor into the table plus the end offset of the candidate; the end offset also
+ * identifies the word once matched, and -1 means "no candidate".
+ */
+const NAMES = ascii("content-lengthtransfer-encodingconnectionhost");
+const N_CONTENT_LENGTH = 14;
+const N_TRANSFER_ENCODING = 31;
+const N_CONNECTION = 41;
+const N_HOST = 45;
+/** "content-length" and "connection" share "con"; they part at offset 3. */
+const N_SPLIT = 3;
+
+const WORDS = ascii("chunkedclosekeep-alive");
+const W_CHUNKED = 7;
+const W_CLOSE = 12;
+const W_KEEP_ALIVE = 22;
+
+/** RFC 9112 §2.2 tolerates CRLFs before a request line; a stream of them is abuse. */
+const MAX_EMPTY_LINES = 8;
+/** Keeps chunk-size and Content-Length arithmetic within exact doubles (size * 16 + 15 < 2^53). */
+const MAX_BODY_LIMIT = 2 ** 48;
+
+const S_START = 0;
+const S_START_LF = 1;
+// From S_METHOD to S_LIMITED_LAST, every byte counts against maxHeaderBytes.
+const S_METHOD = 2;
+const S_TARGET = 3;
+const S_VERSION = 4;
+const S_VER_MAJOR = 5;
+const S_VER_DOT = 6;
+const S_VER_MINOR = 7;
+const S_REQ_CR = 8;
+const S_REQ_LF = 9;
+const S_FIELD_START = 10;
+const S_NAME = 11;
+const S_TRAILER_NAME = 12;
+const S_VALUE = 13;
+const S_VALUE_CL = 14;
+const S_VALUE_LIST = 15;
+const S_FIELD_LF = 16;
+const S_HEAD_LF = 17;
+const S_LIMITED_LAST = 17;
+const S_BODY = 18;
+const S_CHUNK_SIZE_FIRST = 19;
+// From S_CHUNK_SIZE to S_EXT_LAST, every byte counts against the chunk-line budget.
+const S_CHUNK_SIZE = 20;
+const S_EXT_BWS = 21;
+const S_EXT_NAME_START = 22;
+const S_EXT_NAME = 23;
+const S_EXT_VALUE_START = 24;
+const S_EXT_TOKEN = 25;
+const S_EXT_QUOTED = 26;
+const S_EXT_ESCAPE = 27;
+const S_EXT_AFTER = 28;
+const S_EXT_LAST = 28;
+const S_CHUNK_SIZE_LF = 29;
+const S_CHUNK_DATA = 30;
+const S_CHUNK_DATA_CR = 31;
+const S_CHUNK_DATA_LF = 32;
+const S_DEAD = 33;
+
+/** Which field value sub-parser is running, for headers whose value matters. */
+const LIST_TE = 1;
+const LIST_CONNECTION = 2;
+
+/**
+ * An incremental, allocation-free HTTP/1.1 request parser for one connection.
+ * Feed it bytes with {@link HttpParser.execute}; it reports each complete request
+ * (or the first error) to its sink.
+ */
+export class HttpParser {
+  /** METHOD_* code of the current request. */
+  method = METHOD_OTHER;
+  /** Bytes of the request target; valid: [0, targetLength). Capacity is maxHeaderBytes. */
+  target: Uint8Array;
+  /** Length of the request target in {@link HttpParser.target}. */
+  targetLength = 0;
+  /** 0 or 1 (HTTP/1.0 or HTTP/1.1). */
+  versionMinor = 1;
+  /** 1.1: true unless a Connection header lists "close"; 1.0: false unless it lists "keep-alive". */
+  keepAlive = false;
+  /** The Content-Length, or -1 when absent. */
+  contentLength = -1;
+  /** Whether the body uses the chunked transfer coding. */
+  chunked = false;
+  /** Body bytes seen for the current request (decoded size for chunked). */
+  bodyBytes = 0;
+
+  private readonly sink: HttpParserSink;
+  private readonly maxHeaderBytes: number;
+  private readonly maxBody: number;
+
+  private state = S_START;
+  /** Header (or trailer) bytes still allowed from the current position. */
+  private headLeft = 0;
+  private emptyLines = 0;
+  /** Method name: length and its first 4 and next 3 bytes packed. */
+  private mLen = 0;
+  private mLo = 0;
+  private mHi = 0;
+  private vIdx = 0;
+  private vMajor = 0;
+  private vMinor = 0;
+  private inTrailer = false;
+  /** Header name match cursor into NAMES, and the candidate's end (-1: none). */
+  private namePos = 0;
+  private nameEnd = -1;
+  /** Content-Length element: 0 before digits, 1 in digits, 2 after them. */
+  private clPhase = 0;
+  private clValue = 0;
+  private listKind = 0;
+  /** List element: 0 before it, 1 inside it, 2 in whitespace after it. */
+  private listPhase = 0;
+  private wordPos = 0;
+  private wordEnd = -1;
+  private hostCount = 0;
+  private teSeen = false;
+  private teChunked = 0;
+  private teOther = 0;
+  private connClose = false;
+  private connKeepAlive = false;
+  /** Body bytes still to come (Content-Length body or current chunk). */
+  private remaining = 0;
+  /** Bytes still allowed in chunk-size lines of this request. */
+  private chunkLineLeft = 0;
+
+  /**
+   * @param sink receives requests and errors.
+   * @param limits overrides of the default limits.
+   * @throws {RangeError} when a limit is not a usable integer.
+   */
+  constructor(sink: HttpParserSink, limits?: Partial<HttpParserLimits>) {
+    const maxHeaderBytes = limits?.maxHeaderBytes ?? 16384;
+    const maxBody = limits?.maxBody ?? 1048576;
+    if (!Number.isSafeInteger(maxHeaderBytes) || maxHeaderBytes < 1 || maxHeaderBytes > 2 ** 30) {
+      throw new RangeError(`maxHeaderBytes must be an integer in [1, 2^30]: ${maxHeaderBytes}`);
+    }
+    if (!Number.isSafeInteger(maxBody) || maxBody < 0 || maxBody > MAX_BODY_LIMIT) {
+      throw new RangeError(`maxBody must be an integer in [0, 2^48]: ${maxBody}`);
+    }
+    this.sink = sink;
+    this.maxHeaderBytes = maxHeaderBytes;
+    this.maxBody = maxBody;
+    // The target is part of the header section, so it can never outgrow this.
+    this.target = new Uint8Array(maxHeaderBytes);
+    this.headLeft = maxHeaderBytes;
+  }
+
+  /** True when between requests (no partial request buffered in the state machine). */
+  get idle(): boolean {
+    return this.state === S_START;
+  }
+
+  /** Back to the initial state (new connection). */
+  reset(): void {
+    this.state = S_START;
+    this.headLeft = this.maxHeaderBytes;
+    this.clearRequest();
+  }
+
+  /**
+   * Feed buf[start, end). Calls sink.onRequest for every request completed in this range,
+   * in order. Returns the index where parsing stopped (== end unless the sink returned false
+   * or an error occurred; then the index after that request, or of the offending byte).
+   */
+  execute(buf: Uint8Array, start: number, end: number): number {
+    let s = this.state;
+    if (s === S_DEAD) return start;
+    let i = start;
+    // Index of the first byte past the header budget; it moves with i across calls.
+    let lim = start + this.headLeft;
+    while (i < end) {
+      if (s <= S_LIMITED_LAST) {
+        if (s >= S_METHOD && i >= lim) {
+          return this.fail(
+            i,
+            431,
+            this.inTrailer ? "trailer section too large" : "header section too large",
+          );
+        }
+      } else if (s >= S_CHUNK_SIZE && s <= S_EXT_LAST && --this.chunkLineLeft < 0) {
+        return this.fail(i, 413, "chunk extensions too large");
+      }
+      const c = buf[i];
+      switch (s) {
+        case S_START: {
+          if (c === CR) {
+            s = S_START_LF;
+            i++;
+            continue;
+          }
+          if ((CLASS[c] & TCHAR) === 0) {
+            return this.fail(i, 400, c === LF ? "bare LF" : "invalid method");
+          }
+          this.clearRequest();
+          lim = i + this.maxHeaderBytes;
+          s = S_METHOD;
+          continue;
+        }
+        case S_START_LF: {
+          if (c !== LF) return this.fail(i, 400, "CR not followed by LF");
+          if (++this.emptyLines > MAX_EMPTY_LINES) {
+            return this.fail(i, 400, "too many empty lines before request line");
+          }
+          s = S_START;
+          i++;
+          continue;
+        }
+        case S_METHOD: {
+          const stop = lim < end ? lim : end;
+          let len = this.mLen, lo = this.mLo, hi = this.mHi;
+          for (; i < stop; i++) {
+            const b = buf[i];
+            if ((CLASS[b] & TCHAR) === 0) break;
+            if (len < 4) lo = (lo << 8) | b;
+            else if (len < 7) hi = (hi << 8) | b;
+            len++;
+          }
+          this.mLen = len;
+          this.mLo = lo;
+          this.mHi = hi;
+          if (i === stop) continue;
+          if (buf[i] !== SP) return this.fail(i, 400, "invalid method");
+          this.method = methodCode(len, lo, hi);
+          s = S_TARGET;
+          i++;
+          continue;
+        }
+        case S_TARGET: {
+          const stop = lim < end ? lim : end;
+          const t = this.target;
+          let n = this.targetLength;
+          for (; i < stop; i++) {
+            const b = buf[i];
+            if (b <= SP || b >= DEL) break;
+            t[n++] = b;
+          }
+          this.targetLength = n;
+          if (i === stop) continue;
+          const b = buf[i];
+          if (b !== SP || n === 0) {
+            return this.fail(i, 400, b === CR ? "missing HTTP version" : "invalid request target");
+          }
+          s = S_VERSION;
+          this.vIdx = 0;
+          i++;
+          continue;
+        }
+        case S_VERSION: {
+          if (c !== HTTP_SLASH[this.vIdx]) return this.fail(i, 400, "invalid HTTP version");
+          if (++this.vIdx === HTTP_SLASH.length) s = S_VER_MAJOR;
+          i++;
+          continue;
+        }
+        case S_VER_MAJOR:
+        case S_VER_MINOR: {
+          const d = c - ZERO;
+          if (d < 0 || d > 9) return this.fail(i, 400, "invalid HTTP version");
+          if (s === S_VER_MAJOR) {
+            this.vMajor = d;
+            s = S_VER_DOT;
+          } else {
+            this.vMinor = d;
+            s = S_REQ_CR;
+          }
+          i++;
+          continue;
+        }
+        case S_VER_DOT: {
+          if (c !== DOT) return this.fail(i, 400, "invalid HTTP version");
+          s = S_VER_MINOR;
+          i++;
+          continue;
+        }
+        case S_REQ_CR: {
+          if (c !== CR) {
+            return this.fail(i, 400, c === LF ? "bare LF" : "invalid HTTP version");
+          }
+          // Only a well-formed HTTP/x.y earns 505; anything else was a 400 above.
+          if (this.vMajor !== 1 || this.vMinor > 1) {
+            return this.fail(i, 505, "HTTP version not supported");
+          }
+          this.versionMinor = this.vMinor;
+          s = S_REQ_LF;
+          i++;
+          continue;
+        }
+        case S_REQ_LF:
+        case S_FIELD_LF: {
+          if (c !== LF) return this.fail(i, 400, "CR not followed by LF");
+          s = S_FIELD_START;
+          i++;
+          continue;
+        }
+        case S_FIELD_START: {
+          if (c === CR) {
+            s = S_HEAD_LF;
+            i++;
+            continue;
+          }
+          if ((CLASS[c] & TCHAR) === 0) {
+            return this.fail(
+              i,
+              400,
+              c === SP || c === HTAB
+                ? "obsolete line folding"
+                : c === LF
+                ? "bare LF"
+                : "invalid header name",
+            );
+          }
+          if (this.inTrailer) {
+            // Trailer fields never carry framing or routing, so their names are not matched.
+            s = S_TRAILER_NAME;
+          } else {
+            const lc = c | 0x20;
+            if (lc === LOWER_C) {
+              this.namePos = 1;
+              this.nameEnd = N_CONTENT_LENGTH;
+            } else if (lc === LOWER_T) {
+              this.namePos = N_CONTENT_LENGTH + 1;
+              this.nameEnd = N_TRANSFER_ENCODING;
+            } else if (lc === LOWER_H) {
+              this.namePos = N_CONNECTION + 1;
+              this.nameEnd = N_HOST;
+            } else {
+              this.namePos = 0;
+              this.nameEnd = -1;
+            }
+            s = S_NAME;
+          }
+          i++;
+          continue;
+        }
+        case S_NAME: {
+          const stop = lim < end ? lim : end;
+          let pos = this.namePos, nend = this.nameEnd;
+          for (; i < stop; i++) {
+            const b = buf[i];
+            if ((CLASS[b] & TCHAR) === 0) break;
+            // Folding case with | 0x20 is exact here: only A-Z land on a-z, and tchars
+            // cannot land on "-".
+            const lc = b | 0x20;
+            if (pos < nend && lc === NAMES[pos]) pos++;
+            else if (nend === N_CONTENT_LENGTH && pos === N_SPLIT && lc === LOWER_N) {
+              pos = N_TRANSFER_ENCODING + N_SPLIT + 1;
+              nend = N_CONNECTION;
+            } else nend = -1;
+          }
+          this.namePos = pos;
+          this.nameEnd = nend;
+          if (i === stop) continue;
+          const b = buf[i];
+          if (b !== COLON) {
+            return this.fail(
+              i,
+              400,
+              b === SP || b === HTAB ? "whitespace before colon" : "invalid header name",
+            );
+          }
+          i++;
+          s = S_VALUE;
+          if (pos !== nend) continue;
+          if (nend === N_HOST) {
+            if (++this.hostCount > 1) return this.fail(i - 1, 400, "more than one Host header");
+          } else if (nend === N_CONTENT_LENGTH) {
+            this.clPhase = 0;
+            s = S_VALUE_CL;
+          } else {
+            if (nend === N_TRANSFER_ENCODING) {
+              this.teSeen = true;
+              this.listKind = LIST_TE;
+            } else this.listKind = LIST_CONNECTION;
+            this.listPhase = 0;
+            s = S_VALUE_LIST;
+          }
+          continue;
+        }
+        case S_TRAILER_NAME: {
+          const stop = lim < end ? lim : end;
+          while (i < stop && (CLASS[buf[i]] & TCHAR) !== 0) i++;
+          if (i === stop) continue;
+          const b = buf[i];
+          if (b !== COLON) {
+            return this.fail(
+              i,
+              400,
+              b === SP || b === HTAB ? "whitespace before colon" : "invalid trailer name",
+            );
+          }
+          s = S_VALUE;
+          i++;
+          continue;
+        }
+        case S_VALUE: {
+          // No trimming needed: the value is not kept, and OWS is valid value content.
+          const stop = lim < end ? lim : end;
+          while (i < stop && (CLASS[buf[i]] & VALUE) !== 0) i++;
+          if (i === stop) continue;
+          if (buf[i] !== CR) return this.fail(i, 400, "invalid header value");
+          s = S_FIELD_LF;
+          i++;
+          continue;
+        }
+        case S_VALUE_CL: {
+          const d = c - ZERO;
+          if (d >= 0 && d <= 9) {
+            if (this.clPhase === 2) return this.fail(i, 400, "invalid Content-Length");
+            if (this.clPhase === 0) {
+              this.clPhase = 1;
+              this.clValue = 0;
+            }
+            // Saturating just past maxBody keeps the value exact where it matters and
+            // makes any digit count safe: all oversized values end in 413.
+            const v = this.clValue * 10 + d;
+            this.clValue = v > this.maxBody ? this.maxBody + 1 : v;
+          } else if (c === SP || c === HTAB) {
+            if (this.clPhase === 1) this.clPhase = 2;
+          } else if (c === COMMA || c === CR) {
+            // RFC 9110 §8.6: a list of identical values may be taken as that value.
+            if (this.clPhase === 0) return this.fail(i, 400, "invalid Content-Length");
+            if (this.contentLength >= 0 && this.contentLength !== this.clValue) {
+              return this.fail(i, 400, "conflicting Content-Length");
+            }
+            this.contentLength = this.clValue;
+            this.clPhase = 0;
+            if (c === CR) s = S_FIELD_LF;
+          } else {
+            return this.fail(i, 400, "invalid Content-Length");
+          }
+          i++;
+          continue;
+        }
+        case S_VALUE_LIST: {
+          if (c === COMMA || c === CR) {
+            // Empty list elements are legal and ignored (RFC 9110 §5.6.1.2).
+            if (this.listPhase !== 0) this.endListElement();
+            this.listPhase = 0;
+            if (c === CR) s = S_FIELD_LF;
+          } else if (c === SP || c === HTAB) {
+            if (this.listPhase === 1) this.listPhase = 2;
+          } else if ((CLASS[c] & VALUE) === 0) {
+            return this.fail(i, 400, "invalid header value");
+          } else if (this.listPhase === 0) {
+            this.listPhase = 1;
+            const lc = c | 0x20;
+            this.wordPos = 1;
+            if (this.listKind === LIST_TE) {
+              this.wordEnd = lc === LOWER_C ? W_CHUNKED : -1;
+            } else if (lc === LOWER_C) {
+              this.wordPos = W_CHUNKED + 1;
+              this.wordEnd = W_CLOSE;
+            } else if (lc === LOWER_K) {
+              this.wordPos = W_CLOSE + 1;
+              this.wordEnd = W_KEEP_ALIVE;
+            } else this.wordEnd = -1;
+          } else if (this.listPhase === 2) {
+            // "close x" is one element that is not "close".
+            this.listPhase = 1;
+            this.wordEnd = -1;
+          } else if (this.wordPos < this.wordEnd && (c | 0x20) === WORDS[this.wordPos]) {
+            this.wordPos++;
+          } else this.wordEnd = -1;
+          i++;
+          continue;
+        }
+        case S_HEAD_LF: {
+          if (c !== LF) return this.fail(i, 400, "CR not followed by LF");
+          if (this.inTrailer) {
+            i++;
+            if (!this.complete()) return i;
+            s = this.state;
+            continue;
+          }
+          s = this.endOfHead();
+          if (s === S_DEAD) return i;
+          i++;
+          if (s === S_START) {
+            if (!this.complete()) return i;
+            s = this.state;
+          }
+          continue;
+        }
+        case S_BODY:
+        case S_CHUNK_DATA: {
+          const avail = end - i;
+          const r = this.remaining;
+          const n = avail < r ? avail : r;
+          i += n;
+          this.bodyBytes += n;
+          this.remaining = r - n;
+          if (r > n) continue;
+          if (s === S_CHUNK_DATA) {
+            s = S_CHUNK_DATA_CR;
+            continue;
+          }
+          if (!this.complete()) return i;
+          s = this.state;
+          continue;
+        }
+        case S_CHUNK_SIZE_FIRST:
+        case S_CHUNK_SIZE: {
+          const d = HEX[c];
+          if (d >= 0) {
+            const size = this.remaining * 16 + d;
+            // Checked per digit, so the size never grows past maxBody and cannot overflow.
+            if (this.bodyBytes + size > this.maxBody) return this.fail(i, 413, "body too large");
+            this.remaining = size;
+            s = S_CHUNK_SIZE;
+          } else if (s === S_CHUNK_SIZE_FIRST) {
+            return this.fail(i, 400, "invalid chunk size");
+          } else if (c === CR) s = S_CHUNK_SIZE_LF;
+          else if (c === SEMI) s = S_EXT_NAME_START;
+          else if (c === SP || c === HTAB) s = S_EXT_BWS;
+          else return this.fail(i, 400, "invalid chunk size");
+          i++;
+          continue;
+        }
+        case S_EXT_BWS: {
+          if (c === SEMI) s = S_EXT_NAME_START;
+          else if (c !== SP && c !== HTAB) return this.fail(i, 400, "invalid chunk extension");
+          i++;
+          continue;
+        }
+        case S_EXT_NAME_START:
+        case S_EXT_VALUE_START: {
+          if (c === SP || c === HTAB) {
+            i++;
+            continue;
+          }
+          if (s === S_EXT_VALUE_START && c === DQUOTE) s = S_EXT_QUOTED;
+          else if ((CLASS[c] & TCHAR) === 0) return this.fail(i, 400, "invalid chunk extension");
+          else s = s === S_EXT_NAME_START ? S_EXT_NAME : S_EXT_TOKEN;
+          i++;
+          continue;
+        }
+        case S_EXT_NAME:
+        case S_EXT_TOKEN:
+        case S_EXT_AFTER: {
+          if (s !== S_EXT_AFTER && (CLASS[c] & TCHAR) !== 0) {
+            i++;
+            continue;
+          }
+          if (c === CR) s = S_CHUNK_SIZE_LF;
+          else if (c === SEMI) s = S_EXT_NAME_START;
+          else if (c === SP || c === HTAB) s = S_EXT_AFTER;
+          else if (c === EQUALS && s === S_EXT_NAME) s = S_EXT_VALUE_START;
+          else return this.fail(i, 400, "invalid chunk extension");
+          i++;
+          continue;
+        }
+        case S_EXT_QUOTED: {
+          if (c === DQUOTE) s = S_EXT_AFTER;
+          else if (c === BACKSLASH) s = S_EXT_ESCAPE;
+          else if ((CLASS[c] & QDTEXT) === 0) return this.fail(i, 400, "invalid chunk extension");
+          i++;
+          continue;
+        }
+        case S_EXT_ESCAPE: {
+          if ((CLASS[c] & VALUE) === 0) return this.fail(i, 400, "invalid chunk extension");
+          s = S_EXT_QUOTED;
+          i++;
+          continue;
+        }
+        case S_CHUNK_SIZE_LF: {
+          if (c !== LF) return this.fail(i, 400, "CR not followed by LF");
+          i++;
+          if (this.remaining === 0) {
+            this.inTrailer = true;
+            lim = i + this.maxHeaderBytes;
+            s = S_FIELD_START;
+          } else s = S_CHUNK_DATA;
+          continue;
+        }
+        case S_CHUNK_DATA_CR: {
+          if (c !== CR) return this.fail(i, 400, "missing CRLF after chunk data");
+          s = S_CHUNK_DATA_LF;
+          i++;
+          continue;
+        }
+        case S_CHUNK_DATA_LF: {
+          if (c !== LF) return this.fail(i, 400, "CR not followed by LF");
+          s = S_CHUNK_SIZE_FIRST;
+          i++;
+          continue;
+        }
+        default:
+          return this.fail(i, 400, "parser in an unknown state");
+      }
+    }
+    this.state = s;
+    this.headLeft = lim - i;
+    return i;
+  }
+
+  /** Resets per-request fields; called when the first byte of a request line arrives. */
+  private clearRequest(): void {
+    this.method = METHOD_OTHER;
+    this.targetLength = 0;
+    this.versionMinor = 1;
+    this.keepAlive = false;
+    this.contentLength = -1;
+    this.chunked = false;
+    this.bodyBytes = 0;
+    this.emptyLines = 0;
+    this.mLen = 0;
+    this.mLo = 0;
+    this.mHi = 0;
+    this.inTrailer = false;
+    this.hostCount = 0;
+    this.teSeen = false;
+    this.teChunked = 0;
+    this.teOther = 0;
+    this.connClose = false;
+    this.connKeepAlive = false;
+    this.remaining = 0;
+  }
+
+  private endListElement(): void {
+    const matched = this.wordPos === this.wordEnd;
+    if (this.listKind === LIST_TE) {
+      if (matched) this.teChunked++;
+      else this.teOther++;
+    } else if (matched) {
+      if (this.wordEnd === W_CLOSE) this.connClose = true;
+      else this.connKeepAlive = true;
+    }
+  }
+
+  /** Applies the header section's semantics; returns the next state (S_START: no body). */
+  private endOfHead(): number {
+    if (this.teSeen) {
+      // RFC 9112 §6.1: TE in 1.0 or alongside Content-Length is a smuggling vector.
+      if (this.versionMinor === 0) return this.failState(400, "Transfer-Encoding in HTTP/1.0");
+      if (this.contentLength >= 0) {
+        return this.failState(400, "both Content-Length and Transfer-Encoding");
+      }
+      if (this.teOther !== 0) return this.failState(501, "unsupported transfer coding");
+      if (this.teChunked !== 1) return this.failState(400, "invalid Transfer-Encoding");
+      this.chunked = true;
+    }
+    if (this.versionMinor === 1 && this.hostCount === 0) {
+      return this.failState(400, "missing Host header");
+    }
+    if (this.contentLength > this.maxBody) return this.failState(413, "body too large");
+    this.keepAlive = this.versionMinor === 1
+      ? !this.connClose
+      : this.connKeepAlive && !this.connClose;
+    if (this.chunked) {
+      this.chunkLineLeft = this.maxHeaderBytes;
+      this.remaining = 0;
+      return S_CHUNK_SIZE_FIRST;
+    }
+    if (this.contentLength > 0) {
+      this.remaining = this.contentLength;
+      return S_BODY;
+    }
+    return S_START;
+  }
+
+  /** Hands the finished request to the sink; false when it asked to stop. */
+  private complete(): boolean {
+    // Stored first so a sink that calls reset() or reads `idle` sees a consistent parser.
+    this.state = S_START;
+    return this.sink.onRequest(this);
+  }
+
+  /** Kills the parser and reports; returns i so that execute can return it directly. */
+  private fail(i: number, status: number, reason: string): number {
+    this.state = S_DEAD;
+    this.sink.onError(status, reason);
+    return i;
+  }
+
+  private failState(status: number, reason: string): number {
+    this.fail(0, status, reason);
+    return S_DEAD;
+  }
+}

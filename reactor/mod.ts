@@ -1,0 +1,11 @@
+/**
+ * The event loop: `Reactor`, its backends and timers. Knows nothing about
+ * protocols.
+ *
+ * @module
+ */
+
+export * from "./backend.ts";
+export * from "./epoll.ts";
+export * from "./reactor.ts";
+export * from "./timers.ts";

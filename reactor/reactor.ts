@@ -1,0 +1,413 @@
+/**
+ * The Reactor: an event table (fd -> handler + interest), one backend with a
+ * fixed results array, timers, and a run loop that shares the JS thread with
+ * Deno's own event loop.
+ *
+ * ## Loop phases (one iteration)
+ * 1. Yield to Deno's loop if this run has held the thread for `yieldEveryMs`.
+ * 2. Wait on the JS thread for at most `syncWaitMs` (or less if a timer is due
+ *    sooner). Under load this returns at once with events, exactly like a C
+ *    loop, and costs one fast FFI call.
+ * 3. If that wait timed out with nothing ready, the server is idle: park in a
+ *    blocking wait on Deno's thread pool (`nonblocking` FFI) until an event or
+ *    the next timer, so Deno's timers, promises and signal listeners run
+ *    freely meanwhile. Leaving the park costs a thread hop (~40 µs), paid
+ *    only after `syncWaitMs` of silence.
+ * 4. Dispatch each result to its handler (stale results, whose fd was closed
+ *    and reused during this batch, are recognised by their token and dropped).
+ * 5. Run the timers that are due.
+ *
+ * Why not `epoll_wait(-1)` on the JS thread: it would freeze Deno's loop.
+ * Why not always park on the pool: ~40 µs of thread hop per wait is five times
+ * a C server's whole cost per request. Why not yield with `setTimeout(0)`: it
+ * is clamped to ~1-4 ms. `setImmediate` turns Deno's loop in ~2.5 µs.
+ *
+ * @module
+ */
+
+import { setImmediate } from "node:timers";
+import { getLogger } from "@logtape/logtape";
+import { close, errno, eventfd, read, write } from "../syscalls/libc.ts";
+import {
+  EFD_CLOEXEC,
+  EFD_NONBLOCK,
+  EPOLLET,
+  EPOLLIN,
+  EPOLLONESHOT,
+} from "../syscalls/constants.ts";
+import { SyscallError } from "../syscalls/errno.ts";
+import type { Backend, BackendName } from "./backend.ts";
+import { EpollBackend } from "./epoll.ts";
+import { Timer, TimerHeap } from "./timers.ts";
+
+const log = getLogger(["reactor"]);
+
+/** Something that owns an fd and reacts to its readiness. */
+export interface Handler {
+  /** The fd is ready; `events` holds EPOLL* bits (EPOLLIN, EPOLLOUT, EPOLLERR, ...). */
+  ready(events: number): void;
+  /**
+   * `ready` threw. The handler should release its fd; without this method
+   * the reactor unregisters and closes the fd itself.
+   */
+  crashed?(error: unknown): void;
+}
+
+/** Counters a reactor keeps; tests read them, and they are logged at exit. */
+export class ReactorCounters {
+  /** Connections accepted. */
+  accepted = 0;
+  /** Connections closed (by either side). */
+  closed = 0;
+  /** Bytes received from peers. */
+  bytesIn = 0;
+  /** Bytes sent to peers. */
+  bytesOut = 0;
+  /** Wait calls (epoll_wait, poll or select), on the JS thread or parked. */
+  waits = 0;
+  /** Of those, waits parked on Deno's thread pool because the server was idle. */
+  parkedWaits = 0;
+  /** Events delivered to handlers. */
+  events = 0;
+  /** Times EPOLLOUT was armed because a send could not take everything. */
+  writableArms = 0;
+  /** Times EPOLLOUT was disarmed because the output buffer drained. */
+  writableDisarms = 0;
+  /** Sends that returned EAGAIN or took only part of the bytes. */
+  sendEagain = 0;
+  /** Times reading from a peer was paused by backpressure. */
+  readPauses = 0;
+  /** accept() failures for lack of fds (EMFILE/ENFILE) or memory. */
+  acceptLimitHits = 0;
+  /** Times the loop yielded to Deno's event loop while busy. */
+  yields = 0;
+  /** Handler exceptions caught by the loop. */
+  handlerErrors = 0;
+
+  /** A plain object copy, for logs and JSON. */
+  snapshot(): Record<string, number> {
+    return Object.fromEntries(Object.entries(this));
+  }
+}
+
+/** Reactor settings. */
+export interface ReactorOptions {
+  /** Readiness mechanism (default epoll). */
+  backend?: BackendName;
+  /** Size of the one results array (epoll's maxevents). Default 1024. */
+  maxEvents?: number;
+  /** Edge-triggered registrations for handlers that honour `triggerBits` (epoll only). */
+  edge?: boolean;
+  /** Longest wait on the JS thread before parking on the pool. Default 2 ms. */
+  syncWaitMs?: number;
+  /** Under load, yield to Deno's loop at least this often. Default 2 ms. */
+  yieldEveryMs?: number;
+  /** Size of the shared read buffer. Default 64 KiB. */
+  readBufferSize?: number;
+}
+
+const NO_HANDLER = null;
+
+function createBackend(name: BackendName, maxEvents: number): Promise<Backend> | Backend {
+  switch (name) {
+    case "epoll":
+      return new EpollBackend(maxEvents);
+    case "poll":
+      return import("./poll.ts").then((m) => new m.PollBackend(maxEvents));
+    case "select":
+      return import("./select.ts").then((m) => new m.SelectBackend(maxEvents));
+    default:
+      throw new Error(`unknown backend ${name}`);
+  }
+}
+
+const yieldToDeno = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Drains the eventfd that `Reactor.wake` writes to. */
+class Waker implements Handler {
+  readonly fd: number;
+  readonly #buf = new Uint8Array(8);
+
+  constructor() {
+    this.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (this.fd < 0) throw new SyscallError("eventfd", errno());
+    this.#buf[0] = 1;
+  }
+
+  ready(): void {
+    read(this.fd, this.#buf, 8);
+  }
+
+  wake(): void {
+    this.#buf[0] = 1;
+    write(this.fd, this.#buf, 8);
+  }
+}
+
+/**
+ * One event loop. Handlers register fds with event bits; `run()` waits and
+ * dispatches until `stop()`.
+ *
+ * ```ts
+ * const reactor = await Reactor.create();
+ * reactor.register(fd, { ready(ev) { ... } }, EPOLLIN);
+ * await reactor.run();
+ * ```
+ */
+export class Reactor {
+  /** The readiness mechanism. */
+  readonly backend: Backend;
+  /** Whether handlers should register edge-triggered and drain until EAGAIN. */
+  readonly edge: boolean;
+  /** EPOLLET in edge mode, else 0: handlers OR it into their event bits. */
+  readonly triggerBits: number;
+  /** Counters; see `ReactorCounters`. */
+  readonly counters = new ReactorCounters();
+  /** One read buffer for every connection of this reactor: reads never allocate. */
+  readonly readBuffer: Uint8Array;
+  /** `performance.now()` as of the current loop iteration. */
+  now = performance.now();
+
+  #handlers: (Handler | null)[] = [];
+  #interest = new Int32Array(1024);
+  #tokens = new Uint32Array(1024);
+  #nextToken = 1;
+  #timers = new TimerHeap();
+  #waker: Waker;
+  #running = false;
+  #parked = false;
+  #parkedUntil = Infinity;
+  #done: Promise<void> | null = null;
+  readonly #syncWaitMs: number;
+  readonly #yieldEveryMs: number;
+  readonly #beforeWait: (() => void)[] = [];
+
+  private constructor(backend: Backend, opts: ReactorOptions) {
+    this.backend = backend;
+    this.edge = opts.edge ?? false;
+    if (this.edge && !backend.supportsEdge) {
+      backend.close();
+      throw new Error(
+        `edge-triggered mode needs the epoll backend; ${backend.name} is level-triggered only`,
+      );
+    }
+    this.triggerBits = this.edge ? EPOLLET : 0;
+    this.readBuffer = new Uint8Array(opts.readBufferSize ?? 65536);
+    this.#syncWaitMs = opts.syncWaitMs ?? 2;
+    this.#yieldEveryMs = opts.yieldEveryMs ?? 2;
+    this.#waker = new Waker();
+    this.register(this.#waker.fd, this.#waker, EPOLLIN);
+  }
+
+  /** Creates a reactor (async because the poll/select backends load on demand). */
+  static async create(opts: ReactorOptions = {}): Promise<Reactor> {
+    const maxEvents = opts.maxEvents ?? 1024;
+    if (!Number.isInteger(maxEvents) || maxEvents < 1) {
+      throw new Error(`maxEvents must be a positive integer, got ${maxEvents}`);
+    }
+    return new Reactor(await createBackend(opts.backend ?? "epoll", maxEvents), opts);
+  }
+
+  #ensure(fd: number): void {
+    if (fd < this.#interest.length) return;
+    let size = this.#interest.length;
+    while (size <= fd) size *= 2;
+    const interest = new Int32Array(size);
+    interest.set(this.#interest);
+    this.#interest = interest;
+    const tokens = new Uint32Array(size);
+    tokens.set(this.#tokens);
+    this.#tokens = tokens;
+  }
+
+  /** Adds `fd` with `events` (EPOLL* bits, including EPOLLET/EPOLLONESHOT if wanted). */
+  register(fd: number, handler: Handler, events: number): void {
+    this.#ensure(fd);
+    const token = this.#nextToken;
+    this.#nextToken = (token + 1) >>> 0 || 1;
+    this.backend.add(fd, events, token);
+    while (this.#handlers.length <= fd) this.#handlers.push(NO_HANDLER);
+    this.#handlers[fd] = handler;
+    this.#interest[fd] = events;
+    this.#tokens[fd] = token;
+    if (this.backend.changesNeedWake && this.#parked) this.wake();
+  }
+
+  /** Changes the events of a registered fd; a no-op when they are unchanged. */
+  modify(fd: number, events: number): void {
+    if (this.#interest[fd] === events && (events & EPOLLONESHOT) === 0) return;
+    this.backend.modify(fd, events, this.#tokens[fd]);
+    this.#interest[fd] = events;
+    if (this.backend.changesNeedWake && this.#parked) this.wake();
+  }
+
+  /** The events `fd` is registered with. */
+  interestOf(fd: number): number {
+    return this.#interest[fd];
+  }
+
+  /** Whether `fd` has a handler. */
+  isRegistered(fd: number): boolean {
+    return this.#handlers[fd] != null;
+  }
+
+  /** Removes `fd` (before it is closed). Results for it still in this batch are dropped. */
+  unregister(fd: number): void {
+    if (this.#handlers[fd] == null) return;
+    this.#handlers[fd] = NO_HANDLER;
+    this.#interest[fd] = 0;
+    this.#tokens[fd] = 0;
+    this.backend.remove(fd);
+    if (this.backend.changesNeedWake && this.#parked) this.wake();
+  }
+
+  /** Creates a timer that runs `callback` after `delayMs`. Keep it to reset or cancel it. */
+  setTimer(delayMs: number, callback: () => void): Timer {
+    const t = new Timer(callback);
+    this.resetTimer(t, delayMs);
+    return t;
+  }
+
+  /** (Re)schedules `timer` to fire `delayMs` from now. Allocates nothing. */
+  resetTimer(timer: Timer, delayMs: number): void {
+    const at = performance.now() + delayMs;
+    this.#timers.schedule(timer, at);
+    if (this.#parked && at < this.#parkedUntil) this.wake();
+  }
+
+  /** Unschedules `timer`. */
+  cancelTimer(timer: Timer): void {
+    this.#timers.cancel(timer);
+  }
+
+  /** Runs `hook` before every wait (redis's beforeSleep): flush batched work here. */
+  beforeWait(hook: () => void): void {
+    this.#beforeWait.push(hook);
+  }
+
+  /** Interrupts a wait in progress (from a signal listener, a Deno timer, ...). */
+  wake(): void {
+    this.#waker.wake();
+  }
+
+  /** Whether `run()` is looping. */
+  get running(): boolean {
+    return this.#running;
+  }
+
+  /** Runs the loop until `stop()`. Resolves when the loop has exited. */
+  run(): Promise<void> {
+    if (this.#done) return this.#done;
+    this.#running = true;
+    this.#done = this.#loop();
+    return this.#done;
+  }
+
+  /** Asks the loop to exit after the current iteration; safe from any callback. */
+  stop(): void {
+    if (!this.#running) return;
+    this.#running = false;
+    this.wake();
+  }
+
+  /** Releases the backend and the waker. Call after `run()` resolved. */
+  close(): void {
+    if (this.#running) throw new Error("close() while the reactor runs: stop() and await run()");
+    this.unregister(this.#waker.fd);
+    close(this.#waker.fd);
+    this.backend.close();
+  }
+
+  #timeout(cap: number): number {
+    const next = this.#timers.peek();
+    if (next === undefined) return cap;
+    const ms = Math.ceil(next.at - this.now);
+    if (ms <= 0) return 0;
+    return cap < 0 || ms < cap ? ms : cap;
+  }
+
+  async #loop(): Promise<void> {
+    const backend = this.backend;
+    const counters = this.counters;
+    const beforeWait = this.#beforeWait;
+    let sliceStart = performance.now();
+    try {
+      while (this.#running) {
+        this.now = performance.now();
+        if (this.now - sliceStart >= this.#yieldEveryMs) {
+          counters.yields++;
+          await yieldToDeno();
+          if (!this.#running) break;
+          this.now = sliceStart = performance.now();
+        }
+        for (let i = 0; i < beforeWait.length; i++) beforeWait[i]();
+        const timeout = this.#timeout(this.#syncWaitMs);
+        let n = backend.wait(timeout);
+        counters.waits++;
+        if (n === 0 && timeout === this.#syncWaitMs && this.#running) {
+          // Idle: park off the JS thread until an event or the next timer.
+          this.now = performance.now();
+          const parkMs = this.#timeout(-1);
+          this.#parked = true;
+          this.#parkedUntil = parkMs < 0 ? Infinity : this.now + parkMs;
+          n = await backend.waitBlocking(parkMs);
+          this.#parked = false;
+          counters.waits++;
+          counters.parkedWaits++;
+          sliceStart = performance.now();
+        }
+        this.now = performance.now();
+        if (n > 0) this.#dispatch(n);
+        this.#runTimers();
+      }
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  #dispatch(n: number): void {
+    const backend = this.backend;
+    const handlers = this.#handlers;
+    const tokens = this.#tokens;
+    this.counters.events += n;
+    for (let i = 0; i < n; i++) {
+      const fd = backend.resultFd(i);
+      const handler = handlers[fd];
+      if (handler == null || tokens[fd] !== backend.resultToken(i)) continue;
+      try {
+        handler.ready(backend.resultEvents(i));
+      } catch (error) {
+        this.#crashed(fd, handler, error);
+      }
+    }
+  }
+
+  #crashed(fd: number, handler: Handler, error: unknown): void {
+    this.counters.handlerErrors++;
+    log.error("handler for fd {fd} threw: {error}", { fd, error });
+    if (handler.crashed) {
+      try {
+        handler.crashed(error);
+        return;
+      } catch (again) {
+        log.error("crashed() for fd {fd} threw too: {error}", { fd, error: again });
+      }
+    }
+    if (this.#handlers[fd] === handler) {
+      this.unregister(fd);
+      close(fd);
+    }
+  }
+
+  #runTimers(): void {
+    let timer: Timer | undefined;
+    while ((timer = this.#timers.popDue(this.now)) !== undefined) {
+      try {
+        timer.callback();
+      } catch (error) {
+        this.counters.handlerErrors++;
+        log.error("timer callback threw: {error}", { error });
+      }
+    }
+  }
+}

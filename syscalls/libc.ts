@@ -1,0 +1,132 @@
+/**
+ * The one place that calls `Deno.dlopen`: libc's socket, epoll, poll, select
+ * and rlimit calls, bound once and exported as plain functions.
+ *
+ * Types are chosen for V8's fast API calls, because these functions run for
+ * every event:
+ *
+ * - Only i32/u32/pointer/buffer parameters. A `usize`/`u64` parameter given a
+ *   JS number deopts the fast call on every call (measured: 73,400 deopts in
+ *   5 s, the server ran 3x slower), and BigInt would allocate per call.
+ * - Lengths (`size_t`, `nfds_t`) are declared `u32`. The x86_64 SysV and
+ *   AAPCS64 ABIs do not promise anything about the upper 32 bits of a 32-bit
+ *   argument register, but every 32-bit register write on both architectures
+ *   zero-extends (`mov r32` on x86_64, a `w` register on aarch64), and that is
+ *   how V8 and Deno's trampolines materialise u32 values. We never pass a
+ *   length of 2^31 or more, so even a sign-extending path would read the same
+ *   value. `tests/syscalls_test.ts` checks lengths arrive intact.
+ * - `ssize_t` results are declared `i32`: the low half of the return register
+ *   is the whole value for every length below 2^31, and -1 stays -1.
+ *
+ * errno is read through the address `__errno_location()` returns for the
+ * main thread, viewed as an `Int32Array` once, so reading it is a plain
+ * memory load right after the failed call.
+ *
+ * @module
+ */
+
+const SYMBOLS = {
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  recv: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
+  send: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  write: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  // fcntl is variadic; on x86_64 and aarch64 Linux an int passed as the third
+  // argument lands where va_arg reads it, so a fixed three-int signature works.
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  epoll_create1: { parameters: ["i32"], result: "i32" },
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
+  // The same call on Deno's blocking thread pool: the reactor parks here when
+  // idle so Deno's own loop (timers, signals, promises) keeps running.
+  epoll_wait_blocking: {
+    name: "epoll_wait",
+    parameters: ["i32", "buffer", "i32", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  poll: { parameters: ["buffer", "u32", "i32"], result: "i32" },
+  poll_blocking: {
+    name: "poll",
+    parameters: ["buffer", "u32", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  select: { parameters: ["i32", "buffer", "buffer", "buffer", "buffer"], result: "i32" },
+  select_blocking: {
+    name: "select",
+    parameters: ["i32", "buffer", "buffer", "buffer", "buffer"],
+    result: "i32",
+    nonblocking: true,
+  },
+  getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
+  setrlimit: { parameters: ["i32", "buffer"], result: "i32" },
+  getpid: { parameters: [], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+function openLibc() {
+  if (Deno.build.os !== "linux") {
+    throw new Error(`reactor needs Linux (epoll); this is ${Deno.build.os}`);
+  }
+  return Deno.dlopen("libc.so.6", SYMBOLS);
+}
+
+const libc = openLibc();
+
+/** The bound libc functions. Destructure what you need once, at module scope. */
+export const {
+  socket,
+  socketpair,
+  setsockopt,
+  getsockopt,
+  bind,
+  listen,
+  accept4,
+  connect,
+  getsockname,
+  recv,
+  send,
+  read,
+  write,
+  close,
+  shutdown,
+  fcntl,
+  pipe2,
+  eventfd,
+  epoll_create1,
+  epoll_ctl,
+  epoll_wait,
+  epoll_wait_blocking,
+  poll,
+  poll_blocking,
+  select,
+  select_blocking,
+  getrlimit,
+  setrlimit,
+  getpid,
+} = libc.symbols;
+
+const errnoAddress = libc.symbols.__errno_location();
+if (errnoAddress === null) throw new Error("__errno_location returned NULL");
+const errnoCell = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(errnoAddress, 4));
+
+/**
+ * errno of the main thread. Read it right after a call returned -1, before
+ * anything else can make a call that overwrites it.
+ */
+export function errno(): number {
+  return errnoCell[0];
+}
