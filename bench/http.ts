@@ -352,9 +352,8 @@ async function benchOne(
     });
     if (notes.length) result.note = notes.join("; ");
   } catch (e) {
-    if (ctx.signal.aborted) throw e;
     result.status = "failed";
-    result.note = (e as Error).message;
+    result.note = ctx.signal.aborted ? "interrupted" : (e as Error).message;
   } finally {
     if (server) {
       const stop = await stopServer(server);
@@ -420,11 +419,11 @@ async function main(): Promise<number> {
   const abort = new AbortController();
   let interrupted = false;
   const onSignal = () => {
-    if (interrupted) return;
+    if (interrupted) Deno.exit(130); // second Ctrl-C: give up waiting
     interrupted = true;
     log("bench: interrupted, stopping the server");
-    abort.abort();
-    stopAllServers().finally(() => Deno.exit(130));
+    abort.abort(); // kills wrk; benchOne then stops the server
+    stopAllServers();
   };
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
@@ -452,6 +451,7 @@ async function main(): Promise<number> {
   const usedPorts = new Set<number>();
   try {
     for (const p of plans) {
+      if (interrupted) break;
       if ("skip" in p) {
         log(`${p.name}: skipped: ${p.skip}`);
         results.push({
@@ -471,6 +471,7 @@ async function main(): Promise<number> {
         continue;
       }
       const r = await benchOne(p, opts, { logDir, usedPorts, hz, signal: abort.signal });
+      if (interrupted) break;
       if (r.status === "failed") log(`${p.name}: FAILED: ${r.note}`);
       results.push(r);
     }
@@ -482,6 +483,8 @@ async function main(): Promise<number> {
       // not built
     }
   }
+
+  if (interrupted) return 130;
 
   // Table.
   const d = opts.depth;

@@ -237,15 +237,19 @@ export class Connection implements Handler {
       this.close("overflow");
       return false;
     }
+    const counters = this.reactor.counters;
+    if (this.output.length > counters.peakOutputBytes) {
+      counters.peakOutputBytes = this.output.length;
+    }
     let changed = false;
     if (!this.#writing) {
       this.#writing = true;
-      this.reactor.counters.writableArms++;
+      counters.writableArms++;
       changed = true;
     }
     if (!this.#readingPaused && this.output.length >= this.#limits.highWaterMark) {
       this.#readingPaused = true;
-      this.reactor.counters.readPauses++;
+      counters.readPauses++;
       changed = true;
     }
     if (changed) this.#updateInterest();

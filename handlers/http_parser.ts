@@ -225,7 +225,10 @@ export class HttpParser {
   targetLength = 0;
   /** 0 or 1 (HTTP/1.0 or HTTP/1.1). */
   versionMinor = 1;
-  /** 1.1: true unless a Connection header lists "close"; 1.0: false unless it lists "keep-alive". */
+  /**
+   * 1.1: true unless a Connection header lists "close";
+   * 1.0: false unless it lists "keep-alive" (and not "close").
+   */
   keepAlive = false;
   /** The Content-Length, or -1 when absent. */
   contentLength = -1;
@@ -389,9 +392,25 @@ export class HttpParser {
           if (b !== SP || n === 0) {
             return this.fail(i, 400, b === CR ? "missing HTTP version" : "invalid request target");
           }
+          i++;
+          // Shortcut for the common case of the whole "HTTP/1.x" CRLF being at hand; it takes
+          // the same decisions as the byte states below, which handle everything else.
+          if (stop - i >= 10) {
+            const minor = buf[i + 7] - ZERO;
+            if (
+              buf[i] === 0x48 && buf[i + 1] === 0x54 && buf[i + 2] === 0x54 &&
+              buf[i + 3] === 0x50 && buf[i + 4] === 0x2f && buf[i + 5] === 0x31 &&
+              buf[i + 6] === DOT && (minor === 1 || minor === 0) && buf[i + 8] === CR &&
+              buf[i + 9] === LF
+            ) {
+              this.versionMinor = minor;
+              s = S_FIELD_START;
+              i += 10;
+              continue;
+            }
+          }
           s = S_VERSION;
           this.vIdx = 0;
-          i++;
           continue;
         }
         case S_VERSION: {

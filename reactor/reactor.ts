@@ -75,10 +75,14 @@ export class ReactorCounters {
   writableDisarms = 0;
   /** Sends that returned EAGAIN or took only part of the bytes. */
   sendEagain = 0;
+  /** The most bytes one connection has had waiting in its output buffer. */
+  peakOutputBytes = 0;
   /** Times reading from a peer was paused by backpressure. */
   readPauses = 0;
   /** accept() failures for lack of fds (EMFILE/ENFILE) or memory. */
   acceptLimitHits = 0;
+  /** Times Deno's own loop had IO or a signal pending and the loop parked to let it run. */
+  denoLoopWakeups = 0;
   /** Times the loop yielded to Deno's event loop while busy. */
   yields = 0;
   /** Handler exceptions caught by the loop. */
@@ -102,6 +106,11 @@ export interface ReactorOptions {
   syncWaitMs?: number;
   /** Under load, yield to Deno's loop at least this often. Default 2 ms. */
   yieldEveryMs?: number;
+  /**
+   * Watch Deno's own epoll fds so Deno IO and signals cut a JS-thread wait
+   * short (epoll backend only). Default true.
+   */
+  watchDenoLoop?: boolean;
   /** Size of the shared read buffer. Default 64 KiB. */
   readBufferSize?: number;
 }
@@ -145,6 +154,38 @@ class Waker implements Handler {
 }
 
 /**
+ * Watches Deno's own epoll instances (tokio's IO driver) from inside ours,
+ * edge-triggered: when Deno has IO or a signal to deliver, our wait returns
+ * and the loop yields at once instead of holding the thread for up to
+ * `syncWaitMs`. Found by their `anon_inode:[eventpoll]` links in
+ * /proc/self/fd before our own epoll fd exists.
+ */
+class DenoLoopWatch implements Handler {
+  pending = false;
+
+  static existingEpollFds(): number[] {
+    const fds: number[] = [];
+    try {
+      for (const entry of Deno.readDirSync("/proc/self/fd")) {
+        try {
+          if (Deno.readLinkSync(`/proc/self/fd/${entry.name}`) === "anon_inode:[eventpoll]") {
+            fds.push(Number(entry.name));
+          }
+        } catch { /* the fd closed while we looked */ }
+      }
+    } catch { /* no /proc: fall back to periodic yields only */ }
+    return fds;
+  }
+
+  ready(): void {
+    this.pending = true;
+    this.wakeups++;
+  }
+
+  wakeups = 0;
+}
+
+/**
  * One event loop. Handlers register fds with event bits; `run()` waits and
  * dispatches until `stop()`.
  *
@@ -174,6 +215,7 @@ export class Reactor {
   #nextToken = 1;
   #timers = new TimerHeap();
   #waker: Waker;
+  #denoLoop = new DenoLoopWatch();
   #running = false;
   #parked = false;
   #parkedUntil = Infinity;
@@ -182,7 +224,7 @@ export class Reactor {
   readonly #yieldEveryMs: number;
   readonly #beforeWait: (() => void)[] = [];
 
-  private constructor(backend: Backend, opts: ReactorOptions) {
+  private constructor(backend: Backend, opts: ReactorOptions, denoEpollFds: number[]) {
     this.backend = backend;
     this.edge = opts.edge ?? false;
     if (this.edge && !backend.supportsEdge) {
@@ -197,6 +239,9 @@ export class Reactor {
     this.#yieldEveryMs = opts.yieldEveryMs ?? 2;
     this.#waker = new Waker();
     this.register(this.#waker.fd, this.#waker, EPOLLIN);
+    if (backend.supportsEdge && opts.watchDenoLoop !== false) {
+      for (const fd of denoEpollFds) this.register(fd, this.#denoLoop, EPOLLIN | EPOLLET);
+    }
   }
 
   /** Creates a reactor (async because the poll/select backends load on demand). */
@@ -205,7 +250,8 @@ export class Reactor {
     if (!Number.isInteger(maxEvents) || maxEvents < 1) {
       throw new Error(`maxEvents must be a positive integer, got ${maxEvents}`);
     }
-    return new Reactor(await createBackend(opts.backend ?? "epoll", maxEvents), opts);
+    const denoEpollFds = DenoLoopWatch.existingEpollFds();
+    return new Reactor(await createBackend(opts.backend ?? "epoll", maxEvents), opts, denoEpollFds);
   }
 
   #ensure(fd: number): void {
@@ -329,7 +375,7 @@ export class Reactor {
   async #loop(): Promise<void> {
     const backend = this.backend;
     const counters = this.counters;
-    const beforeWait = this.#beforeWait;
+    const denoLoop = this.#denoLoop;
     let sliceStart = performance.now();
     try {
       while (this.#running) {
@@ -340,29 +386,45 @@ export class Reactor {
           if (!this.#running) break;
           this.now = sliceStart = performance.now();
         }
-        for (let i = 0; i < beforeWait.length; i++) beforeWait[i]();
+        this.#runBeforeWait();
         const timeout = this.#timeout(this.#syncWaitMs);
-        let n = backend.wait(timeout);
+        const n = backend.wait(timeout);
         counters.waits++;
-        if (n === 0 && timeout === this.#syncWaitMs && this.#running) {
-          // Idle: park off the JS thread until an event or the next timer.
-          this.now = performance.now();
-          const parkMs = this.#timeout(-1);
-          this.#parked = true;
-          this.#parkedUntil = parkMs < 0 ? Infinity : this.now + parkMs;
-          n = await backend.waitBlocking(parkMs);
-          this.#parked = false;
-          counters.waits++;
-          counters.parkedWaits++;
-          sliceStart = performance.now();
+        this.#afterWait(n);
+        if (!this.#running) break;
+        const idle = n === 0 && timeout === this.#syncWaitMs;
+        if (!idle && !denoLoop.pending) continue;
+        // Park off the JS thread: we are idle, or Deno's loop has IO or a
+        // signal waiting, which only a real turn of its loop will process.
+        if (denoLoop.pending) {
+          denoLoop.pending = false;
+          counters.denoLoopWakeups++;
         }
-        this.now = performance.now();
-        if (n > 0) this.#dispatch(n);
-        this.#runTimers();
+        this.#runBeforeWait();
+        const parkMs = this.#timeout(-1);
+        this.#parked = true;
+        this.#parkedUntil = parkMs < 0 ? Infinity : this.now + parkMs;
+        const m = await backend.waitBlocking(parkMs);
+        this.#parked = false;
+        counters.waits++;
+        counters.parkedWaits++;
+        this.#afterWait(m);
+        sliceStart = this.now;
       }
     } finally {
       this.#running = false;
     }
+  }
+
+  #runBeforeWait(): void {
+    const hooks = this.#beforeWait;
+    for (let i = 0; i < hooks.length; i++) hooks[i]();
+  }
+
+  #afterWait(n: number): void {
+    this.now = performance.now();
+    if (n > 0) this.#dispatch(n);
+    this.#runTimers();
   }
 
   #dispatch(n: number): void {

@@ -55,17 +55,21 @@ export function escapeXml(s: string): string {
 }
 
 /**
- * "Nice" axis ticks from 0 to at least `max`: steps of 1, 2, 2.5 or 5 times a power of ten,
- * about `count` of them.
+ * "Nice" axis ticks from 0 to at least `max`, in steps of 1, 2, 2.5 or 5 times a power of
+ * ten: the step whose last tick is closest above `max` with at most `count` + 3 intervals.
  */
 export function niceTicks(max: number, count = 5): number[] {
   if (!(max > 0)) return [0, 1];
-  const raw = max / count;
-  const pow = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * pow).find((s) => s >= raw) ?? 10 * pow;
-  const n = Math.max(1, Math.ceil(max / step - 1e-9));
+  const pow = 10 ** Math.floor(Math.log10(max / count));
+  let best = { step: 0, n: 0, top: Infinity };
+  for (const m of [1, 2, 2.5, 5, 10, 20, 25, 50]) {
+    const step = m * pow;
+    const n = Math.max(1, Math.ceil(max / step - 1e-9));
+    if (n > count + 3) continue;
+    if (n * step < best.top - 1e-9 * step) best = { step, n, top: n * step };
+  }
   const ticks: number[] = [];
-  for (let i = 0; i <= n; i++) ticks.push(Number((i * step).toPrecision(12)));
+  for (let i = 0; i <= best.n; i++) ticks.push(Number((i * best.step).toPrecision(12)));
   return ticks;
 }
 
@@ -143,6 +147,13 @@ export function barChartSvg(o: BarChartOptions): string {
     `<text transform="translate(20 ${cy.toFixed(1)}) rotate(-90)" text-anchor="middle" ` +
       `font-size="13" fill="#444">${escapeXml(o.yLabel)}</text>`,
   );
+
+  if (o.groups.length === 0) {
+    add(
+      `<text x="${m.left + plotW / 2}" y="${cy.toFixed(1)}" text-anchor="middle" ` +
+        `font-size="15" fill="#999">no data</text>`,
+    );
+  }
 
   // Bars.
   const groupW = plotW / nGroups;

@@ -1,0 +1,137 @@
+import assert from "node:assert/strict";
+import { withServer } from "./support/server.ts";
+import {
+  dial,
+  openFdCount,
+  pattern,
+  readExactly,
+  sleep,
+  waitFor,
+  writeAll,
+} from "./support/net.ts";
+import { connectTcp } from "../syscalls/socket.ts";
+import { close as closeFd, send, setsockopt } from "../syscalls/libc.ts";
+import { MSG_NOSIGNAL, SOL_SOCKET } from "../syscalls/constants.ts";
+
+const SO_LINGER = 13;
+
+for (const trigger of ["level", "edge"] as const) {
+  const edge = trigger === "edge";
+
+  Deno.test(`echo (${trigger}): round trip`, async () => {
+    await withServer({ edge }, async (server) => {
+      const conn = await dial(server.port);
+      const msg = new TextEncoder().encode("hello, reactor\n");
+      await writeAll(conn, msg);
+      assert.deepEqual(await readExactly(conn, msg.length), msg);
+      conn.close();
+      assert.ok(await waitFor(() => server.connectionCount === 0), "server did not see the close");
+      assert.equal(server.reactor.counters.accepted, 1);
+      assert.equal(server.reactor.counters.closed, 1);
+      assert.equal(server.reactor.counters.bytesIn, msg.length);
+      assert.equal(server.reactor.counters.bytesOut, msg.length);
+    });
+  });
+
+  Deno.test(`echo (${trigger}): 200 concurrent clients, byte for byte`, async () => {
+    await withServer({ edge }, async (server) => {
+      const clients = Array.from({ length: 200 }, async (_, i) => {
+        const conn = await dial(server.port);
+        const data = pattern(i, 16384 + i * 37);
+        // Write and read concurrently: echo may push back before we finish writing.
+        const [, back] = await Promise.all([writeAll(conn, data), readExactly(conn, data.length)]);
+        conn.close();
+        assert.deepEqual(back, data, `client ${i} got different bytes`);
+      });
+      await Promise.all(clients);
+      assert.ok(await waitFor(() => server.connectionCount === 0));
+      assert.equal(server.reactor.counters.accepted, 200);
+    });
+  });
+}
+
+Deno.test("echo: 64 MiB to a slow reader arrives in order, EPOLLOUT armed and disarmed, memory bounded", async () => {
+  const limits = { highWaterMark: 1 << 20, lowWaterMark: 256 << 10, maxOutputBytes: 16 << 20 };
+  await withServer({ limits }, async (server) => {
+    const total = 64 << 20;
+    const conn = await dial(server.port);
+    const c = server.reactor.counters;
+    const writer = (async () => {
+      const chunk = 1 << 20;
+      for (let off = 0; off < total; off += chunk) await writeAll(conn, pattern(7, chunk, off));
+    })();
+    await sleep(300); // read nothing yet: the server's sends must hit EAGAIN
+    let got = 0;
+    const buf = new Uint8Array(256 << 10);
+    let reads = 0;
+    while (got < total) {
+      const n = await conn.read(buf);
+      assert.ok(n !== null, `closed after ${got} bytes`);
+      const expected = pattern(7, n, got);
+      for (let i = 0; i < n; i++) {
+        if (buf[i] !== expected[i]) assert.fail(`byte ${got + i} differs`);
+      }
+      got += n;
+      if (++reads % 16 === 0) await sleep(1); // a slow reader
+    }
+    await writer;
+    assert.equal(got, total);
+    assert.ok(c.writableArms >= 1, "EPOLLOUT was never armed");
+    assert.ok(c.readPauses >= 1, "backpressure never paused reading");
+    assert.ok(await waitFor(() => c.writableDisarms === c.writableArms), "EPOLLOUT left armed");
+    assert.ok(
+      c.peakOutputBytes <= limits.highWaterMark + server.reactor.readBuffer.length,
+      `output buffer reached ${c.peakOutputBytes} bytes, above high water + one read`,
+    );
+    conn.close();
+  });
+});
+
+Deno.test("echo: 2,000 connect/write/close cycles leak no fd", async () => {
+  await withServer({}, async (server) => {
+    const before = openFdCount();
+    const msg = new TextEncoder().encode("ping");
+    for (let i = 0; i < 2000; i++) {
+      const conn = await dial(server.port);
+      await writeAll(conn, msg);
+      await readExactly(conn, msg.length);
+      conn.close();
+    }
+    assert.ok(await waitFor(() => server.connectionCount === 0), "connections left open");
+    assert.equal(server.reactor.counters.accepted, 2000);
+    assert.equal(server.reactor.counters.closed, 2000);
+    assert.ok(await waitFor(() => openFdCount() <= before), `fds: ${before} -> ${openFdCount()}`);
+  });
+});
+
+Deno.test("echo: a peer that resets mid-transfer does not disturb the others", async () => {
+  await withServer({}, async (server) => {
+    const good = Array.from({ length: 20 }, async (_, i) => {
+      const conn = await dial(server.port);
+      const data = pattern(100 + i, 2 << 20);
+      const [, back] = await Promise.all([writeAll(conn, data), readExactly(conn, data.length)]);
+      conn.close();
+      assert.deepEqual(back, data);
+    });
+    // Rude peers: push bytes the server echoes back, never read them, then
+    // close with SO_LINGER 0 so the kernel sends RST while data is in flight.
+    const rude = Array.from({ length: 20 }, async (_, i) => {
+      const { fd } = connectTcp("127.0.0.1", server.port);
+      await sleep(10);
+      const bulk = pattern(200 + i, 1 << 20);
+      let sent = 0;
+      for (let tries = 0; tries < 50 && sent < bulk.length; tries++) {
+        const n = send(fd, bulk, bulk.length, MSG_NOSIGNAL);
+        if (n > 0) sent += n;
+        await sleep(2);
+      }
+      assert.ok(sent > 0, "the rude peer sent nothing");
+      const linger = new Int32Array([1, 0]); // l_onoff = 1, l_linger = 0
+      setsockopt(fd, SOL_SOCKET, SO_LINGER, new Uint8Array(linger.buffer), 8);
+      closeFd(fd);
+    });
+    await Promise.all([...good, ...rude]);
+    assert.ok(await waitFor(() => server.connectionCount === 0), "connections left open");
+    assert.equal(server.reactor.counters.handlerErrors, 0);
+  });
+});

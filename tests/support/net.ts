@@ -1,0 +1,152 @@
+/**
+ * Test helpers: real loopback clients (Deno's own sockets), byte patterns,
+ * fd counting, and child processes running our CLI.
+ *
+ * @module
+ */
+
+/** Connects to 127.0.0.1:port with Deno's TCP client. */
+export function dial(port: number): Promise<Deno.TcpConn> {
+  return Deno.connect({ hostname: "127.0.0.1", port });
+}
+
+/** Writes all of `data`. */
+export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await conn.write(data.subarray(off));
+}
+
+/** Reads exactly `n` bytes, or throws if the peer closes first. */
+export async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  let off = 0;
+  while (off < n) {
+    const got = await conn.read(out.subarray(off));
+    if (got === null) throw new Error(`peer closed after ${off} of ${n} bytes`);
+    off += got;
+  }
+  return out;
+}
+
+/** Reads until the peer closes; returns everything. */
+export async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  const buf = new Uint8Array(65536);
+  for (;;) {
+    const n = await conn.read(buf).catch(() => null);
+    if (n === null) break;
+    chunks.push(buf.slice(0, n));
+  }
+  const out = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return out;
+}
+
+/** Deterministic bytes: byte i of stream `seed` is a function of both. */
+export function pattern(seed: number, length: number, offset = 0): Uint8Array {
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) {
+    out[i] = ((offset + i) * 31 + seed * 17 + ((offset + i) >> 8)) & 0xff;
+  }
+  return out;
+}
+
+/** How many fds this process has open. */
+export function openFdCount(pid: number | "self" = "self"): number {
+  let n = 0;
+  for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) n++;
+  return n;
+}
+
+/** utime + stime of a process, in seconds. */
+export function cpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // CLK_TCK is 100 on Linux
+}
+
+/** Resolves after `ms`. */
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `cond` every 10 ms until it holds or `ms` passes; returns whether it held. */
+export async function waitFor(cond: () => boolean, ms = 5000): Promise<boolean> {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    if (cond()) return true;
+    await sleep(10);
+  }
+  return cond();
+}
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+/** A child process of `deno run -A main.ts ...args`, with line access to stderr. */
+export class Cli {
+  readonly child: Deno.ChildProcess;
+  #stderr = "";
+  #stdout = "";
+  readonly #pumps: Promise<void>[];
+
+  constructor(args: string[], script = "main.ts", env: Record<string, string> = {}) {
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", ROOT + script, ...args],
+      cwd: ROOT,
+      stdout: "piped",
+      stderr: "piped",
+      stdin: "null",
+      env,
+    }).spawn();
+    const pump = async (s: ReadableStream<Uint8Array>, to: "out" | "err") => {
+      const dec = new TextDecoder();
+      for await (const chunk of s) {
+        if (to === "out") this.#stdout += dec.decode(chunk, { stream: true });
+        else this.#stderr += dec.decode(chunk, { stream: true });
+      }
+    };
+    this.#pumps = [pump(this.child.stdout, "out"), pump(this.child.stderr, "err")];
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  get stderr(): string {
+    return this.#stderr;
+  }
+
+  get stdout(): string {
+    return this.#stdout;
+  }
+
+  /** Waits until stderr or stdout matches `re` (or the timeout); returns the match. */
+  async waitOutput(re: RegExp, ms = 15000): Promise<RegExpMatchArray> {
+    const ok = await waitFor(() => re.test(this.#stderr) || re.test(this.#stdout), ms);
+    if (!ok) throw new Error(`no ${re} in output:\n${this.#stdout}\n${this.#stderr}`);
+    return (this.#stderr.match(re) ?? this.#stdout.match(re))!;
+  }
+
+  /** Waits for exit; returns the code. */
+  async exit(): Promise<number> {
+    const status = await this.child.status;
+    await Promise.all(this.#pumps);
+    return status.code;
+  }
+
+  /** Sends a signal if still running. */
+  kill(signal: Deno.Signal = "SIGTERM"): void {
+    try {
+      this.child.kill(signal);
+    } catch { /* already gone */ }
+  }
+}
+
+/** Starts `main.ts serve` on a free port and returns the process and the port. */
+export async function startCli(args: string[]): Promise<{ cli: Cli; port: number }> {
+  const cli = new Cli(["serve", "--port", "0", ...args]);
+  const m = await cli.waitOutput(/listening on [^\s]*:(\d+)/);
+  return { cli, port: Number(m[1]) };
+}
