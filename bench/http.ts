@@ -14,7 +14,7 @@
 import { parseArgs } from "node:util";
 import { dirname, relative, resolve } from "node:path";
 import { exists, type MachineInfo, machineInfo, which } from "./lib/machine.ts";
-import { clockTicksPerSecond, type GroupSample } from "./lib/proc.ts";
+import { clockTicksPerSecond, type GroupSample, type SystemCpu, systemCpu } from "./lib/proc.ts";
 import {
   freePort,
   httpGet,
@@ -73,6 +73,10 @@ interface RunFigures {
   cpuUsPerReq: number | null;
   /** Server CPU seconds per wall second: how many cores it kept busy. */
   cores: number;
+  /** All CPUs' busy time per wall second (server, wrk and anything else), from /proc/stat. */
+  machineBusyCores: number;
+  /** Hypervisor steal per wall second: CPU this VM wanted but did not get. */
+  stealCores: number;
   latencyMeanMs: number | null;
   latencyMaxMs: number | null;
   errors: WrkErrors;
@@ -223,9 +227,9 @@ async function plan(opts: Options, tmp: string): Promise<Plan[]> {
         const src = resolve(repoDir, "..", "shared", "bench", "c_epoll_server.c");
         const cc = which("cc");
         if (!exists(src)) {
-          plans.push({ name, skip: `${src} not found` });
+          plans.push({ name, skip: `optional C anchor: ${src} not found` });
         } else if (!cc) {
-          plans.push({ name, skip: "cc is not on PATH" });
+          plans.push({ name, skip: "optional C anchor: cc is not on PATH" });
         } else {
           const bin = `${tmp}/c_epoll_server`;
           const out = await new Deno.Command(cc, {
@@ -246,14 +250,20 @@ async function plan(opts: Options, tmp: string): Promise<Plan[]> {
   return plans;
 }
 
-function figures(
-  wrk: WrkResult,
-  before: GroupSample,
-  after: GroupSample,
-  hz: number,
-): RunFigures {
-  const cpuTicks = after.cpuTicks - before.cpuTicks;
+interface Mark {
+  server: GroupSample;
+  system: SystemCpu;
+  at: number;
+}
+
+function mark(server: ServerHandle): Mark {
+  return { server: server.sample(), system: systemCpu(), at: performance.now() };
+}
+
+function figures(wrk: WrkResult, before: Mark, after: Mark, hz: number): RunFigures {
+  const cpuTicks = after.server.cpuTicks - before.server.cpuTicks;
   const cpuSeconds = cpuTicks / hz;
+  const wall = (after.at - before.at) / 1000;
   return {
     requests: wrk.requests,
     seconds: wrk.seconds,
@@ -262,6 +272,8 @@ function figures(
     cpuSeconds,
     cpuUsPerReq: wrk.requests > 0 ? cpuSeconds * 1e6 / wrk.requests : null,
     cores: wrk.seconds > 0 ? cpuSeconds / wrk.seconds : 0,
+    machineBusyCores: (after.system.busy - before.system.busy) / hz / wall,
+    stealCores: (after.system.steal - before.system.steal) / hz / wall,
     latencyMeanMs: wrk.latencyMeanMs,
     latencyMaxMs: wrk.latencyMaxMs,
     errors: wrk.errors,
@@ -321,34 +333,46 @@ async function benchOne(
     await runWrk({ ...base, seconds: WARMUP_S });
 
     log(`${p.name}: plain ${opts.duration} s`);
-    let before = server.sample();
+    let before = mark(server);
     const plain = await runWrk({ ...base, seconds: opts.duration });
-    let after = server.sample();
+    let after = mark(server);
     result.plain = figures(plain, before, after, ctx.hz);
 
     log(`${p.name}: pipelined x${opts.depth} ${opts.duration} s`);
-    before = server.sample();
+    before = mark(server);
     const piped = await runWrk({
       ...base,
       seconds: opts.duration,
       script: resolve(benchDir, "pipeline.lua"),
       env: { DEPTH: String(opts.depth) },
     });
-    after = server.sample();
+    after = mark(server);
     result.pipelined = figures(piped, before, after, ctx.hz);
 
-    result.rssBytes = after.rssBytes;
-    result.rssMiB = after.rssBytes / MiB;
-    result.peakRssMiB = after.hwmBytes / MiB;
-    result.processes = after.pids.length;
-    if (after.pids.length === 0) throw new Error("the server died during the run");
+    const end = after.server;
+    result.rssBytes = end.rssBytes;
+    result.rssMiB = end.rssBytes / MiB;
+    result.peakRssMiB = end.hwmBytes / MiB;
+    result.processes = end.pids.length;
+    if (end.pids.length === 0) throw new Error("the server died during the run");
     result.status = "ok";
     const notes = [
       ["plain", result.plain],
       ["pipelined", result.pipelined],
     ].flatMap(([label, r]) => {
-      const e = (r as RunFigures).errors;
-      return errorCount(e) ? [`wrk ${label} errors: ${describeErrors(e)}`] : [];
+      const f = r as RunFigures;
+      const n: string[] = [];
+      if (errorCount(f.errors)) n.push(`wrk ${label} errors: ${describeErrors(f.errors)}`);
+      // wrk -t1 keeps at most about one core busy; more than that beside the server is
+      // someone else's work competing with the benchmark.
+      const others = f.machineBusyCores - f.cores - 1;
+      if (others > 0.25 || f.stealCores > 0.1) {
+        n.push(
+          `busy machine during the ${label} run: ${others.toFixed(2)} cores used by other ` +
+            `processes, ${f.stealCores.toFixed(2)} stolen by the hypervisor: figures are noisy`,
+        );
+      }
+      return n;
     });
     if (notes.length) result.note = notes.join("; ");
   } catch (e) {
@@ -402,12 +426,13 @@ function chart(
     series: [{ name: "plain" }, { name: `pipelined ×${opts.depth}` }],
     groups: ok.map((r) => ({
       label: r.name,
-      sublabel: `${kilo(r.plain?.rps ?? 0)} / ${kilo(r.pipelined?.rps ?? 0)} rps`,
+      sublabel: `${kilo(r.plain?.rps ?? 0)} | ${kilo(r.pipelined?.rps ?? 0)} req/s`,
       values: [r.plain?.cpuUsPerReq ?? null, r.pipelined?.cpuUsPerReq ?? null],
       highlight: r.name === "ours",
     })),
     footnote: "CPU = user + system time of all the server's processes during the wrk run, " +
-      "divided by requests served. Compare servers of the same run only.",
+      "divided by the requests served. Compare servers of the same run only.\n" +
+      "Under each name: requests/s plain | pipelined (capped by the single wrk thread).",
   });
 }
 

@@ -155,3 +155,23 @@ export function groupCpuTicks(id: number, kind: GroupKind = "session"): number {
 export function ticksToSeconds(ticks: number): number {
   return ticks / clockTicksPerSecond();
 }
+
+/** Machine-wide CPU time from the first line of /proc/stat, in clock ticks, all CPUs summed. */
+export interface SystemCpu {
+  /** Time spent running anything: user, nice, system, irq, softirq and steal. */
+  busy: number;
+  /** Time the hypervisor ran something else while a CPU wanted to run (VMs only). */
+  steal: number;
+  /** busy + idle + iowait. */
+  total: number;
+}
+
+/** Reads machine-wide CPU ticks; the difference of two samples tells how busy the machine was. */
+export function systemCpu(): SystemCpu {
+  const line = Deno.readTextFileSync("/proc/stat").split("\n", 1)[0];
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = line.trim().split(/\s+/)
+    .slice(1).map(Number);
+  const stolen = steal || 0;
+  const busy = user + nice + system + (irq || 0) + (softirq || 0) + stolen;
+  return { busy, steal: stolen, total: busy + idle + (iowait || 0) };
+}

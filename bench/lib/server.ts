@@ -168,7 +168,7 @@ export async function startServer(spec: ServerSpec): Promise<ServerHandle> {
     await stopServer(handle);
     const log = tail(logPath);
     throw new Error(
-      `${spec.name}: ${(e as Error).message} (log: ${logPath})${log ? `\n${log}` : ""}`,
+      `${(e as Error).message} (log: ${logPath})${log ? `\n${log}` : ""}`,
     );
   }
   return handle;

@@ -36,7 +36,7 @@ export interface BarChartOptions {
   series: BarSeries[];
   /** The groups, left to right. */
   groups: BarGroup[];
-  /** Small grey text at the bottom left. */
+  /** Small grey text at the bottom left; "\n" starts a new line. */
   footnote?: string;
   /** Formats a value for the label on its bar; default: 3 significant digits. */
   format?: (v: number) => string;
@@ -90,7 +90,8 @@ export function barChartSvg(o: BarChartOptions): string {
   const nGroups = Math.max(1, o.groups.length);
   const width = o.width ?? Math.max(720, 120 + nGroups * (nSeries * 58 + 50));
   const height = o.height ?? 460;
-  const m = { top: o.subtitle ? 96 : 74, right: 24, bottom: o.footnote ? 84 : 66, left: 78 };
+  const notes = o.footnote ? o.footnote.split("\n") : [];
+  const m = { top: o.subtitle ? 96 : 74, right: 24, bottom: 66 + 16 * notes.length, left: 78 };
   const plotW = width - m.left - m.right;
   const plotH = height - m.top - m.bottom;
   const values = o.groups.flatMap((g) => g.values).filter((v): v is number => v !== null);
@@ -206,12 +207,10 @@ export function barChartSvg(o: BarChartOptions): string {
     }
   });
 
-  if (o.footnote) {
-    add(
-      `<text x="${m.left}" y="${height - 14}" font-size="11" fill="#888">` +
-        `${escapeXml(o.footnote)}</text>`,
-    );
-  }
+  notes.forEach((line, i) => {
+    const ly = height - 14 - 15 * (notes.length - 1 - i);
+    add(`<text x="${m.left}" y="${ly}" font-size="11" fill="#888">${escapeXml(line)}</text>`);
+  });
   add(`</svg>`);
   return out.join("\n") + "\n";
 }

@@ -63,7 +63,7 @@ export function durationToMs(text: string): number | null {
   const m = text.match(/^([\d.]+)(us|ms|s|m|h)$/);
   if (!m) return null;
   const unit: Record<string, number> = { us: 1e-3, ms: 1, s: 1e3, m: 60e3, h: 3600e3 };
-  return Number(m[1]) * unit[m[2]];
+  return Number((Number(m[1]) * unit[m[2]]).toPrecision(12));
 }
 
 /** Converts a wrk size such as `12.34MB` or `800B` to bytes. */
