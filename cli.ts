@@ -107,9 +107,11 @@ function parse(args: string[], options: Record<string, { type: "string" | "boole
   try {
     return parseArgs({ args, options, strict: true, allowPositionals: false });
   } catch (e) {
-    // node:util's messages are long and mention "strict"; keep the gist.
-    const msg = (e as Error).message.replace(/\. To specify a positional.*$/s, "");
-    throw new UsageError(msg.replace(/^Unknown option/, "unknown option"));
+    // node:util's messages run to several sentences; keep the first, in our style.
+    const first = (e as Error).message.split(/\.\s/)[0].replace(/\.$/, "");
+    throw new UsageError(
+      first.replace(/^Unknown option/, "unknown option").replace(/^Option/, "option"),
+    );
   }
 }
 

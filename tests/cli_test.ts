@@ -1,0 +1,106 @@
+import assert from "node:assert/strict";
+import { parseCommandLine, UsageError } from "../cli.ts";
+import { Cli, dial, readExactly, startCli, writeAll } from "./support/net.ts";
+import { listenTcp, localAddress } from "../syscalls/socket.ts";
+import { close } from "../syscalls/libc.ts";
+
+Deno.test("cli: defaults of serve", () => {
+  const cmd = parseCommandLine(["serve"]);
+  assert.equal(cmd.command, "serve");
+  if (cmd.command !== "serve") return;
+  assert.equal(cmd.host, "127.0.0.1");
+  assert.equal(cmd.port, 8080);
+  assert.equal(cmd.trigger, "level");
+  assert.equal(cmd.backend, "epoll");
+  assert.equal(cmd.maxEvents, 1024);
+});
+
+Deno.test("cli: flags that make no sense are usage errors", () => {
+  const bad: [string[], RegExp][] = [
+    [["serve", "--port", "http"], /--port must be a whole number/],
+    [["serve", "--port", "70000"], /--port must be between 0 and 65535/],
+    [["serve", "--max-events", "0"], /--max-events must be between 1/],
+    [["serve", "--trigger", "sideways"], /--trigger must be one of level, edge/],
+    [["serve", "--app", "ftp"], /--app must be one of/],
+    [["serve", "--trigger", "edge", "--backend", "poll"], /edge needs --backend epoll/],
+    [["serve", "--nope"], /unknown option '--nope'/],
+    [["serve", "extra"], /.+/],
+    [["fly"], /unknown command "fly"/],
+    [["probe", "--path", "health"], /--path must start with/],
+  ];
+  for (const [argv, re] of bad) {
+    assert.throws(() => parseCommandLine(argv), (e: unknown) => {
+      assert.ok(e instanceof UsageError, `${argv.join(" ")}: ${e}`);
+      assert.match(e.message, re);
+      return true;
+    });
+  }
+});
+
+async function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const cli = new Cli(args);
+  const code = await cli.exit();
+  return { code, stdout: cli.stdout, stderr: cli.stderr };
+}
+
+Deno.test("cli: --version and --help", async () => {
+  const v = await run(["--version"]);
+  assert.equal(v.code, 0);
+  assert.match(v.stdout, /^reactor \d+\.\d+\.\d+ \(deno 2\.\d+\.\d+, \w+-/);
+  const h = await run(["--help"]);
+  assert.equal(h.code, 0);
+  assert.match(h.stdout, /--trigger level\|edge/);
+});
+
+Deno.test("cli: a bad flag is one line on stderr and exit code 2", async () => {
+  const r = await run(["serve", "--port", "-1"]);
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+  assert.match(r.stderr, /^reactor: /);
+});
+
+Deno.test("cli: address in use is a clear message naming the address, not a stack trace", async () => {
+  const fd = listenTcp({ host: "127.0.0.1", port: 0 });
+  const { port } = localAddress(fd);
+  try {
+    const r = await run(["serve", "--port", String(port)]);
+    assert.equal(r.code, 1);
+    assert.equal(
+      r.stderr.trim(),
+      `reactor: cannot listen on 127.0.0.1:${port}: address already in use (is another server running on it?)`,
+    );
+  } finally {
+    close(fd);
+  }
+});
+
+Deno.test("cli: a host that is not an address is a usage error", async () => {
+  const r = await run(["serve", "--host", "example.invalid", "--port", "0"]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /--host not an IP address/);
+  assert.doesNotMatch(r.stderr, /at .*\.ts:\d+/);
+});
+
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  Deno.test(`cli: serve echoes, and ${signal} stops it with exit code 0`, async () => {
+    const { cli, port } = await startCli(["--app", "echo"]);
+    const conn = await dial(port);
+    const msg = new TextEncoder().encode("over the process boundary");
+    await writeAll(conn, msg);
+    assert.deepEqual(await readExactly(conn, msg.length), msg);
+    cli.kill(signal);
+    assert.equal(await cli.exit(), 0, cli.stderr);
+    assert.match(cli.stderr, new RegExp(`${signal}: stopping`));
+    conn.close();
+  });
+}
+
+Deno.test("cli: serve on IPv6 loopback", async () => {
+  const { cli, port } = await startCli(["--host", "::1"]);
+  const conn = await Deno.connect({ hostname: "::1", port });
+  await writeAll(conn, new Uint8Array([1, 2, 3]));
+  assert.deepEqual(await readExactly(conn, 3), new Uint8Array([1, 2, 3]));
+  conn.close();
+  cli.kill();
+  assert.equal(await cli.exit(), 0);
+});
