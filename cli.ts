@@ -66,7 +66,7 @@ Usage:
   reactor --help | --version
 
 serve options (default in brackets):
-  --app echo                  protocol: ${APPS.join(", ")} [echo]
+  --app NAME                  protocol: ${APPS.join(", ")} [http]
   --host ADDR                 IPv4 or IPv6 address to listen on [127.0.0.1]
   --port N                    TCP port, 0 = any free port [8080]
   --trigger level|edge        epoll trigger mode; edge drains every fd until EAGAIN [level]
@@ -150,7 +150,7 @@ export function parseCommandLine(argv: string[]): Command {
     if (host === "") throw new UsageError("--host must not be empty");
     return {
       command: "serve",
-      app: oneOf("app", v.app, "echo", APPS),
+      app: oneOf("app", v.app, "http", APPS),
       host,
       port: integer("port", v.port, 8080, 0, 65535),
       trigger,

@@ -22,13 +22,14 @@ import {
   type Protocol,
 } from "./handlers/connection.ts";
 import { echoProtocol } from "./handlers/echo.ts";
+import { HttpApp, type HttpOptions } from "./handlers/http.ts";
 import { close } from "./syscalls/libc.ts";
 import { formatAddress, listenTcp, localAddress } from "./syscalls/socket.ts";
 
 const log = getLogger(["reactor", "server"]);
 
 /** The protocols `--app` can name. */
-export const APPS = ["echo"] as const;
+export const APPS = ["http", "echo"] as const;
 /** One of `APPS`. */
 export type AppName = typeof APPS[number];
 
@@ -46,15 +47,21 @@ export interface ServerOptions extends ReactorOptions {
   reusePort?: boolean;
   /** Per-connection buffer limits. */
   limits?: ConnectionLimits;
+  /** HTTP app settings. */
+  http?: Partial<HttpOptions>;
 }
 
 /** Makes the protocol object for a new connection. */
 export type ProtocolFactory = (conn: Connection) => Protocol;
 
-function protocolFor(app: AppName): ProtocolFactory {
-  switch (app) {
+function protocolFor(reactor: Reactor, opts: ServerOptions): ProtocolFactory {
+  switch (opts.app) {
     case "echo":
       return () => echoProtocol;
+    case "http": {
+      const app = new HttpApp(reactor, opts.http);
+      return (conn) => app.protocol(conn);
+    }
   }
 }
 
@@ -120,7 +127,7 @@ export class Server {
       fd,
       opts.host,
       port,
-      protocolFor(opts.app),
+      protocolFor(reactor, opts),
       opts.limits ?? DEFAULT_LIMITS,
     );
   }

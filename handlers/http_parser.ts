@@ -219,7 +219,7 @@ const LIST_CONNECTION = 2;
 export class HttpParser {
   /** METHOD_* code of the current request. */
   method = METHOD_OTHER;
-  /** Bytes of the request target; valid: [0, targetLength). Capacity is maxHeaderBytes. */
+  /** Bytes of the request target; valid: [0, targetLength). Grows up to maxHeaderBytes. */
   target: Uint8Array;
   /** Length of the request target in {@link HttpParser.target}. */
   targetLength = 0;
@@ -292,14 +292,24 @@ export class HttpParser {
     this.sink = sink;
     this.maxHeaderBytes = maxHeaderBytes;
     this.maxBody = maxBody;
-    // The target is part of the header section, so it can never outgrow this.
-    this.target = new Uint8Array(maxHeaderBytes);
+    // Small at first: an idle connection should not hold maxHeaderBytes. The
+    // target is part of the header section, so it never outgrows that.
+    this.target = new Uint8Array(Math.min(128, maxHeaderBytes));
     this.headLeft = maxHeaderBytes;
   }
 
   /** True when between requests (no partial request buffered in the state machine). */
   get idle(): boolean {
     return this.state === S_START;
+  }
+
+  private growTarget(need: number): Uint8Array {
+    let size = this.target.length * 2;
+    while (size < need) size *= 2;
+    const t = new Uint8Array(Math.min(size, this.maxHeaderBytes));
+    t.set(this.target.subarray(0, this.targetLength));
+    this.target = t;
+    return t;
   }
 
   /** Back to the initial state (new connection). */
@@ -379,13 +389,15 @@ export class HttpParser {
         }
         case S_TARGET: {
           const stop = lim < end ? lim : end;
-          const t = this.target;
-          let n = this.targetLength;
+          const from = i;
           for (; i < stop; i++) {
             const b = buf[i];
             if (b <= SP || b >= DEL) break;
-            t[n++] = b;
           }
+          let n = this.targetLength;
+          let t = this.target;
+          if (n + (i - from) > t.length) t = this.growTarget(n + (i - from));
+          for (let k = from; k < i; k++) t[n++] = buf[k];
           this.targetLength = n;
           if (i === stop) continue;
           const b = buf[i];

@@ -1,0 +1,277 @@
+/**
+ * HTTP/1.1 on a connection: the incremental parser feeds requests; each
+ * response is copied from a prebuilt byte array into the reactor's shared
+ * response buffer, and all responses to one read leave in one `send`.
+ *
+ * Routes (TechEmpower style): `/` and `/plaintext` -> `Hello, World!`,
+ * `/json` -> `{"message":"Hello, World!"}`, `/health` -> `OK`, anything
+ * else 404. GET and HEAD; other methods get 405. Bad input gets its status
+ * (400, 413, 431, 501, 505) with `Connection: close`, and the connection
+ * closes once that response is flushed.
+ *
+ * Responses carry a cached `Date` header, rebuilt once a second by a reactor
+ * timer: the prebuilt responses are dropped then and rebuilt on first use.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import type { Reactor } from "../reactor/reactor.ts";
+import type { Connection, Protocol } from "./connection.ts";
+import {
+  HttpParser,
+  type HttpParserLimits,
+  type HttpParserSink,
+  METHOD_GET,
+  METHOD_HEAD,
+} from "./http_parser.ts";
+
+const log = getLogger(["reactor", "http"]);
+const encoder = new TextEncoder();
+
+/** HTTP app settings. */
+export interface HttpOptions {
+  /** Largest request body (413 above). Default 1 MiB. */
+  maxBody: number;
+  /** Largest request header section (431 above). Default 16 KiB. */
+  maxHeaderBytes: number;
+  /** Extra routes: path -> handler returning a status, content type and body. */
+  routes?: Record<string, () => HttpReply>;
+}
+
+/** A dynamic route's answer. */
+export interface HttpReply {
+  status: number;
+  contentType: string;
+  body: string | Uint8Array;
+}
+
+const DEFAULTS: HttpOptions = { maxBody: 1 << 20, maxHeaderBytes: 16 << 10 };
+
+const REASONS: Record<number, string> = {
+  200: "OK",
+  400: "Bad Request",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  413: "Content Too Large",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  505: "HTTP Version Not Supported",
+};
+
+/** Static routes, matched by their bytes. Index = route id. */
+const STATIC: { path: string; contentType: string; body: string }[] = [
+  { path: "/plaintext", contentType: "text/plain", body: "Hello, World!" },
+  { path: "/", contentType: "text/plain", body: "Hello, World!" },
+  { path: "/json", contentType: "application/json", body: '{"message":"Hello, World!"}' },
+  { path: "/health", contentType: "text/plain", body: "OK" },
+];
+const ROUTE_NOT_FOUND = STATIC.length;
+const ROUTE_NOT_ALLOWED = STATIC.length + 1;
+const ROUTE_DYNAMIC = STATIC.length + 2;
+const STATIC_BYTES = STATIC.map((r) => encoder.encode(r.path));
+
+/** Response variants: connection handling x method. */
+const KEEP_ALIVE_11 = 0; // HTTP/1.1 keep-alive: no Connection header needed
+const KEEP_ALIVE_10 = 1; // HTTP/1.0 that asked for keep-alive
+const CLOSE = 2;
+const VARIANTS = 3;
+
+const CONNECTION_HEADER = ["", "Connection: keep-alive\r\n", "Connection: close\r\n"];
+
+/**
+ * Per-reactor HTTP state: the response cache, the shared response buffer,
+ * the Date timer. One per server; `protocol()` makes the per-connection part.
+ */
+export class HttpApp {
+  readonly options: HttpOptions;
+  readonly #reactor: Reactor;
+  /** [route][variant][head?] prebuilt for the current Date; null = rebuild on use. */
+  #cache: (Uint8Array | null)[] = [];
+  #date = "";
+  /** Where responses to one read are assembled before one send. */
+  #out = new Uint8Array(64 << 10);
+  #outLen = 0;
+  #requests = 0;
+  #dynamic: Map<string, () => HttpReply>;
+
+  constructor(reactor: Reactor, options: Partial<HttpOptions> = {}) {
+    this.options = { ...DEFAULTS, ...options };
+    this.#reactor = reactor;
+    this.#dynamic = new Map(Object.entries(options.routes ?? {}));
+    this.#refreshDate();
+    const tick = () => {
+      this.#refreshDate();
+      reactor.resetTimer(timer, 1000 - (Date.now() % 1000));
+    };
+    const timer = reactor.setTimer(1000 - (Date.now() % 1000), tick);
+  }
+
+  /** Requests answered so far. */
+  get requests(): number {
+    return this.#requests;
+  }
+
+  #refreshDate(): void {
+    const date = new Date().toUTCString();
+    if (date === this.#date) return;
+    this.#date = date;
+    this.#cache = new Array(STATIC.length * VARIANTS * 2).fill(null);
+  }
+
+  #build(status: number, contentType: string, body: Uint8Array, variant: number, head: boolean) {
+    const headers = `HTTP/1.1 ${status} ${REASONS[status] ?? "Unknown"}\r\n` +
+      `Server: reactor\r\nDate: ${this.#date}\r\n` +
+      `Content-Type: ${contentType}\r\nContent-Length: ${body.length}\r\n` +
+      (status === 405 ? "Allow: GET, HEAD\r\n" : "") +
+      CONNECTION_HEADER[variant] + "\r\n";
+    const h = encoder.encode(headers);
+    if (head || body.length === 0) return h;
+    const out = new Uint8Array(h.length + body.length);
+    out.set(h);
+    out.set(body, h.length);
+    return out;
+  }
+
+  #staticResponse(route: number, variant: number, head: boolean): Uint8Array {
+    const key = (route * VARIANTS + variant) * 2 + (head ? 1 : 0);
+    let r = this.#cache[key];
+    if (r === null) {
+      const s = STATIC[route];
+      r = this.#build(200, s.contentType, encoder.encode(s.body), variant, head);
+      this.#cache[key] = r;
+    }
+    return r;
+  }
+
+  /** Matches the parser's target against the routes; ignores a query string. */
+  #route(p: HttpParser): number {
+    const t = p.target;
+    let len = p.targetLength;
+    for (let i = 0; i < len; i++) {
+      if (t[i] === 0x3f /* ? */) {
+        len = i;
+        break;
+      }
+    }
+    let route = ROUTE_NOT_FOUND;
+    for (let r = 0; r < STATIC_BYTES.length; r++) {
+      const b = STATIC_BYTES[r];
+      if (b.length !== len) continue;
+      let k = 0;
+      while (k < len && b[k] === t[k]) k++;
+      if (k === len) {
+        route = r;
+        break;
+      }
+    }
+    if (route === ROUTE_NOT_FOUND && this.#dynamic.size > 0) {
+      const path = new TextDecoder().decode(t.subarray(0, len));
+      if (this.#dynamic.has(path)) route = ROUTE_DYNAMIC;
+    }
+    if (route !== ROUTE_NOT_FOUND && p.method !== METHOD_GET && p.method !== METHOD_HEAD) {
+      return ROUTE_NOT_ALLOWED;
+    }
+    return route;
+  }
+
+  /** Appends the response to `p`'s request to the shared buffer; flushes if full. */
+  respond(conn: Connection, p: HttpParser): void {
+    this.#requests++;
+    const variant = !p.keepAlive ? CLOSE : p.versionMinor === 0 ? KEEP_ALIVE_10 : KEEP_ALIVE_11;
+    const head = p.method === METHOD_HEAD;
+    const route = this.#route(p);
+    let r: Uint8Array;
+    if (route < ROUTE_NOT_FOUND) {
+      r = this.#staticResponse(route, variant, head);
+    } else if (route === ROUTE_DYNAMIC) {
+      const path = new TextDecoder().decode(p.target.subarray(0, p.targetLength).slice(0));
+      const reply = this.#dynamic.get(path.split("?")[0])!();
+      const body = typeof reply.body === "string" ? encoder.encode(reply.body) : reply.body;
+      r = this.#build(reply.status, reply.contentType, body, variant, head);
+    } else {
+      const status = route === ROUTE_NOT_FOUND ? 404 : 405;
+      r = this.#build(status, "text/plain", encoder.encode(REASONS[status]), variant, head);
+    }
+    this.append(conn, r);
+  }
+
+  /** Appends an error response (with Connection: close). */
+  respondError(conn: Connection, status: number): void {
+    this.#requests++;
+    const body = encoder.encode(REASONS[status] ?? "Error");
+    this.append(conn, this.#build(status, "text/plain", body, CLOSE, false));
+  }
+
+  /** Copies `bytes` into the shared buffer, sending what is there first if it is full. */
+  append(conn: Connection, bytes: Uint8Array): void {
+    if (this.#outLen + bytes.length > this.#out.length) {
+      this.flush(conn);
+      if (bytes.length > this.#out.length) {
+        conn.write(bytes);
+        return;
+      }
+    }
+    this.#out.set(bytes, this.#outLen);
+    this.#outLen += bytes.length;
+  }
+
+  /** Sends the assembled responses in one `send`. */
+  flush(conn: Connection): void {
+    if (this.#outLen === 0) return;
+    const n = this.#outLen;
+    this.#outLen = 0;
+    conn.write(this.#out, 0, n);
+  }
+
+  /** Makes the protocol object for a new connection. */
+  protocol(conn: Connection): Protocol {
+    return new HttpConnection(this, conn);
+  }
+}
+
+/** One connection's HTTP state: its parser, and whether to close after this read. */
+class HttpConnection implements Protocol, HttpParserSink {
+  readonly #app: HttpApp;
+  readonly #conn: Connection;
+  readonly #parser: HttpParser;
+  #closing = false;
+
+  constructor(app: HttpApp, conn: Connection) {
+    this.#app = app;
+    this.#conn = conn;
+    const limits: HttpParserLimits = {
+      maxBody: app.options.maxBody,
+      maxHeaderBytes: app.options.maxHeaderBytes,
+    };
+    this.#parser = new HttpParser(this, limits);
+  }
+
+  data(conn: Connection, data: Uint8Array, start: number, end: number): void {
+    if (this.#closing) return;
+    this.#parser.execute(data, start, end);
+    this.#app.flush(conn);
+    if (this.#closing) conn.closeAfterFlush();
+  }
+
+  onRequest(p: HttpParser): boolean {
+    this.#app.respond(this.#conn, p);
+    if (!p.keepAlive) {
+      this.#closing = true;
+      return false;
+    }
+    return true;
+  }
+
+  onError(status: number, reason: string): void {
+    log.debug("fd {fd}: {status} {reason}", { fd: this.#conn.fd, status, reason });
+    this.#app.respondError(this.#conn, status);
+    this.#closing = true;
+  }
+
+  end(conn: Connection): void {
+    // The peer finished sending: answer what was complete, then close.
+    conn.closeAfterFlush();
+  }
+}
