@@ -46,7 +46,7 @@ USER 65532:65532
 EXPOSE 8080
 # PID 1 graceful shutdown: deno runs as PID 1 without an init. The kernel does not apply default
 # signal actions to PID 1, so SIGTERM only works because the server installs its own SIGTERM
-# handler (stop accepting, drain for --shutdown-timeout, exit 0). No child processes are
+# handler: a graceful stop bounded by --shutdown-timeout, then exit 0. No child processes are
 # spawned, so there are no zombies to reap and tini is not needed.
 STOPSIGNAL SIGTERM
 # Exec form: no shell is involved (and distroless has none). The probe exits 0 on HTTP 200.
@@ -71,8 +71,9 @@ COPY --from=build /app/dist/reactor /reactor
 USER 65532:65532
 EXPOSE 8080
 # PID 1 graceful shutdown: /reactor is PID 1 (no shell, no init). The kernel does not apply
-# default signal actions to PID 1, so `docker stop` / kubelet's SIGTERM is handled by the
-# server's own SIGTERM handler: stop accepting, drain for --shutdown-timeout, exit 0.
+# default signal actions to PID 1, so `docker stop` / the kubelet's SIGTERM works only because
+# the server installs its own SIGTERM handler: a graceful stop bounded by --shutdown-timeout,
+# then exit 0. Nothing is spawned, so no init is needed to reap zombies.
 STOPSIGNAL SIGTERM
 # Exec form, because distroless has no /bin/sh. The probe exits 0 only on HTTP 200.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
