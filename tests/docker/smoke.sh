@@ -411,7 +411,8 @@ main() {
       fail "echo server did not answer on 127.0.0.1:$echo_port"
       show_logs "$ECHO_NAME"
     fi
-    exec 4<>"/dev/tcp/127.0.0.1/$echo_port"
+    # Held open, idle, through the stop (the group's 2> only silences a failed connect).
+    { exec 4<>"/dev/tcp/127.0.0.1/$echo_port"; } 2>/dev/null || note "no idle connection held"
     check_stop "$ECHO_NAME" "$((ECHO_SHUTDOWN_TIMEOUT + 3))"
     exec 4<&- 4>&-
   else
