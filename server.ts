@@ -49,12 +49,15 @@ export interface ServerOptions extends ReactorOptions {
   limits?: ConnectionLimits;
   /** HTTP app settings. */
   http?: Partial<HttpOptions>;
+  /** A custom protocol per connection; overrides `app` (for library users). */
+  protocol?: ProtocolFactory;
 }
 
 /** Makes the protocol object for a new connection. */
 export type ProtocolFactory = (conn: Connection) => Protocol;
 
 function protocolFor(reactor: Reactor, opts: ServerOptions): ProtocolFactory {
+  if (opts.protocol) return opts.protocol;
   switch (opts.app) {
     case "echo":
       return () => echoProtocol;
