@@ -25,7 +25,7 @@ import {
   MSG_NOSIGNAL,
 } from "../syscalls/constants.ts";
 import { EAGAIN, EINTR, errnoName } from "../syscalls/errno.ts";
-import { close, errno, recv, send } from "../syscalls/libc.ts";
+import { close, errno, recv_ptr, send, send_ptr } from "../syscalls/libc.ts";
 import type { Handler, Reactor } from "../reactor/reactor.ts";
 import { OutputBuffer } from "./output_buffer.ts";
 
@@ -150,9 +150,10 @@ export class Connection implements Handler {
   #readable(): void {
     const reactor = this.reactor;
     const buf = reactor.readBuffer;
+    const ptr = reactor.readBufferPointer;
     const edge = reactor.edge;
     for (;;) {
-      const n = recv(this.fd, buf, buf.length, 0);
+      const n = recv_ptr(this.fd, ptr, buf.length, 0);
       if (n > 0) {
         reactor.counters.bytesIn += n;
         this.protocol.data(this, buf, 0, n);
@@ -198,6 +199,20 @@ export class Connection implements Handler {
   }
 
   /**
+   * Like `write(data, 0, length)` for a long-lived buffer whose address was
+   * taken once (`Deno.UnsafePointer.of`): the send skips the typed-array
+   * argument conversion. `data` is used only if bytes must be queued.
+   */
+  writeFrom(pointer: Deno.PointerObject, data: Uint8Array, length: number): boolean {
+    if (this.fd < 0) return false;
+    if (length <= 0) return true;
+    if (this.output.length > 0) return this.#queue(data, 0, length);
+    let n: number;
+    do n = send_ptr(this.fd, pointer, length, MSG_NOSIGNAL); while (n < 0 && errno() === EINTR);
+    return this.#sent(n, data, 0, length);
+  }
+
+  /**
    * Sends `data[start, end)`: straight to the socket when nothing is queued,
    * otherwise after what is. Returns false if the connection is (now) closed.
    * Pass `start` 0 where you can: other offsets cost a subarray.
@@ -207,25 +222,28 @@ export class Connection implements Handler {
     const len = end - start;
     if (len <= 0) return true;
     if (this.output.length > 0) return this.#queue(data, start, end);
-    const counters = this.reactor.counters;
-    let sent = 0;
-    for (;;) {
-      const n = send(this.fd, start === 0 ? data : data.subarray(start, end), len, MSG_NOSIGNAL);
-      if (n >= 0) {
-        sent = n;
-        break;
+    const src = start === 0 ? data : data.subarray(start, end);
+    let n: number;
+    do n = send(this.fd, src, len, MSG_NOSIGNAL); while (n < 0 && errno() === EINTR);
+    return this.#sent(n, data, start, end);
+  }
+
+  /** After a direct send of `data[start, end)` returned `n`: queue what is left. */
+  #sent(n: number, data: Uint8Array, start: number, end: number): boolean {
+    if (n < 0) {
+      const e = errno(); // still the send's: nothing ran in between
+      if (e !== EAGAIN) {
+        log.debug("send on fd {fd}: {code}", { fd: this.fd, code: errnoName(e) });
+        this.close("reset");
+        return false;
       }
-      const e = errno();
-      if (e === EAGAIN) break;
-      if (e === EINTR) continue;
-      log.debug("send on fd {fd}: {code}", { fd: this.fd, code: errnoName(e) });
-      this.close("reset");
-      return false;
+      n = 0;
     }
-    counters.bytesOut += sent;
-    if (sent === len) return true;
+    const counters = this.reactor.counters;
+    counters.bytesOut += n;
+    if (n === end - start) return true;
     counters.sendEagain++;
-    return this.#queue(data, start + sent, end);
+    return this.#queue(data, start + n, end);
   }
 
   #queue(data: Uint8Array, start: number, end: number): boolean {

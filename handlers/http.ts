@@ -89,10 +89,19 @@ export class HttpApp {
   readonly #reactor: Reactor;
   /** [route][variant][head?] prebuilt for the current Date; null = rebuild on use. */
   #cache: (Uint8Array | null)[] = [];
+  /** The address of each cached response, taken once when it is built. */
+  #cachePointers: (Deno.PointerObject | null)[] = [];
   #date = "";
   /** Where responses to one read are assembled before one send. */
   #out = new Uint8Array(64 << 10);
+  #outPointer = Deno.UnsafePointer.of(this.#out)!;
   #outLen = 0;
+  /**
+   * The only response to this read so far, not copied yet: a lone request
+   * (no pipelining) is answered straight from the cached bytes.
+   */
+  #single: Uint8Array | null = null;
+  #singlePointer: Deno.PointerObject | null = null;
   #requests = 0;
   #dynamic: Map<string, () => HttpReply>;
 
@@ -118,6 +127,7 @@ export class HttpApp {
     if (date === this.#date) return;
     this.#date = date;
     this.#cache = new Array(STATIC.length * VARIANTS * 2).fill(null);
+    this.#cachePointers = new Array(STATIC.length * VARIANTS * 2).fill(null);
   }
 
   #build(status: number, contentType: string, body: Uint8Array, variant: number, head: boolean) {
@@ -134,15 +144,15 @@ export class HttpApp {
     return out;
   }
 
-  #staticResponse(route: number, variant: number, head: boolean): Uint8Array {
+  #staticKey(route: number, variant: number, head: boolean): number {
     const key = (route * VARIANTS + variant) * 2 + (head ? 1 : 0);
-    let r = this.#cache[key];
-    if (r === null) {
+    if (this.#cache[key] === null) {
       const s = STATIC[route];
-      r = this.#build(200, s.contentType, encoder.encode(s.body), variant, head);
+      const r = this.#build(200, s.contentType, encoder.encode(s.body), variant, head);
       this.#cache[key] = r;
+      this.#cachePointers[key] = Deno.UnsafePointer.of(r);
     }
-    return r;
+    return key;
   }
 
   /** Matches the parser's target against the routes; ignores a query string. */
@@ -184,7 +194,9 @@ export class HttpApp {
     const route = this.#route(p);
     let r: Uint8Array;
     if (route < ROUTE_NOT_FOUND) {
-      r = this.#staticResponse(route, variant, head);
+      const key = this.#staticKey(route, variant, head);
+      this.append(conn, this.#cache[key]!, this.#cachePointers[key]);
+      return;
     } else if (route === ROUTE_DYNAMIC) {
       const path = new TextDecoder().decode(p.target.subarray(0, p.targetLength).slice(0));
       const reply = this.#dynamic.get(path.split("?")[0])!();
@@ -194,18 +206,36 @@ export class HttpApp {
       const status = route === ROUTE_NOT_FOUND ? 404 : 405;
       r = this.#build(status, "text/plain", encoder.encode(REASONS[status]), variant, head);
     }
-    this.append(conn, r);
+    this.append(conn, r, null);
   }
 
   /** Appends an error response (with Connection: close). */
   respondError(conn: Connection, status: number): void {
     this.#requests++;
     const body = encoder.encode(REASONS[status] ?? "Error");
-    this.append(conn, this.#build(status, "text/plain", body, CLOSE, false));
+    this.append(conn, this.#build(status, "text/plain", body, CLOSE, false), null);
   }
 
-  /** Copies `bytes` into the shared buffer, sending what is there first if it is full. */
-  append(conn: Connection, bytes: Uint8Array): void {
+  /**
+   * Adds a response to this read's answer. The first is only remembered; a
+   * second one (pipelining) starts copying into the shared buffer, which is
+   * sent first if it fills up.
+   */
+  append(conn: Connection, bytes: Uint8Array, pointer: Deno.PointerObject | null): void {
+    if (this.#outLen === 0) {
+      if (this.#single === null) {
+        this.#single = bytes;
+        this.#singlePointer = pointer;
+        return;
+      }
+      const first = this.#single;
+      this.#single = null;
+      this.#copy(conn, first);
+    }
+    this.#copy(conn, bytes);
+  }
+
+  #copy(conn: Connection, bytes: Uint8Array): void {
     if (this.#outLen + bytes.length > this.#out.length) {
       this.flush(conn);
       if (bytes.length > this.#out.length) {
@@ -217,12 +247,20 @@ export class HttpApp {
     this.#outLen += bytes.length;
   }
 
-  /** Sends the assembled responses in one `send`. */
+  /** Sends this read's responses: all of them in one `send`. */
   flush(conn: Connection): void {
+    const single = this.#single;
+    if (single !== null) {
+      this.#single = null;
+      const pointer = this.#singlePointer;
+      if (pointer !== null) conn.writeFrom(pointer, single, single.length);
+      else conn.write(single);
+      return;
+    }
     if (this.#outLen === 0) return;
     const n = this.#outLen;
     this.#outLen = 0;
-    conn.write(this.#out, 0, n);
+    conn.writeFrom(this.#outPointer, this.#out, n);
   }
 
   /** Makes the protocol object for a new connection. */

@@ -96,7 +96,7 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
 }
 
 Deno.test("cli: serve on IPv6 loopback", async () => {
-  const { cli, port } = await startCli(["--host", "::1"]);
+  const { cli, port } = await startCli(["--host", "::1", "--app", "echo"]);
   const conn = await Deno.connect({ hostname: "::1", port });
   await writeAll(conn, new Uint8Array([1, 2, 3]));
   assert.deepEqual(await readExactly(conn, 3), new Uint8Array([1, 2, 3]));

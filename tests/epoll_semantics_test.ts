@@ -15,7 +15,7 @@ import {
 } from "../syscalls/constants.ts";
 import { close, read, recv, send, shutdown, write } from "../syscalls/libc.ts";
 import { isNonBlocking, socketPair } from "../syscalls/socket.ts";
-import { sleep } from "./support/net.ts";
+import { sleep, waitFor } from "./support/net.ts";
 
 const KB = new Uint8Array(1024);
 
@@ -216,11 +216,10 @@ Deno.test("reactor: an eventfd written from outside wakes a parked wait (write/r
     },
   }, EPOLLIN);
   reactor.run();
-  await sleep(30); // idle long enough to park
-  assert.ok(reactor.counters.parkedWaits >= 1, "the idle reactor parked");
+  assert.ok(await waitFor(() => reactor.counters.parkedWaits >= 1), "the idle reactor parked");
+  await sleep(20); // parked now: nothing happens on the JS thread
   write(b, KB, 7);
-  await sleep(30);
-  assert.equal(got, 7);
+  assert.ok(await waitFor(() => got === 7), `read ${got} bytes`);
   reactor.stop();
   await reactor.run();
   reactor.close();
