@@ -1,0 +1,208 @@
+import assert from "node:assert/strict";
+import { withServer } from "./support/server.ts";
+import { dial, sleep, writeAll } from "./support/net.ts";
+import { bytes, ResponseReader } from "./support/http.ts";
+import type { Server } from "../server.ts";
+
+const GET = (path: string, extra = "") => `GET ${path} HTTP/1.1\r\nHost: t\r\n${extra}\r\n`;
+
+async function exchange(server: Server, raw: string) {
+  const conn = await dial(server.port);
+  await writeAll(conn, bytes(raw));
+  return { conn, reader: new ResponseReader(conn) };
+}
+
+const http = (fn: (server: Server) => Promise<void>) =>
+  withServer({ app: "http", http: { maxBody: 1024, maxHeaderBytes: 2048 } }, fn);
+
+Deno.test("http: GET / answers Hello, World! with Date, Server, Content-Type", async () => {
+  await http(async (server) => {
+    const { conn, reader } = await exchange(server, GET("/"));
+    const r = await reader.next();
+    assert.equal(r.status, 200);
+    assert.equal(r.body, "Hello, World!");
+    assert.equal(r.headers.get("content-type"), "text/plain");
+    assert.equal(r.headers.get("content-length"), "13");
+    assert.equal(r.headers.get("server"), "reactor");
+    const date = Date.parse(r.headers.get("date")!);
+    assert.ok(Math.abs(date - Date.now()) < 3000, `Date header ${r.headers.get("date")}`);
+    conn.close();
+  });
+});
+
+Deno.test("http: routes /plaintext, /json, /health, 404, and a query string", async () => {
+  await http(async (server) => {
+    const { conn, reader } = await exchange(
+      server,
+      GET("/plaintext") + GET("/json") + GET("/health") + GET("/nope") + GET("/json?x=1"),
+    );
+    const rs = [];
+    for (let i = 0; i < 5; i++) rs.push(await reader.next());
+    assert.deepEqual(rs.map((r) => r.status), [200, 200, 200, 404, 200]);
+    assert.equal(rs[0].body, "Hello, World!");
+    assert.deepEqual(JSON.parse(rs[1].body), { message: "Hello, World!" });
+    assert.equal(rs[1].headers.get("content-type"), "application/json");
+    assert.equal(rs[4].headers.get("content-type"), "application/json");
+    conn.close();
+  });
+});
+
+Deno.test("http: HEAD has the GET headers and no body", async () => {
+  await http(async (server) => {
+    const { conn, reader } = await exchange(
+      server,
+      "HEAD /json HTTP/1.1\r\nHost: t\r\n\r\n" + GET("/health"),
+    );
+    const head = await reader.next(true);
+    assert.equal(head.status, 200);
+    assert.equal(head.headers.get("content-length"), "27");
+    const next = await reader.next();
+    assert.equal(next.body, "OK", "the HEAD response carried no body bytes");
+    conn.close();
+  });
+});
+
+Deno.test("http: keep-alive by default, many requests on one connection", async () => {
+  await http(async (server) => {
+    const conn = await dial(server.port);
+    const reader = new ResponseReader(conn);
+    for (let i = 0; i < 20; i++) {
+      await writeAll(conn, bytes(GET(i % 2 ? "/json" : "/")));
+      const r = await reader.next();
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.has("connection"), false);
+    }
+    assert.equal(server.reactor.counters.accepted, 1);
+    conn.close();
+  });
+});
+
+Deno.test("http: 100 pipelined requests are answered in order, in few sends", async () => {
+  await http(async (server) => {
+    const paths = Array.from({ length: 100 }, (_, i) => ["/", "/json", "/health", "/x"][i % 4]);
+    const { conn, reader } = await exchange(server, paths.map((p) => GET(p)).join(""));
+    for (const p of paths) {
+      const r = await reader.next();
+      const want = p === "/x" ? 404 : 200;
+      assert.equal(r.status, want, `response for ${p}`);
+      if (p === "/health") assert.equal(r.body, "OK");
+      if (p === "/json") assert.match(r.body, /message/);
+    }
+    assert.ok(server.reactor.counters.bytesOut > 0);
+    conn.close();
+  });
+});
+
+Deno.test("http: a request trickling in byte by byte parses the same", async () => {
+  await http(async (server) => {
+    const conn = await dial(server.port);
+    const reader = new ResponseReader(conn);
+    const raw = bytes(GET("/json", "X-Slow: yes\r\n") + GET("/health"));
+    for (let i = 0; i < raw.length; i++) {
+      await writeAll(conn, raw.subarray(i, i + 1));
+      if (i % 7 === 0) await sleep(1);
+    }
+    assert.match((await reader.next()).body, /Hello/);
+    assert.equal((await reader.next()).body, "OK");
+    conn.close();
+  });
+});
+
+Deno.test("http: Connection: close is honoured; the server closes after the response", async () => {
+  await http(async (server) => {
+    const { conn, reader } = await exchange(server, GET("/", "Connection: close\r\n") + GET("/"));
+    const r = await reader.next();
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get("connection"), "close");
+    assert.ok(await reader.closed(), "bytes after the close request were answered");
+    conn.close();
+  });
+});
+
+Deno.test("http: HTTP/1.0 closes unless it asks for keep-alive", async () => {
+  await http(async (server) => {
+    const a = await exchange(server, "GET / HTTP/1.0\r\n\r\n");
+    assert.equal((await a.reader.next()).status, 200);
+    assert.ok(await a.reader.closed());
+    a.conn.close();
+    const b = await exchange(server, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    const r = await b.reader.next();
+    assert.equal(r.headers.get("connection"), "keep-alive");
+    await writeAll(b.conn, bytes("GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    assert.equal((await b.reader.next()).body, "OK", "still open for a second request");
+    b.conn.close();
+  });
+});
+
+Deno.test("http: bodies are read and discarded (Content-Length and chunked), 405 for POST", async () => {
+  await http(async (server) => {
+    const { conn, reader } = await exchange(
+      server,
+      "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello" +
+        "POST /json HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" +
+        GET("/health"),
+    );
+    const a = await reader.next();
+    assert.equal(a.status, 405);
+    assert.equal(a.headers.get("allow"), "GET, HEAD");
+    assert.equal((await reader.next()).status, 405);
+    assert.equal((await reader.next()).body, "OK", "the bodies did not leak into the next request");
+    conn.close();
+  });
+});
+
+const BAD: [string, string, number][] = [
+  ["a malformed request line", "GET /\r\n\r\n", 400],
+  ["a bad header line", "GET / HTTP/1.1\r\nHost t\r\n\r\n", 400],
+  ["a NUL byte", "GET /\0 HTTP/1.1\r\nHost: t\r\n\r\n", 400],
+  ["no Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", 400],
+  [
+    "Content-Length and Transfer-Encoding",
+    "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+    400,
+  ],
+  ["a malformed Content-Length", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n", 400],
+  ["a body above --max-body", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n", 413],
+  [
+    "a header section above --max-header-bytes",
+    `GET / HTTP/1.1\r\nHost: t\r\nX: ${"a".repeat(3000)}\r\n\r\n`,
+    431,
+  ],
+  [
+    "an unknown transfer coding",
+    "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
+    501,
+  ],
+  ["HTTP/2.0 in a request line", "GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505],
+];
+
+for (const [what, raw, status] of BAD) {
+  Deno.test(`http: ${what} -> ${status} and close; other clients undisturbed`, async () => {
+    await http(async (server) => {
+      const good = await dial(server.port);
+      const goodReader = new ResponseReader(good);
+      const { conn, reader } = await exchange(server, raw + GET("/"));
+      const r = await reader.next();
+      assert.equal(r.status, status);
+      assert.equal(r.headers.get("connection"), "close");
+      assert.ok(await reader.closed(), "the connection closed after the error");
+      conn.close();
+      await writeAll(good, bytes(GET("/health")));
+      assert.equal((await goodReader.next()).body, "OK");
+      good.close();
+    });
+  });
+}
+
+Deno.test("http: a peer that sends half a request and closes costs nothing", async () => {
+  await http(async (server) => {
+    const conn = await dial(server.port);
+    await writeAll(conn, bytes("GET /plain"));
+    conn.close();
+    const ok = await exchange(server, GET("/"));
+    assert.equal((await ok.reader.next()).status, 200);
+    ok.conn.close();
+    await sleep(20);
+    assert.equal(server.reactor.counters.handlerErrors, 0);
+  });
+});
