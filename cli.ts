@@ -39,6 +39,21 @@ export interface ServeCommand {
   backlog: number;
   logLevel: LogLevelName;
   logFormat: "text" | "json";
+  /** Worker processes; 1 serves in this process. */
+  workers: number;
+  /** Set in worker processes started by the supervisor (internal). */
+  workerId: number | null;
+  shutdownTimeoutMs: number;
+  idleTimeoutMs: number;
+  headerTimeoutMs: number;
+  writeTimeoutMs: number;
+  maxConnections: number;
+  maxBody: number;
+  maxHeaderBytes: number;
+  maxOutputBytes: number;
+  statsIntervalMs: number;
+  /** --app proxy: where to forward. */
+  upstream: { host: string; port: number } | null;
 }
 
 /** `probe` settings: one HTTP GET, exit 0 on 200. */
@@ -75,6 +90,17 @@ serve options (default in brackets):
   --backlog N                 listen(2) backlog, clamped by net.core.somaxconn [4096]
   --log-level LEVEL           trace, debug, info, warning, error, fatal [info]
   --log-format text|json      log line format on stderr [text]
+  --workers N|auto            worker processes on one port (SO_REUSEPORT); auto = cores [1]
+  --shutdown-timeout S        on SIGTERM/SIGINT, finish in-flight work for at most S s [10]
+  --idle-timeout S            close a keep-alive connection idle for S s; 0 = never [60]
+  --header-timeout S          a request must arrive whole within S s (slowloris) [10]
+  --write-timeout S           close a peer that takes no bytes for S s [30]
+  --max-connections N         stop accepting while N are open; 0 = no cap [0]
+  --max-body BYTES            largest HTTP request body, 413 above [1048576]
+  --max-header-bytes BYTES    largest HTTP header section, 431 above [16384]
+  --max-output-bytes BYTES    close a peer that leaves this much unread [16777216]
+  --stats-interval S          log counters every S s; 0 = never [0]
+  --upstream HOST:PORT        where --app proxy forwards
 
 probe options:
   --host ADDR [127.0.0.1]  --port N [8080]  --path P [/health]  --timeout-ms N [2000]
@@ -88,6 +114,29 @@ function integer(flag: string, raw: string | undefined, def: number, min: number
     throw new UsageError(`--${flag} must be between ${min} and ${max}, got ${raw}`);
   }
   return n;
+}
+
+/** Seconds as a decimal (e.g. 0.5), returned in ms; 0 turns the feature off. */
+function seconds(flag: string, raw: string | undefined, def: number): number {
+  if (raw === undefined) return def * 1000;
+  if (!/^\d+(\.\d+)?$/.test(raw)) {
+    throw new UsageError(`--${flag} must be a number of seconds (e.g. 10 or 0.5), got "${raw}"`);
+  }
+  const ms = Math.round(Number(raw) * 1000);
+  if (ms > 86_400_000) throw new UsageError(`--${flag} must be at most a day, got ${raw}`);
+  return ms;
+}
+
+function workers(raw: string | undefined): number {
+  if (raw === undefined) return 1;
+  if (raw === "auto") return navigator.hardwareConcurrency || 1;
+  return integer("workers", raw, 1, 1, 256);
+}
+
+function hostPort(flag: string, raw: string): { host: string; port: number } {
+  const m = raw.match(/^\[?([^\]]*?)\]?:(\d+)$/);
+  if (!m || m[1] === "") throw new UsageError(`--${flag} must be HOST:PORT, got "${raw}"`);
+  return { host: m[1], port: integer(flag + " port", m[2], 0, 1, 65535) };
 }
 
 function oneOf<T extends string>(
@@ -138,7 +187,29 @@ export function parseCommandLine(argv: string[]): Command {
       backlog: { type: "string" },
       "log-level": { type: "string" },
       "log-format": { type: "string" },
+      workers: { type: "string" },
+      "worker-id": { type: "string" },
+      "shutdown-timeout": { type: "string" },
+      "idle-timeout": { type: "string" },
+      "header-timeout": { type: "string" },
+      "write-timeout": { type: "string" },
+      "max-connections": { type: "string" },
+      "max-body": { type: "string" },
+      "max-header-bytes": { type: "string" },
+      "max-output-bytes": { type: "string" },
+      "stats-interval": { type: "string" },
+      upstream: { type: "string" },
     }) as { values: Record<string, string | undefined> };
+    const app = oneOf("app", v.app, "http", APPS);
+    const upstream = v.upstream === undefined ? null : hostPort("upstream", v.upstream);
+    if (app === "proxy" && upstream === null) {
+      throw new UsageError("--app proxy needs --upstream HOST:PORT");
+    }
+    if (app !== "proxy" && upstream !== null) {
+      throw new UsageError("--upstream is only for --app proxy");
+    }
+    const maxHeaderBytes = integer("max-header-bytes", v["max-header-bytes"], 16384, 256, 1 << 24);
+    const highWater = 1 << 20;
     const backend = oneOf("backend", v.backend, "epoll", ["epoll", "poll", "select"] as const);
     const trigger = oneOf("trigger", v.trigger, "level", ["level", "edge"] as const);
     if (trigger === "edge" && backend !== "epoll") {
@@ -150,7 +221,7 @@ export function parseCommandLine(argv: string[]): Command {
     if (host === "") throw new UsageError("--host must not be empty");
     return {
       command: "serve",
-      app: oneOf("app", v.app, "http", APPS),
+      app,
       host,
       port: integer("port", v.port, 8080, 0, 65535),
       trigger,
@@ -159,6 +230,26 @@ export function parseCommandLine(argv: string[]): Command {
       backlog: integer("backlog", v.backlog, 4096, 1, 65535),
       logLevel: oneOf("log-level", v["log-level"], "info", LOG_LEVELS),
       logFormat: oneOf("log-format", v["log-format"], "text", ["text", "json"] as const),
+      workers: workers(v.workers),
+      workerId: v["worker-id"] === undefined
+        ? null
+        : integer("worker-id", v["worker-id"], 0, 0, 1024),
+      shutdownTimeoutMs: seconds("shutdown-timeout", v["shutdown-timeout"], 10),
+      idleTimeoutMs: seconds("idle-timeout", v["idle-timeout"], 60),
+      headerTimeoutMs: seconds("header-timeout", v["header-timeout"], 10),
+      writeTimeoutMs: seconds("write-timeout", v["write-timeout"], 30),
+      maxConnections: integer("max-connections", v["max-connections"], 0, 0, 10_000_000),
+      maxBody: integer("max-body", v["max-body"], 1 << 20, 0, 2 ** 40),
+      maxHeaderBytes,
+      maxOutputBytes: integer(
+        "max-output-bytes",
+        v["max-output-bytes"],
+        16 << 20,
+        highWater,
+        2 ** 31 - 1,
+      ),
+      statsIntervalMs: seconds("stats-interval", v["stats-interval"], 0),
+      upstream,
     };
   }
   if (first === "probe") {

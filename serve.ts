@@ -1,6 +1,7 @@
 /**
- * `reactor serve`: start a server from parsed flags, log where it listens,
- * stop on SIGINT/SIGTERM, and turn set-up failures into one clear line.
+ * `reactor serve`: start a server (or a supervisor of worker processes) from
+ * parsed flags, log where it listens, drain gracefully on SIGINT/SIGTERM, and
+ * turn set-up failures into one clear line.
  *
  * @module
  */
@@ -10,7 +11,7 @@ import type { ServeCommand } from "./cli.ts";
 import { setUpLogging } from "./logging.ts";
 import { Server } from "./server.ts";
 import { SyscallError } from "./syscalls/errno.ts";
-import { formatAddress } from "./syscalls/socket.ts";
+import { formatAddress, openFileLimit, setOpenFileLimit } from "./syscalls/socket.ts";
 
 const log = getLogger(["reactor", "main"]);
 
@@ -20,9 +21,28 @@ const LISTEN_HINTS: Record<string, string> = {
   EACCES: "permission denied (ports below 1024 need privileges)",
 };
 
-/** Runs the server until a signal; returns the exit code. */
+/** Raises the soft open-files limit to the hard one: every connection is an fd. */
+function raiseOpenFileLimit(): void {
+  try {
+    const { soft, hard } = openFileLimit();
+    if (soft < hard) setOpenFileLimit(hard);
+    log.info("open files limit: soft {soft} -> {now}, hard {hard}", {
+      soft,
+      now: openFileLimit().soft,
+      hard,
+    });
+  } catch (e) {
+    log.warn("could not raise the open files limit: {error}", { error: (e as Error).message });
+  }
+}
+
+/** Runs the server (or the workers) until a signal; returns the exit code. */
 export async function serve(cmd: ServeCommand): Promise<number> {
   setUpLogging(cmd.logLevel, cmd.logFormat);
+  if (cmd.workers > 1 && cmd.workerId === null) {
+    const { supervise } = await import("./supervisor.ts");
+    return supervise(cmd);
+  }
   let server: Server;
   try {
     server = await Server.create({
@@ -33,45 +53,76 @@ export async function serve(cmd: ServeCommand): Promise<number> {
       backend: cmd.backend,
       maxEvents: cmd.maxEvents,
       edge: cmd.trigger === "edge",
+      reusePort: cmd.workerId !== null,
+      worker: cmd.workerId ?? undefined,
+      maxConnections: cmd.maxConnections,
+      timeouts: {
+        idleMs: cmd.idleTimeoutMs,
+        requestMs: cmd.headerTimeoutMs,
+        writeMs: cmd.writeTimeoutMs,
+      },
+      limits: {
+        highWaterMark: 1 << 20,
+        lowWaterMark: 256 << 10,
+        maxOutputBytes: cmd.maxOutputBytes,
+      },
+      http: { maxBody: cmd.maxBody, maxHeaderBytes: cmd.maxHeaderBytes },
+      upstream: cmd.upstream ?? undefined,
     });
   } catch (e) {
-    if (e instanceof SyscallError && (e.call === "bind" || e.call === "listen")) {
-      const why = LISTEN_HINTS[e.code] ?? e.code;
-      console.error(`reactor: cannot listen on ${formatAddress(cmd.host, cmd.port)}: ${why}`);
-      return 1;
-    }
-    if (e instanceof SyscallError) {
-      console.error(`reactor: ${e.message}`);
-      return 1;
-    }
-    if (e instanceof Error && e.message.startsWith("not an IP address")) {
-      console.error(`reactor: --host ${e.message}`);
-      return 2;
-    }
-    throw e;
+    return setUpFailure(cmd, e);
   }
-  let stopping = false;
+  raiseOpenFileLimit();
+  let stopping: Promise<unknown> | null = null;
   const onSignal = (signal: Deno.Signal) => () => {
-    if (stopping) return;
-    stopping = true;
-    log.info("{signal}: stopping", { signal });
-    server.stop();
+    if (stopping !== null) {
+      log.warn("{signal} again: stopping now", { signal });
+      server.stop();
+      return;
+    }
+    log.info("{signal}: draining, at most {s} s", { signal, s: cmd.shutdownTimeoutMs / 1000 });
+    stopping = server.shutdown(cmd.shutdownTimeoutMs);
   };
-  const signals: [Deno.Signal, () => void][] = [
+  const listeners: [Deno.Signal, () => void][] = [
     ["SIGINT", onSignal("SIGINT")],
     ["SIGTERM", onSignal("SIGTERM")],
   ];
-  for (const [sig, fn] of signals) Deno.addSignalListener(sig, fn);
-  log.info("{app} listening on {address} ({backend}, {trigger}-triggered, pid {pid})", {
+  for (const [sig, fn] of listeners) Deno.addSignalListener(sig, fn);
+  if (cmd.statsIntervalMs > 0) {
+    const tick = () => {
+      log.info("stats {stats}", { stats: server.stats() });
+      server.reactor.resetTimer(timer, cmd.statsIntervalMs);
+    };
+    const timer = server.reactor.setTimer(cmd.statsIntervalMs, tick);
+  }
+  log.info("{app} listening on {address} ({backend}, {trigger}-triggered, pid {pid}{worker})", {
     app: cmd.app,
     address: server.address,
     backend: cmd.backend,
     trigger: cmd.trigger,
     pid: Deno.pid,
+    worker: cmd.workerId === null ? "" : `, worker ${cmd.workerId}`,
   });
   await server.run();
-  await server.stop();
-  for (const [sig, fn] of signals) Deno.removeSignalListener(sig, fn);
+  await (stopping ?? server.stop());
+  for (const [sig, fn] of listeners) Deno.removeSignalListener(sig, fn);
   log.info("stopped");
   return 0;
+}
+
+function setUpFailure(cmd: ServeCommand, e: unknown): number {
+  if (e instanceof SyscallError && (e.call === "bind" || e.call === "listen")) {
+    const why = LISTEN_HINTS[e.code] ?? e.code;
+    console.error(`reactor: cannot listen on ${formatAddress(cmd.host, cmd.port)}: ${why}`);
+    return 1;
+  }
+  if (e instanceof SyscallError) {
+    console.error(`reactor: ${e.message}`);
+    return 1;
+  }
+  if (e instanceof Error && e.message.startsWith("not an IP address")) {
+    console.error(`reactor: --host ${e.message}`);
+    return 2;
+  }
+  throw e;
 }

@@ -1,11 +1,13 @@
 /**
  * Builds a server from options: a listening socket, a Reactor, an Acceptor,
- * and a protocol per connection (echo, http, ...).
+ * and a protocol per connection (echo, http, ...). Owns the connection set,
+ * so it can cap it (`maxConnections`), drain it (`shutdown`) and report it
+ * (`metrics`).
  *
  * ```ts
  * const server = await Server.start({ app: "echo", host: "127.0.0.1", port: 0 });
  * console.log(server.port);
- * await server.stop();
+ * await server.shutdown(10_000);
  * ```
  *
  * @module
@@ -20,6 +22,7 @@ import {
   type ConnectionLimits,
   DEFAULT_LIMITS,
   type Protocol,
+  type Timeouts,
 } from "./handlers/connection.ts";
 import { echoProtocol } from "./handlers/echo.ts";
 import { HttpApp, type HttpOptions } from "./handlers/http.ts";
@@ -29,7 +32,7 @@ import { formatAddress, listenTcp, localAddress } from "./syscalls/socket.ts";
 const log = getLogger(["reactor", "server"]);
 
 /** The protocols `--app` can name. */
-export const APPS = ["http", "echo"] as const;
+export const APPS = ["http", "echo", "proxy"] as const;
 /** One of `APPS`. */
 export type AppName = typeof APPS[number];
 
@@ -47,26 +50,22 @@ export interface ServerOptions extends ReactorOptions {
   reusePort?: boolean;
   /** Per-connection buffer limits. */
   limits?: ConnectionLimits;
+  /** Connection timeouts; null or absent: none. */
+  timeouts?: Timeouts | null;
+  /** Stop accepting while this many connections are open (0: no cap). */
+  maxConnections?: number;
   /** HTTP app settings. */
   http?: Partial<HttpOptions>;
   /** A custom protocol per connection; overrides `app` (for library users). */
   protocol?: ProtocolFactory;
+  /** A label for metrics and logs (e.g. the worker number). */
+  worker?: number;
+  /** For the proxy app: where to forward. */
+  upstream?: { host: string; port: number };
 }
 
 /** Makes the protocol object for a new connection. */
 export type ProtocolFactory = (conn: Connection) => Protocol;
-
-function protocolFor(reactor: Reactor, opts: ServerOptions): ProtocolFactory {
-  if (opts.protocol) return opts.protocol;
-  switch (opts.app) {
-    case "echo":
-      return () => echoProtocol;
-    case "http": {
-      const app = new HttpApp(reactor, opts.http);
-      return (conn) => app.protocol(conn);
-    }
-  }
-}
 
 /** A listening server on one reactor. */
 export class Server {
@@ -78,38 +77,67 @@ export class Server {
   readonly host: string;
   /** The port it listens on (the real one when 0 was asked). */
   readonly port: number;
+  /** The HTTP app, when `app` is http. */
+  readonly http: HttpApp | null = null;
+  readonly #options: ServerOptions;
   readonly #connections = new Set<Connection>();
   readonly #listenFd: number;
+  #listening = true;
   #running: Promise<void> | null = null;
-  #closed = false;
+  #stopped = false;
+  #drained: (() => void) | null = null;
+  readonly #startedAt = Date.now();
 
-  private constructor(
-    reactor: Reactor,
-    listenFd: number,
-    host: string,
-    port: number,
-    factory: ProtocolFactory,
-    limits: ConnectionLimits,
-  ) {
+  private constructor(reactor: Reactor, listenFd: number, port: number, opts: ServerOptions) {
     this.reactor = reactor;
     this.#listenFd = listenFd;
-    this.host = host;
+    this.host = opts.host;
     this.port = port;
+    this.#options = opts;
+    let factory: ProtocolFactory;
+    if (opts.protocol) {
+      factory = opts.protocol;
+    } else if (opts.app === "http") {
+      const routes = {
+        "/metrics": () => ({ status: 200, contentType: METRICS_TYPE, body: this.metrics() }),
+      };
+      const app = new HttpApp(reactor, {
+        ...opts.http,
+        routes: { ...routes, ...opts.http?.routes },
+      });
+      this.http = app;
+      factory = (conn) => app.protocol(conn);
+    } else if (opts.app === "proxy") {
+      throw new Error("the proxy app is not wired in yet");
+    } else {
+      factory = () => echoProtocol;
+    }
+    const limits = opts.limits ?? DEFAULT_LIMITS;
+    const timeouts = opts.timeouts ?? null;
     const onClose = (conn: Connection, _reason: CloseReason) => {
       this.#connections.delete(conn);
-      // A freed fd is the best moment to retry after EMFILE.
-      if (this.acceptor.paused) this.acceptor.resume();
+      if (this.#drained !== null && this.#connections.size === 0) this.#drained();
+      // A freed fd or slot is the best moment to retry after EMFILE or the cap.
+      else if (this.acceptor.paused && this.#listening) this.acceptor.resume();
     };
     this.acceptor = new Acceptor(reactor, listenFd, (fd) => {
       const conn = new Connection(reactor, fd, echoProtocol, limits, onClose);
       conn.protocol = factory(conn);
       this.#connections.add(conn);
-      conn.open();
+      conn.open(timeouts);
     });
+    const max = opts.maxConnections ?? 0;
+    if (max > 0) {
+      this.acceptor.gate = () => {
+        if (this.#connections.size < max) return true;
+        reactor.counters.connectionLimitHits++;
+        return false;
+      };
+    }
     this.acceptor.open();
   }
 
-  /** Listens and registers; call `run()` (or use `serve`) to start the loop. */
+  /** Listens and registers; call `run()` (or use `start`) to run the loop. */
   static async create(opts: ServerOptions): Promise<Server> {
     const reactor = await Reactor.create(opts);
     let fd: number;
@@ -124,15 +152,7 @@ export class Server {
       reactor.close();
       throw e;
     }
-    const port = localAddress(fd).port;
-    return new Server(
-      reactor,
-      fd,
-      opts.host,
-      port,
-      protocolFor(reactor, opts),
-      opts.limits ?? DEFAULT_LIMITS,
-    );
+    return new Server(reactor, fd, localAddress(fd).port, opts);
   }
 
   /** `create` then `run`: returns once listening; the loop runs in the background. */
@@ -158,19 +178,107 @@ export class Server {
     return this.#running;
   }
 
-  /** Stops at once: closes the listener and every connection, then the reactor. */
-  async stop(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.reactor.stop();
-    if (this.#running) await this.#running;
+  #stopListening(): void {
+    if (!this.#listening) return;
+    this.#listening = false;
     this.acceptor.close();
     close(this.#listenFd);
-    for (const conn of [...this.#connections]) conn.close("local");
+  }
+
+  /**
+   * Graceful stop: stop accepting, let requests in flight finish and flush,
+   * close idle connections; after `timeoutMs` close whatever is left. Resolves
+   * when the reactor has stopped; returns how many connections were cut.
+   */
+  async shutdown(timeoutMs: number): Promise<number> {
+    if (this.#stopped) return 0;
+    this.#stopListening();
+    let cut = 0;
+    if (this.#connections.size > 0 && this.reactor.running) {
+      log.info("draining {n} connections (at most {ms} ms)", {
+        n: this.#connections.size,
+        ms: timeoutMs,
+      });
+      const drained = new Promise<void>((resolve) => this.#drained = resolve);
+      for (const conn of [...this.#connections]) conn.shutdown();
+      const timer = this.reactor.setTimer(timeoutMs, () => this.#drained?.());
+      await drained;
+      this.reactor.cancelTimer(timer);
+      cut = this.#connections.size;
+      if (cut > 0) log.warn("shutdown timeout: closing {n} unfinished connections", { n: cut });
+    }
+    await this.stop();
+    return cut;
+  }
+
+  /** Stops at once: closes the listener and every connection, then the reactor. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#stopListening();
+    this.reactor.stop();
+    if (this.#running) await this.#running;
+    for (const conn of [...this.#connections]) conn.close("shutdown");
     log.debug("server {address} stopped: {counters}", {
       address: this.address,
       counters: this.reactor.counters.snapshot(),
     });
     this.reactor.close();
   }
+
+  /** Counters in the Prometheus text exposition format. */
+  metrics(): string {
+    const c = this.reactor.counters;
+    const labels = this.#options.worker !== undefined ? `{worker="${this.#options.worker}"}` : "";
+    const lines: string[] = [];
+    const metric = (name: string, type: string, help: string, value: number) => {
+      lines.push(`# HELP reactor_${name} ${help}`, `# TYPE reactor_${name} ${type}`);
+      lines.push(`reactor_${name}${labels} ${value}`);
+    };
+    metric("connections_open", "gauge", "Connections open now.", this.#connections.size);
+    metric("connections_accepted_total", "counter", "Connections accepted.", c.accepted);
+    metric("connections_closed_total", "counter", "Connections closed.", c.closed);
+    metric("requests_total", "counter", "HTTP requests answered.", this.http?.requests ?? 0);
+    metric("bytes_received_total", "counter", "Bytes read from peers.", c.bytesIn);
+    metric("bytes_sent_total", "counter", "Bytes sent to peers.", c.bytesOut);
+    metric("send_eagain_total", "counter", "Sends that hit EAGAIN or were partial.", c.sendEagain);
+    metric("writable_arms_total", "counter", "Times EPOLLOUT was armed.", c.writableArms);
+    metric("read_pauses_total", "counter", "Times backpressure paused reading.", c.readPauses);
+    metric("timeouts_total", "counter", "Connections closed by a timeout.", c.timeouts);
+    metric("overflows_total", "counter", "Connections closed at the output cap.", c.overflows);
+    metric(
+      "connection_limit_hits_total",
+      "counter",
+      "Accept pauses at the cap.",
+      c.connectionLimitHits,
+    );
+    metric("accept_limit_hits_total", "counter", "accept() out of fds/memory.", c.acceptLimitHits);
+    metric("waits_total", "counter", "Wait calls (epoll_wait, poll, select).", c.waits);
+    metric("events_total", "counter", "Readiness events dispatched.", c.events);
+    metric("handler_errors_total", "counter", "Handler exceptions caught.", c.handlerErrors);
+    const mem = Deno.memoryUsage();
+    metric("heap_used_bytes", "gauge", "JS heap in use.", mem.heapUsed);
+    metric("rss_bytes", "gauge", "Resident set size.", mem.rss);
+    metric(
+      "uptime_seconds",
+      "gauge",
+      "Seconds since start.",
+      (Date.now() - this.#startedAt) / 1000,
+    );
+    return lines.join("\n") + "\n";
+  }
+
+  /** One line of counters for the periodic stats log. */
+  stats(): Record<string, number> {
+    const mem = Deno.memoryUsage();
+    return {
+      open: this.#connections.size,
+      requests: this.http?.requests ?? 0,
+      ...this.reactor.counters.snapshot(),
+      heapUsed: mem.heapUsed,
+      rss: mem.rss,
+    };
+  }
 }
+
+const METRICS_TYPE = "text/plain; version=0.0.4";

@@ -27,6 +27,7 @@ import {
 import { EAGAIN, EINTR, errnoName } from "../syscalls/errno.ts";
 import { close, errno, recv_ptr, send, send_ptr } from "../syscalls/libc.ts";
 import type { Handler, Reactor } from "../reactor/reactor.ts";
+import { Timer } from "../reactor/timers.ts";
 import { OutputBuffer } from "./output_buffer.ts";
 
 const log = getLogger(["reactor", "connection"]);
@@ -41,7 +42,8 @@ export type CloseReason =
   | "hangup" // EPOLLHUP/EPOLLERR
   | "local" // our side decided (protocol, shutdown)
   | "overflow" // the peer does not read and the output cap was reached
-  | "timeout"; // a reactor timer expired
+  | "timeout" // a reactor timer expired
+  | "shutdown"; // the server stopped before the connection finished
 
 /** What a protocol (echo, http, proxy) implements to plug into a connection. */
 export interface Protocol {
@@ -56,7 +58,36 @@ export interface Protocol {
   drained?(conn: Connection): void;
   /** The connection is closed; its fd is gone. */
   closed?(conn: Connection, reason: CloseReason): void;
+  /**
+   * When the request in progress began (reactor ms), or -1 between requests.
+   * Drives the request (header) timeout; without this method only the idle
+   * and write timeouts apply.
+   */
+  requestStartedAt?(): number;
+  /**
+   * The server is shutting down: finish what is in flight, then close.
+   * Without this method: stop reading, flush, close.
+   */
+  shutdown?(conn: Connection): void;
+  /** A timeout expired (`what` says which). Without this method: close. */
+  timedOut?(conn: Connection, what: TimeoutKind): void;
 }
+
+/** Which timeout expired. */
+export type TimeoutKind = "idle" | "request" | "write";
+
+/** Connection timeouts in milliseconds; 0 turns one off. */
+export interface Timeouts {
+  /** No request in progress and nothing read for this long: close. */
+  idleMs: number;
+  /** A request (head, or body) not complete this long after its first byte. */
+  requestMs: number;
+  /** Output pending and not a byte accepted by the peer for this long. */
+  writeMs: number;
+}
+
+/** Defaults: idle 60 s, request (header) 10 s, stalled write 30 s. */
+export const DEFAULT_TIMEOUTS: Timeouts = { idleMs: 60_000, requestMs: 10_000, writeMs: 30_000 };
 
 /** Buffer limits of a connection. */
 export interface ConnectionLimits {
@@ -87,6 +118,12 @@ export class Connection implements Handler {
   readonly output: OutputBuffer;
   /** Free for the protocol or the server (e.g. a slot in a connection list). */
   tag = 0;
+  /** `reactor.now` when the peer's bytes last arrived (or when the connection opened). */
+  lastRead = 0;
+  /** `reactor.now` when the peer last took output bytes (or when output was first queued). */
+  lastWrite = 0;
+  #timeouts: Timeouts | null = null;
+  #timer: Timer | null = null;
   readonly #limits: ConnectionLimits;
   readonly #onClose: ((conn: Connection, reason: CloseReason) => void) | null;
   #readingPaused = false; // by backpressure
@@ -109,9 +146,82 @@ export class Connection implements Handler {
     this.output = new OutputBuffer(limits.maxOutputBytes);
   }
 
-  /** Registers with the reactor for reading. */
-  open(): void {
+  /** Registers with the reactor for reading; arms the timeouts if given. */
+  open(timeouts: Timeouts | null = null): void {
     this.reactor.register(this.fd, this, this.#interest());
+    this.lastRead = this.lastWrite = this.reactor.now;
+    const first = timeouts ? this.#nextDeadline(timeouts) : Infinity;
+    if (timeouts && first < Infinity) {
+      this.#timeouts = timeouts;
+      this.#timer = this.reactor.setTimer(first - this.reactor.now, () => this.#checkTimeouts());
+    }
+  }
+
+  /**
+   * The deadline that applies now. Deadlines only move later as the peer
+   * reads and writes, so activity costs one field store and no heap work:
+   * the timer, when it fires, recomputes and re-arms itself if not due.
+   */
+  #nextDeadline(t: Timeouts): number {
+    if (this.output.length > 0 && t.writeMs > 0) return this.lastWrite + t.writeMs;
+    const started = this.protocol.requestStartedAt ? this.protocol.requestStartedAt() : -1;
+    if (started >= 0) return t.requestMs > 0 ? started + t.requestMs : Infinity;
+    return t.idleMs > 0 ? this.lastRead + t.idleMs : Infinity;
+  }
+
+  #whichTimeout(t: Timeouts): TimeoutKind {
+    if (this.output.length > 0 && t.writeMs > 0) return "write";
+    const started = this.protocol.requestStartedAt ? this.protocol.requestStartedAt() : -1;
+    return started >= 0 ? "request" : "idle";
+  }
+
+  #checkTimeouts(): void {
+    const t = this.#timeouts;
+    if (this.fd < 0 || t === null || this.#timer === null) return;
+    const now = this.reactor.now;
+    const deadline = this.#nextDeadline(t);
+    if (deadline > now) {
+      // Not due: activity moved it. Check again then, or after the shortest
+      // timeout, in case a shorter kind (request, write) starts meanwhile.
+      const shortest = Math.min(...[t.idleMs, t.requestMs, t.writeMs].filter((ms) => ms > 0));
+      this.reactor.resetTimer(this.#timer, Math.min(deadline - now, shortest));
+      return;
+    }
+    const kind = this.#whichTimeout(t);
+    this.reactor.counters.timeouts++;
+    log.debug("fd {fd}: {kind} timeout", { fd: this.fd, kind });
+    if (this.protocol.timedOut) this.protocol.timedOut(this, kind);
+    else this.close("timeout");
+    if (this.fd >= 0) {
+      // The protocol answered (e.g. 408) and closes after the flush; give the
+      // flush one write timeout at most.
+      this.reactor.resetTimer(this.#timer, t.writeMs > 0 ? t.writeMs : 1000);
+      this.#timeouts = { idleMs: 0, requestMs: 0, writeMs: t.writeMs || 1000 };
+    }
+  }
+
+  /**
+   * Makes the timer fire no later than `deadline` (reactor ms). For the rare
+   * moments a shorter timeout starts: a request left incomplete at the end
+   * of a read, output queued on EAGAIN.
+   */
+  pullTimer(deadline: number): void {
+    const timer = this.#timer;
+    if (timer !== null && (!timer.active || timer.at > deadline)) {
+      this.reactor.resetTimer(timer, Math.max(0, deadline - this.reactor.now));
+    }
+  }
+
+  /** The timeouts this connection runs with, or null. */
+  get timeouts(): Timeouts | null {
+    return this.#timeouts;
+  }
+
+  /** Asks the protocol to finish in-flight work and close (graceful shutdown). */
+  shutdown(): void {
+    if (this.fd < 0) return;
+    if (this.protocol.shutdown) this.protocol.shutdown(this);
+    else this.closeAfterFlush();
   }
 
   /** Whether the connection is closed. */
@@ -156,6 +266,7 @@ export class Connection implements Handler {
       const n = recv_ptr(this.fd, ptr, buf.length, 0);
       if (n > 0) {
         reactor.counters.bytesIn += n;
+        this.lastRead = reactor.now;
         this.protocol.data(this, buf, 0, n);
         // Level-triggered: one read per event is enough, the next wait says
         // whether more is there. Edge-triggered: drain or never hear of it.
@@ -252,6 +363,7 @@ export class Connection implements Handler {
         fd: this.fd,
         bytes: this.output.length,
       });
+      this.reactor.counters.overflows++;
       this.close("overflow");
       return false;
     }
@@ -264,6 +376,10 @@ export class Connection implements Handler {
       this.#writing = true;
       counters.writableArms++;
       changed = true;
+      this.lastWrite = this.reactor.now;
+      if (this.#timeouts !== null && this.#timeouts.writeMs > 0) {
+        this.pullTimer(this.lastWrite + this.#timeouts.writeMs);
+      }
     }
     if (!this.#readingPaused && this.output.length >= this.#limits.highWaterMark) {
       this.#readingPaused = true;
@@ -294,6 +410,7 @@ export class Connection implements Handler {
       }
       counters.bytesOut += n;
       out.consume(n);
+      this.lastWrite = this.reactor.now;
       if (n < len) {
         counters.sendEagain++;
         break;
@@ -336,6 +453,7 @@ export class Connection implements Handler {
     const fd = this.fd;
     if (fd < 0) return;
     this.fd = -1;
+    if (this.#timer !== null) this.reactor.cancelTimer(this.#timer);
     this.reactor.unregister(fd);
     close(fd);
     this.output.clear();

@@ -17,7 +17,7 @@
 
 import { getLogger } from "@logtape/logtape";
 import type { Reactor } from "../reactor/reactor.ts";
-import type { Connection, Protocol } from "./connection.ts";
+import type { Connection, Protocol, TimeoutKind } from "./connection.ts";
 import {
   HttpParser,
   type HttpParserLimits,
@@ -52,6 +52,7 @@ const REASONS: Record<number, string> = {
   200: "OK",
   400: "Bad Request",
   404: "Not Found",
+  408: "Request Timeout",
   405: "Method Not Allowed",
   413: "Content Too Large",
   431: "Request Header Fields Too Large",
@@ -71,6 +72,12 @@ const ROUTE_NOT_FOUND = STATIC.length;
 const ROUTE_NOT_ALLOWED = STATIC.length + 1;
 const ROUTE_DYNAMIC = STATIC.length + 2;
 const STATIC_BYTES = STATIC.map((r) => encoder.encode(r.path));
+
+function sameBytes(a: Uint8Array, t: Uint8Array, len: number): boolean {
+  if (a.length !== len) return false;
+  for (let k = 0; k < len; k++) if (a[k] !== t[k]) return false;
+  return true;
+}
 
 /** Response variants: connection handling x method. */
 const KEEP_ALIVE_11 = 0; // HTTP/1.1 keep-alive: no Connection header needed
@@ -103,12 +110,16 @@ export class HttpApp {
   #single: Uint8Array | null = null;
   #singlePointer: Deno.PointerObject | null = null;
   #requests = 0;
-  #dynamic: Map<string, () => HttpReply>;
+  readonly #dynamic: { path: Uint8Array; reply: () => HttpReply }[];
+  #dynamicHit = 0;
 
   constructor(reactor: Reactor, options: Partial<HttpOptions> = {}) {
     this.options = { ...DEFAULTS, ...options };
     this.#reactor = reactor;
-    this.#dynamic = new Map(Object.entries(options.routes ?? {}));
+    this.#dynamic = Object.entries(options.routes ?? {}).map(([path, reply]) => ({
+      path: encoder.encode(path),
+      reply,
+    }));
     this.#refreshDate();
     const tick = () => {
       this.#refreshDate();
@@ -167,18 +178,19 @@ export class HttpApp {
     }
     let route = ROUTE_NOT_FOUND;
     for (let r = 0; r < STATIC_BYTES.length; r++) {
-      const b = STATIC_BYTES[r];
-      if (b.length !== len) continue;
-      let k = 0;
-      while (k < len && b[k] === t[k]) k++;
-      if (k === len) {
+      if (sameBytes(STATIC_BYTES[r], t, len)) {
         route = r;
         break;
       }
     }
-    if (route === ROUTE_NOT_FOUND && this.#dynamic.size > 0) {
-      const path = new TextDecoder().decode(t.subarray(0, len));
-      if (this.#dynamic.has(path)) route = ROUTE_DYNAMIC;
+    if (route === ROUTE_NOT_FOUND) {
+      for (let d = 0; d < this.#dynamic.length; d++) {
+        if (sameBytes(this.#dynamic[d].path, t, len)) {
+          route = ROUTE_DYNAMIC;
+          this.#dynamicHit = d;
+          break;
+        }
+      }
     }
     if (route !== ROUTE_NOT_FOUND && p.method !== METHOD_GET && p.method !== METHOD_HEAD) {
       return ROUTE_NOT_ALLOWED;
@@ -186,10 +198,17 @@ export class HttpApp {
     return route;
   }
 
-  /** Appends the response to `p`'s request to the shared buffer; flushes if full. */
-  respond(conn: Connection, p: HttpParser): void {
+  /**
+   * Appends the response to `p`'s request to the shared buffer; flushes if
+   * full. `close` forces `Connection: close` (graceful shutdown).
+   */
+  respond(conn: Connection, p: HttpParser, close: boolean): void {
     this.#requests++;
-    const variant = !p.keepAlive ? CLOSE : p.versionMinor === 0 ? KEEP_ALIVE_10 : KEEP_ALIVE_11;
+    const variant = close || !p.keepAlive
+      ? CLOSE
+      : p.versionMinor === 0
+      ? KEEP_ALIVE_10
+      : KEEP_ALIVE_11;
     const head = p.method === METHOD_HEAD;
     const route = this.#route(p);
     let r: Uint8Array;
@@ -198,8 +217,7 @@ export class HttpApp {
       this.append(conn, this.#cache[key]!, this.#cachePointers[key]);
       return;
     } else if (route === ROUTE_DYNAMIC) {
-      const path = new TextDecoder().decode(p.target.subarray(0, p.targetLength).slice(0));
-      const reply = this.#dynamic.get(path.split("?")[0])!();
+      const reply = this.#dynamic[this.#dynamicHit].reply();
       const body = typeof reply.body === "string" ? encoder.encode(reply.body) : reply.body;
       r = this.#build(reply.status, reply.contentType, body, variant, head);
     } else {
@@ -274,7 +292,13 @@ class HttpConnection implements Protocol, HttpParserSink {
   readonly #app: HttpApp;
   readonly #conn: Connection;
   readonly #parser: HttpParser;
+  /** Stop parsing; close once the answers are flushed. */
   #closing = false;
+  /** Graceful shutdown: answer the request in flight with Connection: close. */
+  #draining = false;
+  /** reactor.now when the request in progress began; -1 between requests. */
+  #requestStart = -1;
+  #answeredInRead = false;
 
   constructor(app: HttpApp, conn: Connection) {
     this.#app = app;
@@ -288,14 +312,28 @@ class HttpConnection implements Protocol, HttpParserSink {
 
   data(conn: Connection, data: Uint8Array, start: number, end: number): void {
     if (this.#closing) return;
-    this.#parser.execute(data, start, end);
+    const parser = this.#parser;
+    if (parser.idle) this.#requestStart = conn.reactor.now;
+    this.#answeredInRead = false;
+    parser.execute(data, start, end);
     this.#app.flush(conn);
-    if (this.#closing) conn.closeAfterFlush();
+    if (this.#closing) {
+      conn.closeAfterFlush();
+    } else if (parser.idle) {
+      this.#requestStart = -1;
+    } else {
+      // A request is left incomplete: the request (slowloris) timeout runs
+      // from its first byte, which came in this read if another was answered.
+      if (this.#answeredInRead) this.#requestStart = conn.reactor.now;
+      const t = conn.timeouts;
+      if (t !== null && t.requestMs > 0) conn.pullTimer(this.#requestStart + t.requestMs);
+    }
   }
 
   onRequest(p: HttpParser): boolean {
-    this.#app.respond(this.#conn, p);
-    if (!p.keepAlive) {
+    this.#answeredInRead = true;
+    this.#app.respond(this.#conn, p, this.#draining);
+    if (!p.keepAlive || this.#draining) {
       this.#closing = true;
       return false;
     }
@@ -311,5 +349,31 @@ class HttpConnection implements Protocol, HttpParserSink {
   end(conn: Connection): void {
     // The peer finished sending: answer what was complete, then close.
     conn.closeAfterFlush();
+  }
+
+  requestStartedAt(): number {
+    return this.#requestStart;
+  }
+
+  shutdown(conn: Connection): void {
+    this.#draining = true;
+    // Between requests: nothing is in flight, so close (after any flush).
+    // Mid-request: the answer to it will carry Connection: close.
+    if (this.#parser.idle) {
+      this.#closing = true;
+      conn.closeAfterFlush();
+    }
+  }
+
+  timedOut(conn: Connection, what: TimeoutKind): void {
+    if (what === "request" && !this.#closing) {
+      log.info("fd {fd}: request not complete in time: 408", { fd: conn.fd });
+      this.#app.respondError(conn, 408);
+      this.#app.flush(conn);
+      this.#closing = true;
+      conn.closeAfterFlush();
+      return;
+    }
+    conn.close("timeout");
   }
 }

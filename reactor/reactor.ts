@@ -79,6 +79,12 @@ export class ReactorCounters {
   peakOutputBytes = 0;
   /** Times reading from a peer was paused by backpressure. */
   readPauses = 0;
+  /** Connections closed by a timeout (idle, request, stalled write). */
+  timeouts = 0;
+  /** Connections closed because the peer would not read (output cap reached). */
+  overflows = 0;
+  /** Times accepting paused at --max-connections. */
+  connectionLimitHits = 0;
   /** accept() failures for lack of fds (EMFILE/ENFILE) or memory. */
   acceptLimitHits = 0;
   /** Times Deno's own loop had IO or a signal pending and the loop parked to let it run. */

@@ -176,11 +176,12 @@ export function openFileLimit(): { soft: number; hard: number } {
   return { soft: cap(r[0]), hard: cap(r[1]) };
 }
 
-/** Sets the soft RLIMIT_NOFILE (the hard limit stays). */
-export function setOpenFileLimit(soft: number): void {
+/** Sets the soft RLIMIT_NOFILE, and the hard one when given (lowering it is for good). */
+export function setOpenFileLimit(soft: number, hard?: number): void {
   const r = new BigUint64Array(2);
   check("getrlimit", getrlimit(c.RLIMIT_NOFILE, new Uint8Array(r.buffer)), "RLIMIT_NOFILE");
   r[0] = BigInt(soft);
+  if (hard !== undefined) r[1] = BigInt(hard);
   check(
     "setrlimit",
     setrlimit(c.RLIMIT_NOFILE, new Uint8Array(r.buffer)),

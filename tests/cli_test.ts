@@ -90,7 +90,7 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
     assert.deepEqual(await readExactly(conn, msg.length), msg);
     cli.kill(signal);
     assert.equal(await cli.exit(), 0, cli.stderr);
-    assert.match(cli.stderr, new RegExp(`${signal}: stopping`));
+    assert.match(cli.stderr, new RegExp(`${signal}: draining`));
     conn.close();
   });
 }

@@ -8,7 +8,7 @@ import { serve } from "../../serve.ts";
 import { setOpenFileLimit } from "../../syscalls/socket.ts";
 
 const [limit, ...flags] = Deno.args;
-setOpenFileLimit(Number(limit));
+setOpenFileLimit(Number(limit), Number(limit)); // hard too: serve raises soft to hard
 const cmd = parseCommandLine(["serve", ...flags]);
 if (cmd.command !== "serve") throw new Error("expected serve flags");
 Deno.exit(await serve(cmd));
