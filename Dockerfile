@@ -46,14 +46,17 @@ USER 65532:65532
 EXPOSE 8080
 # PID 1 graceful shutdown: deno runs as PID 1 without an init. The kernel does not apply default
 # signal actions to PID 1, so SIGTERM only works because the server installs its own SIGTERM
-# handler: a graceful stop bounded by --shutdown-timeout, then exit 0. No child processes are
-# spawned, so there are no zombies to reap and tini is not needed.
+# handler: a graceful stop bounded by --shutdown-timeout, then exit 0. With --workers N, PID 1 is
+# the supervisor: it passes SIGTERM on to its worker processes and waits for (so reaps) each of
+# them before it exits; they spawn nothing, so tini has nothing to add.
 STOPSIGNAL SIGTERM
 # Exec form: no shell is involved (and distroless has none). The probe exits 0 on HTTP 200.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["deno", "run", "--cached-only", "--allow-ffi", "--allow-env", "--allow-read", "--allow-net", "/app/main.ts", "probe", "--port", "8080"]
-# Same permissions as the `compile` task, nothing more (no --allow-write, --allow-run).
-ENTRYPOINT ["deno", "run", "--cached-only", "--allow-ffi", "--allow-env", "--allow-read", "--allow-net", "/app/main.ts"]
+  CMD ["deno", "run", "--cached-only", "--allow-ffi", "--allow-env", "--allow-read", "--allow-net", "--allow-run", "/app/main.ts", "probe", "--port", "8080"]
+# The permissions of the `compile` task. --allow-run is for --workers N: the supervisor starts
+# its workers by re-running Deno.execPath(), whose path differs between Deno images, so it is
+# not scoped to one path. No --allow-write.
+ENTRYPOINT ["deno", "run", "--cached-only", "--allow-ffi", "--allow-env", "--allow-read", "--allow-net", "--allow-run", "/app/main.ts"]
 CMD ["serve", "--app", "http", "--host", "0.0.0.0", "--port", "8080"]
 
 # ---------------------------------------------------------------------------------------------
@@ -73,7 +76,8 @@ EXPOSE 8080
 # PID 1 graceful shutdown: /reactor is PID 1 (no shell, no init). The kernel does not apply
 # default signal actions to PID 1, so `docker stop` / the kubelet's SIGTERM works only because
 # the server installs its own SIGTERM handler: a graceful stop bounded by --shutdown-timeout,
-# then exit 0. Nothing is spawned, so no init is needed to reap zombies.
+# then exit 0. With --workers N, PID 1 is the supervisor: it passes SIGTERM on to its workers
+# and waits for (so reaps) each of them; they spawn nothing, so no init is needed.
 STOPSIGNAL SIGTERM
 # Exec form, because distroless has no /bin/sh. The probe exits 0 only on HTTP 200.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

@@ -144,13 +144,19 @@ async function checkVersion(binary: string): Promise<void> {
   assert.equal(text, `reactor ${version} (deno ${Deno.version.deno}, ${Deno.build.target})`);
 }
 
-function serveArgs(app: "echo" | "http", port: number): string[] {
-  return ["serve", "--app", app, "--host", "127.0.0.1", "--port", String(port)];
+function serveArgs(app: "echo" | "http", port: number, workers = 1): string[] {
+  return [
+    "serve",
+    ...["--app", app, "--host", "127.0.0.1", "--port", String(port)],
+    ...["--workers", String(workers)],
+  ];
 }
 
 async function echoRoundTrip(binary: string): Promise<void> {
   const port = freePort();
-  const server = new ServerProcess(binary, serveArgs("echo", port));
+  // Two workers, as in deploy/kubernetes: the supervisor re-runs the binary itself (which needs
+  // --allow-run in the compile task) and must pass SIGTERM on to both.
+  const server = new ServerProcess(binary, serveArgs("echo", port, 2));
   try {
     const conn = await connectWithRetry(port, server);
     try {
@@ -223,7 +229,7 @@ Deno.test({
         fn: () => checkVersion(binary),
       });
       await t.step({
-        name: "serve --app echo: bytes come back, SIGTERM -> exit 0",
+        name: "serve --app echo --workers 2: bytes come back, SIGTERM -> exit 0",
         ignore: !identified,
         fn: () => echoRoundTrip(binary),
       });

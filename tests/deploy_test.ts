@@ -453,16 +453,26 @@ Deno.test("k8s Deployment: non-root, read-only, no privilege escalation, no capa
   for (const m of c.volumeMounts ?? []) assert.ok(volumes.has(m.name), `volume ${m.name}`);
 });
 
-Deno.test("k8s Deployment: grace period outlasts the server's shutdown timeout", () => {
+Deno.test("k8s Deployment: preStop sleep + shutdown timeout fit in the grace period", () => {
   const d = deployment();
   const c = reactorContainer(d);
   const grace = d.spec.template.spec.terminationGracePeriodSeconds;
   assert.equal(grace, 30);
   const timeout = Number(flagValue(c.args ?? [], "--shutdown-timeout"));
-  assert.ok(grace > timeout, `grace ${grace}s > --shutdown-timeout ${timeout}s`);
-  // A preStop exec hook needs a shell, and the distroless image has none.
-  const lifecycle = c.lifecycle as { preStop?: { exec?: unknown } } | undefined;
+  const lifecycle = c.lifecycle as
+    | { preStop?: { exec?: unknown; sleep?: { seconds?: number } } }
+    | undefined;
+  // An exec hook needs a shell, and the distroless image has none.
   assert.equal(lifecycle?.preStop?.exec, undefined, "no exec preStop hook in a shell-less image");
+  // The server stops accepting on SIGTERM, so the pod must keep serving while its endpoint
+  // removal propagates: the built-in sleep action delays SIGTERM without a shell.
+  const sleep = lifecycle?.preStop?.sleep?.seconds ?? 0;
+  assert.ok(sleep >= 1, "preStop sleep covers the endpoint removal race");
+  // The grace period counts from the start of the preStop hook.
+  assert.ok(
+    grace > sleep + timeout,
+    `grace ${grace}s > preStop ${sleep}s + --shutdown-timeout ${timeout}s`,
+  );
 });
 
 Deno.test("k8s Service: ClusterIP 80 -> the container port the probes use", () => {

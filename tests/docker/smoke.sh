@@ -250,12 +250,16 @@ choose_images() {
 # ---------------------------------------------------------------------------------------------
 # 3. Checks against running containers.
 
+# A loopback port below the kernel's ephemeral range (so no outgoing connection holds it as its
+# local port) that no socket uses right now.
 free_port() {
-  local p
+  local p low
+  low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
   for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 20000))
-    # Nothing accepts there (a connect that fails means free, for our purposes).
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    p=$((20000 + RANDOM % (low - 20000)))
+    if command -v ss >/dev/null 2>&1; then
+      [ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ] && { echo "$p"; return 0; }
+    elif ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p"
       return 0
     fi
@@ -309,15 +313,18 @@ is_200() { [ "$(http_code "$1")" = 200 ]; }
 is_healthy() { [ "$(docker inspect -f '{{.State.Health.Status}}' "$1")" = healthy ]; }
 
 check_nonroot() {
-  local name=$1 user pid uids
+  local name=$1 user pid uids procs others
   user=$(docker inspect -f '{{.Config.User}}' "$name")
   pid=$(docker inspect -f '{{.State.Pid}}' "$name")
   # The real, effective, saved and filesystem uid of the container's PID 1, read on the host.
   uids=$(awk '/^Uid:/ {print $2, $3, $4, $5}' "/proc/$pid/status" 2>/dev/null)
-  if [ "${user%%:*}" = 65532 ] && [ "$uids" = "65532 65532 65532 65532" ]; then
-    pass "$name runs as non-root (Config.User=$user, PID 1 uids: $uids)"
+  # Every process in the container (with --workers, the supervisor and its workers).
+  procs=$(docker top "$name" -eo uid,pid 2>/dev/null | awk 'NR > 1' | wc -l)
+  others=$(docker top "$name" -eo uid,pid 2>/dev/null | awk 'NR > 1 && $1 != 65532' | wc -l)
+  if [ "${user%%:*}" = 65532 ] && [ "$uids" = "65532 65532 65532 65532" ] && [ "$others" = 0 ]; then
+    pass "$name runs as non-root (Config.User=$user, PID 1 uids: $uids, $procs processes, all uid 65532)"
   else
-    fail "$name non-root: Config.User='$user', PID 1 uids: '$uids'"
+    fail "$name non-root: Config.User='$user', PID 1 uids: '$uids', $others of $procs processes not uid 65532"
   fi
 }
 
@@ -397,10 +404,13 @@ main() {
     fail "docker run $HTTP_NAME"
   fi
 
-  # Echo app; an idle connection stays open while it stops, so the shutdown timeout matters.
+  # Echo app with two worker processes, as in deployment.yaml: PID 1 is then the supervisor and
+  # must pass SIGTERM on. An idle connection stays open while it stops, so the shutdown timeout
+  # matters.
   echo_port=$(free_port) || { fail "no free port"; summary_and_exit; }
   if run_restricted "$ECHO_NAME" "$echo_port" --no-healthcheck "$TAG" \
-    serve --app echo --host 0.0.0.0 --port 8080 --shutdown-timeout "$ECHO_SHUTDOWN_TIMEOUT"; then
+    serve --app echo --host 0.0.0.0 --port 8080 --workers 2 \
+    --shutdown-timeout "$ECHO_SHUTDOWN_TIMEOUT"; then
     if wait_for 30 echo_line "$echo_port" "smoke-$RUN_ID-ready"; then
       if echo_line "$echo_port" "reactor smoke $RUN_ID: bytes come back"; then
         pass "echo round trip over 127.0.0.1:$echo_port"
@@ -411,6 +421,7 @@ main() {
       fail "echo server did not answer on 127.0.0.1:$echo_port"
       show_logs "$ECHO_NAME"
     fi
+    check_nonroot "$ECHO_NAME"
     # Held open, idle, through the stop (the group's 2> only silences a failed connect).
     { exec 4<>"/dev/tcp/127.0.0.1/$echo_port"; } 2>/dev/null || note "no idle connection held"
     check_stop "$ECHO_NAME" "$((ECHO_SHUTDOWN_TIMEOUT + 3))"
