@@ -23,9 +23,10 @@ import {
   EPOLLOUT,
   EPOLLRDHUP,
   MSG_NOSIGNAL,
+  SHUT_WR,
 } from "../syscalls/constants.ts";
 import { EAGAIN, EINTR, errnoName } from "../syscalls/errno.ts";
-import { close, errno, recv_ptr, send, send_ptr } from "../syscalls/libc.ts";
+import { close, errno, recv_ptr, send, send_ptr, shutdown } from "../syscalls/libc.ts";
 import type { Handler, Reactor } from "../reactor/reactor.ts";
 import { Timer } from "../reactor/timers.ts";
 import { OutputBuffer } from "./output_buffer.ts";
@@ -89,6 +90,9 @@ export interface Timeouts {
 /** Defaults: idle 60 s, request (header) 10 s, stalled write 30 s. */
 export const DEFAULT_TIMEOUTS: Timeouts = { idleMs: 60_000, requestMs: 10_000, writeMs: 30_000 };
 
+/** How long a closing connection keeps reading (and discarding) after its FIN. */
+export const LINGER_MS = 2000;
+
 /** Buffer limits of a connection. */
 export interface ConnectionLimits {
   /** Pause reading from the peer when this many bytes are waiting to be sent. */
@@ -130,6 +134,9 @@ export class Connection implements Handler {
   #readingStopped = false; // for good: FIN seen or the protocol stopped reading
   #writing = false; // EPOLLOUT armed
   #closeWhenDrained = false;
+  #peerFinished = false; // FIN (or an error) seen: nothing more will arrive
+  #lingering = false; // our FIN is sent; reading only to discard
+  #lingerTimer: Timer | null = null;
 
   constructor(
     reactor: Reactor,
@@ -244,6 +251,10 @@ export class Connection implements Handler {
   }
 
   ready(events: number): void {
+    if (this.#lingering) {
+      this.#discard();
+      return;
+    }
     if ((events & EPOLLOUT) !== 0) {
       this.flush();
       if (this.fd < 0) return;
@@ -288,6 +299,7 @@ export class Connection implements Handler {
 
   #peerEnded(): void {
     this.#readingStopped = true;
+    this.#peerFinished = true;
     if (this.protocol.end) {
       this.protocol.end(this);
       if (this.fd < 0) return;
@@ -299,14 +311,56 @@ export class Connection implements Handler {
 
   /** Stops reading, flushes what is pending, then closes. */
   closeAfterFlush(): void {
-    if (this.fd < 0) return;
+    if (this.fd < 0 || this.#lingering) return;
     this.#readingStopped = true;
     if (this.output.length === 0) {
-      this.close(this.#closeWhenDrained ? "local" : "eof");
+      this.#finish();
       return;
     }
     this.#closeWhenDrained = true;
     this.#updateInterest();
+  }
+
+  /**
+   * Everything is sent; close. If the peer may still be sending (pipelined
+   * requests we will not answer, a request body), a plain close() with
+   * unread bytes makes the kernel send RST, and an RST can destroy responses
+   * the peer has not read yet. So: send FIN, then read and discard until the
+   * peer closes, for `LINGER_MS` at most (a "lingering close", as Apache and
+   * nginx do).
+   */
+  #finish(): void {
+    if (this.#peerFinished) {
+      this.close("eof");
+      return;
+    }
+    if (shutdown(this.fd, SHUT_WR) < 0) {
+      this.close("local");
+      return;
+    }
+    this.#lingering = true;
+    this.#readingStopped = false;
+    this.#readingPaused = false;
+    this.#updateInterest();
+    this.#lingerTimer = this.reactor.setTimer(LINGER_MS, () => this.close("local"));
+  }
+
+  #discard(): void {
+    const reactor = this.reactor;
+    for (;;) {
+      const n = recv_ptr(this.fd, reactor.readBufferPointer, reactor.readBuffer.length, 0);
+      if (n > 0) continue;
+      if (n === 0) {
+        this.close("local");
+        return;
+      }
+      const e = errno();
+      if (e === EAGAIN) return;
+      if (e !== EINTR) {
+        this.close("local");
+        return;
+      }
+    }
   }
 
   /**
@@ -422,7 +476,7 @@ export class Connection implements Handler {
       counters.writableDisarms++;
       changed = true;
       if (this.#closeWhenDrained) {
-        this.close(this.#readingStopped ? "eof" : "local");
+        this.#finish();
         return;
       }
     }
@@ -454,6 +508,7 @@ export class Connection implements Handler {
     if (fd < 0) return;
     this.fd = -1;
     if (this.#timer !== null) this.reactor.cancelTimer(this.#timer);
+    if (this.#lingerTimer !== null) this.reactor.cancelTimer(this.#lingerTimer);
     this.reactor.unregister(fd);
     close(fd);
     this.output.clear();
