@@ -1,0 +1,171 @@
+/**
+ * Echo benchmark: our echo app beside the plain C epoll server
+ * (`../shared/bench/c_epoll_server.c echo`, when it and `cc` are there).
+ *
+ * - rr: N connections each send a 64-byte message and wait for it back, for
+ *   D seconds: round trips/s and server CPU µs per round trip.
+ * - stream: one connection pushes 64 MiB while reading it back: MB/s and
+ *   server CPU seconds for the whole transfer.
+ *
+ * The load generator is itself a Reactor (raw sockets through FFI), in this
+ * process; servers run in their own sessions.
+ *
+ *   deno run -A bench/echo.ts [--duration 5] [--connections 50] [--megabytes 64]
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { Reactor } from "../reactor/reactor.ts";
+import { Connection, type Protocol } from "../handlers/connection.ts";
+import { connectTcp } from "../syscalls/socket.ts";
+import { ticksToSeconds } from "./lib/proc.ts";
+import { startServer, stopServer } from "./lib/server.ts";
+import { exists, machineInfo, which } from "./lib/machine.ts";
+import { formatTable, num } from "./lib/table.ts";
+
+const { values } = parseArgs({
+  options: {
+    duration: { type: "string", default: "5" },
+    connections: { type: "string", default: "50" },
+    megabytes: { type: "string", default: "64" },
+  },
+  strict: true,
+});
+const seconds = Number(values.duration);
+const conns = Number(values.connections);
+const total = Number(values.megabytes) << 20;
+
+const LIMITS = { highWaterMark: 1 << 30, lowWaterMark: 1 << 29, maxOutputBytes: 2 ** 31 - 1 };
+
+async function roundTrips(port: number): Promise<number> {
+  const reactor = await Reactor.create();
+  const msg = new Uint8Array(64).fill(0x61);
+  let trips = 0;
+  let running = true;
+  const protocol: Protocol & { pending: Map<Connection, number> } = {
+    pending: new Map(),
+    data(conn, _buf, start, end) {
+      let got = (this.pending.get(conn) ?? 0) + end - start;
+      while (got >= 64) {
+        got -= 64;
+        trips++;
+        if (running) conn.write(msg);
+      }
+      this.pending.set(conn, got);
+    },
+  };
+  const clients = Array.from({ length: conns }, () => {
+    const c = new Connection(reactor, connectTcp("127.0.0.1", port).fd, protocol, LIMITS);
+    c.open();
+    c.write(msg);
+    return c;
+  });
+  reactor.setTimer(seconds * 1000, () => {
+    running = false;
+    reactor.stop();
+  });
+  await reactor.run();
+  for (const c of clients) c.close();
+  reactor.close();
+  return trips;
+}
+
+async function stream(port: number): Promise<number> {
+  const reactor = await Reactor.create();
+  const chunk = new Uint8Array(1 << 20).map((_, i) => i & 0xff);
+  let got = 0;
+  const t0 = performance.now();
+  let ms = 0;
+  const conn = new Connection(reactor, connectTcp("127.0.0.1", port).fd, {
+    data(_c, _b, start, end) {
+      got += end - start;
+      if (got >= total) {
+        ms = performance.now() - t0;
+        reactor.stop();
+      }
+    },
+  }, LIMITS);
+  conn.open();
+  for (let sent = 0; sent < total; sent += chunk.length) conn.write(chunk);
+  await reactor.run();
+  conn.close();
+  reactor.close();
+  return ms;
+}
+
+const cServer = new URL("../../shared/bench/c_epoll_server.c", import.meta.url).pathname;
+const servers: { name: string; cmd: string }[] = [
+  { name: "ours", cmd: `${Deno.execPath()} run -A main.ts serve --app echo --port $PORT` },
+];
+if (exists(cServer) && which("cc")) {
+  const bin = `${await Deno.makeTempDir()}/c_epoll_server`;
+  const cc = await new Deno.Command("cc", { args: ["-O2", "-o", bin, cServer] }).output();
+  if (cc.success) servers.push({ name: "c", cmd: `${bin} echo $PORT` });
+} else {
+  console.log("(no ../shared/bench/c_epoll_server.c or no cc: the C anchor is skipped)");
+}
+
+const rows: string[][] = [];
+const results: Record<string, unknown>[] = [];
+for (const s of servers) {
+  const h = await startServer({
+    name: s.name,
+    cmd: s.cmd,
+    cwd: new URL("..", import.meta.url).pathname,
+  });
+  try {
+    await roundTrips(h.port).then(() => {}); // warm-up (JIT) with the same duration
+    let t = h.sample().cpuTicks;
+    const trips = await roundTrips(h.port);
+    const rrCpu = ticksToSeconds(h.sample().cpuTicks - t);
+    t = h.sample().cpuTicks;
+    const ms = await stream(h.port);
+    const streamCpu = ticksToSeconds(h.sample().cpuTicks - t);
+    const r = {
+      server: s.name,
+      roundTripsPerSecond: trips / seconds,
+      cpuMicrosPerRoundTrip: (rrCpu * 1e6) / trips,
+      streamMegabytesPerSecond: total / (1 << 20) / (ms / 1000),
+      streamCpuSeconds: streamCpu,
+      rssMiB: h.sample().rssBytes / (1 << 20),
+    };
+    results.push(r);
+    rows.push([
+      s.name,
+      num(r.roundTripsPerSecond),
+      num(r.cpuMicrosPerRoundTrip, 2),
+      num(r.streamMegabytesPerSecond),
+      num(r.streamCpuSeconds, 2),
+      num(r.rssMiB, 1),
+    ]);
+  } finally {
+    await stopServer(h);
+  }
+}
+console.log(formatTable(
+  [
+    "server",
+    "round trips/s",
+    "cpu µs/trip",
+    `MB/s (${total >> 20} MiB)`,
+    "stream cpu s",
+    "RSS MiB",
+  ],
+  rows,
+));
+const ours = results.find((r) => r.server === "ours");
+const c = results.find((r) => r.server === "c");
+if (ours && c) {
+  console.log(
+    `ours vs c: CPU per round trip ${
+      num((ours.cpuMicrosPerRoundTrip as number) / (c.cpuMicrosPerRoundTrip as number), 2)
+    }x, stream CPU ${num((ours.streamCpuSeconds as number) / (c.streamCpuSeconds as number), 2)}x`,
+  );
+}
+const out = new URL("results/", import.meta.url).pathname;
+await Deno.mkdir(out, { recursive: true });
+await Deno.writeTextFile(
+  `${out}echo-latest.json`,
+  JSON.stringify({ machine: machineInfo(), seconds, conns, total, results }, null, 2),
+);
