@@ -28,7 +28,7 @@ import {
 import { EAGAIN, EINTR, errnoName } from "../syscalls/errno.ts";
 import { close, errno, recv_ptr, send, send_ptr, shutdown } from "../syscalls/libc.ts";
 import type { Handler, Reactor } from "../reactor/reactor.ts";
-import { Timer } from "../reactor/timers.ts";
+import type { Timer } from "../reactor/timers.ts";
 import { OutputBuffer } from "./output_buffer.ts";
 
 const log = getLogger(["reactor", "connection"]);

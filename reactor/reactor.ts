@@ -218,7 +218,7 @@ export class Reactor {
   /** The address of `readBuffer`, taken once, for pointer-typed FFI calls. */
   readonly readBufferPointer: Deno.PointerObject;
   /** `performance.now()` as of the current loop iteration. */
-  now = performance.now();
+  now: number = performance.now();
 
   #handlers: (Handler | null)[] = [];
   #interest = new Int32Array(1024);

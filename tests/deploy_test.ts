@@ -10,8 +10,7 @@
 import assert from "node:assert/strict";
 // Test-only dependency: a real YAML parser, so the manifests are read the way kubectl reads them.
 // Inline and versioned on purpose, so the server's import map (deno.json) does not carry it.
-// deno-lint-ignore no-import-prefix
-import { parseAllDocuments } from "npm:yaml@2";
+import { parseAllDocuments } from "yaml";
 
 const ROOT = new URL("../", import.meta.url);
 const K8S = new URL("deploy/kubernetes/", ROOT);
