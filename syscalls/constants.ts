@@ -60,6 +60,8 @@ export const SHUT_RDWR = 2;
 export const F_GETFL = 3;
 /** `fcntl` command: set the file status flags. */
 export const F_SETFL = 4;
+/** `fcntl` command: duplicate an fd onto the lowest free fd >= the argument, close-on-exec. */
+export const F_DUPFD_CLOEXEC = 1030;
 /** File status flag: nonblocking IO. */
 export const O_NONBLOCK = 0o4000;
 
