@@ -26,6 +26,7 @@ import {
 } from "./handlers/connection.ts";
 import { echoProtocol } from "./handlers/echo.ts";
 import { HttpApp, type HttpOptions } from "./handlers/http.ts";
+import { createProxy, type ProxyFactory } from "./handlers/proxy.ts";
 import { close } from "./syscalls/libc.ts";
 import { formatAddress, listenTcp, localAddress } from "./syscalls/socket.ts";
 
@@ -79,6 +80,8 @@ export class Server {
   readonly port: number;
   /** The HTTP app, when `app` is http. */
   readonly http: HttpApp | null = null;
+  /** The proxy, when `app` is proxy (its own counters: `proxy.counters`). */
+  readonly proxy: ProxyFactory | null = null;
   readonly #options: ServerOptions;
   readonly #connections = new Set<Connection>();
   readonly #listenFd: number;
@@ -108,7 +111,10 @@ export class Server {
       this.http = app;
       factory = (conn) => app.protocol(conn);
     } else if (opts.app === "proxy") {
-      throw new Error("the proxy app is not wired in yet");
+      if (!opts.upstream) throw new Error("the proxy app needs `upstream` (host and port)");
+      const proxy = createProxy(reactor, opts.upstream, { limits: opts.limits });
+      this.proxy = proxy;
+      factory = proxy;
     } else {
       factory = () => echoProtocol;
     }
@@ -123,8 +129,8 @@ export class Server {
     this.acceptor = new Acceptor(reactor, listenFd, (fd) => {
       const conn = new Connection(reactor, fd, echoProtocol, limits, onClose);
       conn.protocol = factory(conn);
+      conn.open(timeouts); // may throw (the backend refused the fd): the Acceptor closes it
       this.#connections.add(conn);
-      conn.open(timeouts);
     });
     const max = opts.maxConnections ?? 0;
     if (max > 0) {
@@ -219,6 +225,7 @@ export class Server {
     this.reactor.stop();
     if (this.#running) await this.#running;
     for (const conn of [...this.#connections]) conn.close("shutdown");
+    this.proxy?.closeAll(); // upstreams still flushing for clients that already finished
     log.debug("server {address} stopped: {counters}", {
       address: this.address,
       counters: this.reactor.counters.snapshot(),
@@ -253,6 +260,13 @@ export class Server {
       c.connectionLimitHits,
     );
     metric("accept_limit_hits_total", "counter", "accept() out of fds/memory.", c.acceptLimitHits);
+    if (this.proxy) {
+      const p = this.proxy.counters;
+      metric("proxy_upstream_connects_total", "counter", "Upstream connects.", p.connects);
+      metric("proxy_upstream_connect_failures_total", "counter", "Failed.", p.connectFailures);
+      metric("proxy_upstream_errors_total", "counter", "Upstream resets.", p.upstreamErrors);
+      metric("proxy_pairs_open", "gauge", "Client/upstream pairs open.", p.active);
+    }
     metric("waits_total", "counter", "Wait calls (epoll_wait, poll, select).", c.waits);
     metric("events_total", "counter", "Readiness events dispatched.", c.events);
     metric("handler_errors_total", "counter", "Handler exceptions caught.", c.handlerErrors);

@@ -32,7 +32,7 @@ import {
   errnoName,
   SyscallError,
 } from "../syscalls/errno.ts";
-import { accept4, errno, setsockopt } from "../syscalls/libc.ts";
+import { accept4, close, errno, setsockopt } from "../syscalls/libc.ts";
 import type { Handler, Reactor } from "../reactor/reactor.ts";
 import type { Timer } from "../reactor/timers.ts";
 
@@ -99,7 +99,16 @@ export class Acceptor implements Handler {
       }
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4);
       counters.accepted++;
-      this.#onAccept(fd);
+      try {
+        this.#onAccept(fd);
+      } catch (error) {
+        // One connection that cannot be served (select's FD_SETSIZE, say)
+        // must not take the listener down: refuse it, keep accepting. The
+        // rule: if onAccept throws, it has not taken the fd.
+        log.warn("accept: refusing fd {fd}: {error}", { fd, error: (error as Error).message });
+        close(fd);
+        counters.closed++;
+      }
     }
   }
 

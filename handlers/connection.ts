@@ -137,6 +137,7 @@ export class Connection implements Handler {
   #peerFinished = false; // FIN (or an error) seen: nothing more will arrive
   #lingering = false; // our FIN is sent; reading only to discard
   #lingerTimer: Timer | null = null;
+  #hangupParked = false; // out of the interest list after EPOLLHUP while paused
 
   constructor(
     reactor: Reactor,
@@ -247,7 +248,13 @@ export class Connection implements Handler {
   }
 
   #updateInterest(): void {
-    if (this.fd >= 0) this.reactor.modify(this.fd, this.#interest());
+    if (this.fd < 0) return;
+    if (!this.#hangupParked) {
+      this.reactor.modify(this.fd, this.#interest());
+    } else if (!this.#readingPaused) {
+      this.#hangupParked = false;
+      this.reactor.register(this.fd, this, this.#interest());
+    }
   }
 
   ready(events: number): void {
@@ -261,8 +268,19 @@ export class Connection implements Handler {
     }
     if ((events & (READ_BITS | GONE_BITS)) === 0) return;
     if (this.#readingPaused || this.#readingStopped) {
-      // Not reading, so a hang-up or error cannot be learnt from recv.
-      if ((events & GONE_BITS) !== 0) this.close("hangup");
+      if ((events & GONE_BITS) === 0) return;
+      if ((events & EPOLLERR) !== 0 || this.#readingStopped || this.output.length > 0) {
+        this.close("hangup");
+        return;
+      }
+      // EPOLLHUP (no error, nothing left for the peer) while paused: we shut
+      // our writing half (a proxy passing on a half-close) and the peer sent
+      // FIN. Its last bytes may still wait unread, and they are wanted (the
+      // proxy forwards them once the other side drains). HUP cannot be
+      // masked, so a level-triggered wait would report it again and again:
+      // leave the interest list until reading resumes, then read to EOF.
+      this.#hangupParked = true;
+      this.reactor.unregister(this.fd);
       return;
     }
     this.#readable();

@@ -37,6 +37,7 @@ import {
   EPOLLOUT,
   IPPROTO_TCP,
   SHUT_WR,
+  SO_LINGER,
   SOL_SOCKET,
   TCP_NODELAY,
 } from "../syscalls/constants.ts";
@@ -55,8 +56,6 @@ import { OutputBuffer } from "./output_buffer.ts";
 const log = getLogger(["reactor", "proxy"]);
 const one = new Uint8Array(new Int32Array([1]).buffer);
 const EIO = 5;
-/** `SO_LINGER` (not in constants.ts yet). */
-const SO_LINGER = 13;
 const lingerZero = new Uint8Array(new Int32Array([1, 0]).buffer); // l_onoff 1, l_linger 0
 
 /**

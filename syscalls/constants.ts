@@ -25,6 +25,8 @@ export const SOL_SOCKET = 1;
 export const SO_REUSEADDR = 2;
 /** `SO_ERROR`: the pending error of a socket (nonblocking connect result). */
 export const SO_ERROR = 4;
+/** `SO_LINGER`: with `{ l_onoff: 1, l_linger: 0 }`, close() sends RST instead of FIN. */
+export const SO_LINGER = 13;
 /** `SO_SNDBUF`: send buffer size. */
 export const SO_SNDBUF = 7;
 /** `SO_RCVBUF`: receive buffer size. */

@@ -11,9 +11,7 @@ import {
 } from "./support/net.ts";
 import { connectTcp } from "../syscalls/socket.ts";
 import { close as closeFd, send, setsockopt } from "../syscalls/libc.ts";
-import { MSG_NOSIGNAL, SOL_SOCKET } from "../syscalls/constants.ts";
-
-const SO_LINGER = 13;
+import { MSG_NOSIGNAL, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
 
 for (const trigger of ["level", "edge"] as const) {
   const edge = trigger === "edge";

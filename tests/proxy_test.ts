@@ -4,7 +4,7 @@ import type { Connection, ConnectionLimits, Protocol } from "../handlers/connect
 import { echoProtocol } from "../handlers/echo.ts";
 import { createProxy, type ProxyFactory, type ProxyOptions } from "../handlers/proxy.ts";
 import { close as closeFd, send, setsockopt, shutdown } from "../syscalls/libc.ts";
-import { MSG_NOSIGNAL, SHUT_WR, SOL_SOCKET } from "../syscalls/constants.ts";
+import { MSG_NOSIGNAL, SHUT_WR, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
 import { connectTcp, listenTcp, localAddress } from "../syscalls/socket.ts";
 import {
   dial,
@@ -18,7 +18,6 @@ import {
 } from "./support/net.ts";
 
 const HOST = "127.0.0.1";
-const SO_LINGER = 13;
 const LIMITS: ConnectionLimits = {
   highWaterMark: 1 << 20,
   lowWaterMark: 256 << 10,
