@@ -522,3 +522,29 @@ Deno.test("select: an fd closed while still registered is reported, not a failed
     done();
   }
 });
+
+Deno.test("select server: a connection on an fd >= 1024 is closed and logged; the server serves on", async () => {
+  await withServer({ backend: "select" }, async (server) => {
+    // Fill the fd table past FD_SETSIZE so the next accepted fd lands above it.
+    const [a, , done] = pair();
+    const fillers: number[] = [];
+    for (let fd = a; fd < FD_SETSIZE + 8;) fillers.push(fd = fcntl(a, F_DUPFD_CLOEXEC, fd + 1));
+    try {
+      const refused = await dial(server.port);
+      const buf = new Uint8Array(8);
+      const got = await refused.read(buf).catch(() => null);
+      assert.equal(got, null, "a connection select cannot watch is closed, not left hanging");
+      refused.close();
+    } finally {
+      for (const fd of fillers) close(fd);
+      done();
+    }
+    // Back under FD_SETSIZE: served as usual, the listener never went away.
+    const conn = await dial(server.port);
+    await writeAll(conn, pattern(1, 1000));
+    assert.deepEqual(await readExactly(conn, 1000), pattern(1, 1000));
+    conn.close();
+    assert.equal(server.reactor.counters.handlerErrors, 0);
+    assert.ok(await waitFor(() => server.connectionCount === 0));
+  });
+});
