@@ -69,8 +69,7 @@ try {
       env: pipelined ? { DEPTH: "16" } : undefined,
     });
     requests += r.requests;
-    errors += r.errors.connect + r.errors.read + r.errors.write + r.errors.timeout +
-      r.errors.status;
+    errors += errorCount(r.errors);
   }
 } finally {
   clearInterval(sampler);
