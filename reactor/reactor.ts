@@ -195,6 +195,13 @@ class DenoLoopWatch implements Handler {
 }
 
 /**
+ * Deno's own epoll fds, found once when this module loads: before any
+ * Reactor exists, so the epoll fds of other reactors in this process (which
+ * must not be nested: ELOOP) are never among them.
+ */
+const DENO_EPOLL_FDS = DenoLoopWatch.existingEpollFds();
+
+/**
  * One event loop. Handlers register fds with event bits; `run()` waits and
  * dispatches until `stop()`.
  *
@@ -252,7 +259,14 @@ export class Reactor {
     this.#waker = new Waker();
     this.register(this.#waker.fd, this.#waker, EPOLLIN);
     if (backend.supportsEdge && opts.watchDenoLoop !== false) {
-      for (const fd of denoEpollFds) this.register(fd, this.#denoLoop, EPOLLIN | EPOLLET);
+      for (const fd of denoEpollFds) {
+        try {
+          this.register(fd, this.#denoLoop, EPOLLIN | EPOLLET);
+        } catch (e) {
+          // Not fatal: the loop still yields every yieldEveryMs.
+          log.debug("not watching epoll fd {fd}: {error}", { fd, error: (e as Error).message });
+        }
+      }
     }
   }
 
@@ -262,8 +276,11 @@ export class Reactor {
     if (!Number.isInteger(maxEvents) || maxEvents < 1) {
       throw new Error(`maxEvents must be a positive integer, got ${maxEvents}`);
     }
-    const denoEpollFds = DenoLoopWatch.existingEpollFds();
-    return new Reactor(await createBackend(opts.backend ?? "epoll", maxEvents), opts, denoEpollFds);
+    return new Reactor(
+      await createBackend(opts.backend ?? "epoll", maxEvents),
+      opts,
+      DENO_EPOLL_FDS,
+    );
   }
 
   #ensure(fd: number): void {

@@ -82,6 +82,7 @@ const NAMES: Record<number, string> = {
   32: "EPIPE",
   34: "ERANGE",
   38: "ENOSYS",
+  40: "ELOOP",
   71: "EPROTO",
   88: "ENOTSOCK",
   89: "EDESTADDRREQ",
