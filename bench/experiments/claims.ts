@@ -1,0 +1,181 @@
+/**
+ * Quick checks (under a second) of the seed articles' API claims that are wrong or outdated
+ * for today's Linux, run on this machine through FFI:
+ *
+ * 1. `epoll_create(size)`: size is ignored. `epoll_create(1)` watches 200 ready sockets and
+ *    one `epoll_wait(maxevents = 200)` returns all of them.
+ * 2. No mmap: creating an epoll instance and waiting on it adds no mapping to
+ *    /proc/self/maps; events are copied into the caller's array.
+ * 3. Events are not "cleared after firing": level-triggered, an unread fd is reported by every
+ *    wait; only EPOLLONESHOT makes it silent until EPOLL_CTL_MOD re-arms it.
+ * 4. select's 1024 is glibc's `fd_set` type (FD_SETSIZE, 1024 bits on 64-bit too), not a
+ *    kernel limit: with a bigger bitmap the kernel's select() watches fd 1500.
+ * 5. errno is thread-local: `__errno_location()` returns another address on another thread.
+ *
+ *   deno run -A bench/experiments/claims.ts
+ *
+ * Prints a table and writes docs/experiments/claims.json.
+ *
+ * @module
+ */
+
+import { formatTable } from "../lib/table.ts";
+import { header, writeJson } from "./common.ts";
+
+const lib = Deno.dlopen("libc.so.6", {
+  epoll_create: { parameters: ["i32"], result: "i32" },
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  write: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  dup2: { parameters: ["i32", "i32"], result: "i32" },
+  select: { parameters: ["i32", "buffer", "buffer", "buffer", "buffer"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+  errno_on_pool: { name: "__errno_location", parameters: [], result: "pointer", nonblocking: true },
+});
+const c = lib.symbols;
+const EPOLLIN = 1;
+const EPOLLONESHOT = 1 << 30;
+const EV = Deno.build.arch === "aarch64" ? { size: 16, data: 8 } : { size: 12, data: 4 };
+
+function pair(): [number, number] {
+  const fds = new Int32Array(2);
+  if (c.socketpair(1, 1 | 0x800, 0, new Uint8Array(fds.buffer)) < 0) throw new Error("socketpair");
+  return [fds[0], fds[1]];
+}
+
+function ctl(ep: number, op: number, fd: number, events: number): number {
+  const ev = new Uint8Array(EV.size);
+  const v = new DataView(ev.buffer);
+  v.setUint32(0, events, true);
+  v.setUint32(EV.data, fd, true);
+  return c.epoll_ctl(ep, op, fd, ev);
+}
+
+const one = new Uint8Array([120]);
+const rows: { claim: string; check: string; result: string; holds: boolean }[] = [];
+
+// 1. size ignored
+{
+  const ep = c.epoll_create(1);
+  const fds: number[] = [];
+  let added = 0;
+  for (let i = 0; i < 200; i++) {
+    const [a, b] = pair();
+    fds.push(a, b);
+    c.write(b, one, 1);
+    if (ctl(ep, 1, a, EPOLLIN) === 0) added++;
+  }
+  const events = new Uint8Array(EV.size * 200);
+  const n = c.epoll_wait(ep, events, 200, 100);
+  rows.push({
+    claim: "maxevents must not exceed epoll_create's size (000)",
+    check: "epoll_create(1); add 200 readable sockets; epoll_wait(maxevents 200)",
+    result: `${added} added, epoll_wait returned ${n}`,
+    holds: n <= 1,
+  });
+  // 2. no mmap
+  const maps = () =>
+    Deno.readTextFileSync("/proc/self/maps").split("\n").filter((l) => /eventpoll/.test(l))
+      .length;
+  const ep2 = c.epoll_create(1);
+  ctl(ep2, 1, fds[0], EPOLLIN);
+  const got = c.epoll_wait(ep2, events, 200, 0);
+  const v = new DataView(events.buffer);
+  const copied = got === 1 && v.getUint32(EV.data, true) === fds[0];
+  rows.push({
+    claim: "epoll shares events with user space through mmap (002, 003)",
+    check: "an epoll instance waited on; /proc/self/maps searched for the eventpoll inode",
+    result: `${maps()} eventpoll mappings in /proc/self/maps; the event (fd ${fds[0]}) ` +
+      `${copied ? "was written into our own array" : "did not arrive"}`,
+    holds: maps() > 0,
+  });
+  c.close(ep2);
+  c.close(ep);
+  for (const fd of fds) c.close(fd);
+}
+
+// 3. not cleared after firing, except ONESHOT
+{
+  const counts: Record<string, number[]> = {};
+  for (
+    const [name, bits] of [["level-triggered", EPOLLIN], [
+      "EPOLLONESHOT",
+      EPOLLIN | EPOLLONESHOT,
+    ]] as const
+  ) {
+    const ep = c.epoll_create(1);
+    const [a, b] = pair();
+    c.write(b, one, 1);
+    ctl(ep, 1, a, bits);
+    const events = new Uint8Array(EV.size * 4);
+    counts[name] = [0, 1, 2].map(() => c.epoll_wait(ep, events, 4, 0));
+    if (bits & EPOLLONESHOT) {
+      ctl(ep, 3, a, bits); // EPOLL_CTL_MOD re-arms
+      counts[name].push(c.epoll_wait(ep, events, 4, 0));
+    }
+    c.close(a);
+    c.close(b);
+    c.close(ep);
+  }
+  rows.push({
+    claim: "after an event fires, the fd's events are cleared and need EPOLL_CTL_MOD (000)",
+    check: "1 unread byte, three epoll_wait(0) calls; ONESHOT then MOD and a fourth",
+    result: `LT: ${counts["level-triggered"].join(", ")}; ONESHOT: ` +
+      `${counts["EPOLLONESHOT"].slice(0, 3).join(", ")}, after MOD ${counts["EPOLLONESHOT"][3]}`,
+    holds: counts["level-triggered"][1] === 0,
+  });
+}
+
+// 4. select: glibc's fd_set, not the kernel
+{
+  const [a, b] = pair();
+  const high = 1500;
+  const dup = c.dup2(a, high);
+  c.write(b, one, 1);
+  const set = new Uint8Array(256); // 2048 bits
+  set[high >> 3] |= 1 << (high & 7);
+  const tv = new BigInt64Array(2); // timeval {0, 0}
+  const n = dup === high ? c.select(high + 1, set, null, null, new Uint8Array(tv.buffer)) : -1;
+  const ready = (set[high >> 3] & (1 << (high & 7))) !== 0;
+  rows.push({
+    claim: "select watches 1024 fds on 32-bit and 2048 on 64-bit (002, 003)",
+    check: "glibc's fd_set is 128 bytes (FD_SETSIZE 1024) on x86_64 and aarch64; raw select() " +
+      "on fd 1500 with a 256-byte bitmap",
+    result:
+      `select(1501, ...) returned ${n}, fd 1500 ${ready ? "reported readable" : "not reported"}` +
+      ": the kernel takes any nfds up to the open-files limit; 1024 is the fd_set type",
+    holds: false,
+  });
+  c.close(high);
+  c.close(a);
+  c.close(b);
+}
+
+// 5. errno per thread
+{
+  const main = Deno.UnsafePointer.value(c.__errno_location());
+  const pool = Deno.UnsafePointer.value(await c.errno_on_pool());
+  rows.push({
+    claim: "errno is process-global, so threads cannot help (001)",
+    check: "__errno_location() on the JS thread and on a Deno pool thread",
+    result: `0x${main.toString(16)} vs 0x${pool.toString(16)}: ` +
+      (main !== pool ? "different addresses, errno is thread-local" : "same address"),
+    holds: main === pool,
+  });
+}
+
+console.log(
+  formatTable(
+    ["seed claim", "holds?", "result on this machine"],
+    rows.map((r) => [r.claim, r.holds ? "yes" : "no", r.result]),
+    ["left", "left", "left"],
+  ),
+);
+const file = writeJson("claims", {
+  ...header("claims", "API claims of the seed articles checked on this machine through FFI."),
+  results: rows,
+});
+console.error(`wrote ${file}`);
+lib.close();

@@ -1,0 +1,51 @@
+/**
+ * `main.ts serve` exactly (same flags, same `serve()` from `serve.ts`), plus one SIGUSR2
+ * listener the experiments need: it appends a JSON line with the reactor counters,
+ * `Deno.memoryUsage()` and the open-connection count to the file named by `$SNAPSHOT_FILE`
+ * (stdout when unset). Counters can then be differenced over exactly the measured window,
+ * instead of being read once from the exit line, where they include start-up, connection
+ * set-up and warm-up. Under `--v8-flags=--expose-gc` the heap is collected first, so
+ * `heapUsed` is the live heap.
+ *
+ *   SNAPSHOT_FILE=/tmp/s.jsonl deno run -A bench/experiments/serve_probe.ts --app echo \
+ *     --port 8080 --backend epoll --trigger level --max-events 1024 --log-level debug
+ *
+ * SIGUSR1 is not used: it starts V8's inspector in Deno, as in Node.
+ *
+ * @module
+ */
+
+import { parseCommandLine } from "../../cli.ts";
+import { Server, type ServerOptions } from "../../server.ts";
+
+let server: Server | null = null;
+// Capture the server that serve() builds, without changing serve().
+const create = Server.create;
+(Server as unknown as { create: (o: ServerOptions) => Promise<Server> }).create = async (
+  opts: ServerOptions,
+) => {
+  const s = await create.call(Server, opts);
+  server = s;
+  return s;
+};
+
+const snapshotFile = Deno.env.get("SNAPSHOT_FILE");
+const gc = (globalThis as { gc?: () => void }).gc;
+let seq = 0;
+Deno.addSignalListener("SIGUSR2", () => {
+  if (gc) gc();
+  const line = JSON.stringify({
+    seq: ++seq,
+    t: performance.now(),
+    connections: server?.connectionCount ?? 0,
+    counters: server?.reactor.counters.snapshot() ?? {},
+    memory: Deno.memoryUsage(),
+  });
+  if (snapshotFile) Deno.writeTextFileSync(snapshotFile, line + "\n", { append: true });
+  else console.log(line);
+});
+
+const cmd = parseCommandLine(["serve", ...Deno.args]);
+if (cmd.command !== "serve") throw new Error("expected serve flags");
+const { serve } = await import("../../serve.ts");
+Deno.exit(await serve(cmd));
