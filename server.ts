@@ -24,6 +24,7 @@ import {
   type Protocol,
   type Timeouts,
 } from "./handlers/connection.ts";
+import type { AppName } from "./handlers/apps.ts";
 import { echoProtocol } from "./handlers/echo.ts";
 import { HttpApp, type HttpOptions } from "./handlers/http.ts";
 import { createProxy, type ProxyFactory } from "./handlers/proxy.ts";
@@ -32,10 +33,7 @@ import { formatAddress, listenTcp, localAddress } from "./syscalls/socket.ts";
 
 const log = getLogger(["reactor", "server"]);
 
-/** The protocols `--app` can name. */
-export const APPS = ["http", "echo", "proxy"] as const;
-/** One of `APPS`. */
-export type AppName = typeof APPS[number];
+export { type AppName, APPS } from "./handlers/apps.ts";
 
 /** Everything `Server.start` needs. */
 export interface ServerOptions extends ReactorOptions {
