@@ -139,13 +139,24 @@ const rows: { claim: string; check: string; result: string; holds: boolean }[] =
   const tv = new BigInt64Array(2); // timeval {0, 0}
   const n = dup === high ? c.select(high + 1, set, null, null, new Uint8Array(tv.buffer)) : -1;
   const ready = (set[high >> 3] & (1 << (high & 7))) !== 0;
+  // glibc's own header on this machine, when the dev headers are installed.
+  let header = "glibc headers not installed";
+  for (const dir of ["x86_64-linux-gnu", "aarch64-linux-gnu"]) {
+    try {
+      const text = Deno.readTextFileSync(`/usr/include/${dir}/bits/typesizes.h`);
+      const m = text.match(/#define\s+__FD_SETSIZE\s+(\d+)/);
+      if (m) header = `/usr/include/${dir}/bits/typesizes.h: __FD_SETSIZE ${m[1]}`;
+    } catch {
+      // not this architecture
+    }
+  }
   rows.push({
     claim: "select watches 1024 fds on 32-bit and 2048 on 64-bit (002, 003)",
-    check: "glibc's fd_set is 128 bytes (FD_SETSIZE 1024) on x86_64 and aarch64; raw select() " +
-      "on fd 1500 with a 256-byte bitmap",
-    result:
-      `select(1501, ...) returned ${n}, fd 1500 ${ready ? "reported readable" : "not reported"}` +
-      ": the kernel takes any nfds up to the open-files limit; 1024 is the fd_set type",
+    check: "glibc's FD_SETSIZE on this 64-bit machine; raw select() on fd 1500 with a " +
+      "256-byte bitmap",
+    result: `${header}; select(1501, ...) returned ${n}, fd 1500 ` +
+      `${ready ? "reported readable" : "not reported"}: 1024 is glibc's fd_set type, the ` +
+      "kernel takes any nfds up to the open-files limit",
     holds: false,
   });
   c.close(high);

@@ -388,7 +388,8 @@ const panels = [
         values: ["level", "edge"].map((t) => cellOf(load, t, run)?.median?.cpuUsPerRequest ?? null),
       }))
     ),
-    footnote: "runs differ by more than LT and ET differ on the small load:\ncompare within a run",
+    footnote:
+      "each run starts fresh servers; the machine is shared with other work:\ncompare LT and ET within a run",
     width: 540 + 60 * runs * loads.length,
   }),
   ...loads.map((load) =>
