@@ -86,6 +86,8 @@ export async function serve(cmd: ServeCommand): Promise<number> {
   const listeners: [Deno.Signal, () => void][] = [
     ["SIGINT", onSignal("SIGINT")],
     ["SIGTERM", onSignal("SIGTERM")],
+    // Counters on demand (SIGUSR1 would start Deno's inspector).
+    ["SIGUSR2", () => log.info("stats {stats}", { stats: server.stats() })],
   ];
   for (const [sig, fn] of listeners) Deno.addSignalListener(sig, fn);
   if (cmd.statsIntervalMs > 0) {
@@ -105,6 +107,7 @@ export async function serve(cmd: ServeCommand): Promise<number> {
   });
   await server.run();
   await (stopping ?? server.stop());
+  log.debug("final stats {stats}", { stats: server.stats() });
   for (const [sig, fn] of listeners) Deno.removeSignalListener(sig, fn);
   log.info("stopped");
   return 0;

@@ -51,6 +51,8 @@ export class Acceptor implements Handler {
   #paused = false;
   #retry: Timer | null = null;
   #lastLimitLog = -Infinity;
+  #lastRefusalLog = -Infinity;
+  #refused = 0;
   /** When set, accepting stops (e.g. at --max-connections) until `resume()`. */
   gate: (() => boolean) | null = null;
 
@@ -105,9 +107,19 @@ export class Acceptor implements Handler {
         // One connection that cannot be served (select's FD_SETSIZE, say)
         // must not take the listener down: refuse it, keep accepting. The
         // rule: if onAccept throws, it has not taken the fd.
-        log.warn("accept: refusing fd {fd}: {error}", { fd, error: (error as Error).message });
         close(fd);
         counters.closed++;
+        this.#refused++;
+        const now = this.#reactor.now;
+        if (now - this.#lastRefusalLog > 1000) {
+          log.warn("accept: refusing fd {fd}: {error} ({n} refused since the last line)", {
+            fd,
+            error: (error as Error).message,
+            n: this.#refused,
+          });
+          this.#lastRefusalLog = now;
+          this.#refused = 0;
+        }
       }
     }
   }
