@@ -389,7 +389,9 @@ export class Connection implements Handler {
   writeFrom(pointer: Deno.PointerObject, data: Uint8Array, length: number): boolean {
     if (this.fd < 0) return false;
     if (length <= 0) return true;
-    if (this.output.length > 0) return this.#queue(data, 0, length);
+    // #writing <=> output pending (EPOLLOUT is armed exactly while it is):
+    // one field of this object instead of a look into the buffer's.
+    if (this.#writing) return this.#queue(data, 0, length);
     let n: number;
     do n = send_ptr(this.fd, pointer, length, MSG_NOSIGNAL); while (n < 0 && errno() === EINTR);
     return this.#sent(n, data, 0, length);
@@ -404,7 +406,7 @@ export class Connection implements Handler {
     if (this.fd < 0) return false;
     const len = end - start;
     if (len <= 0) return true;
-    if (this.output.length > 0) return this.#queue(data, start, end);
+    if (this.#writing) return this.#queue(data, start, end);
     const src = start === 0 ? data : data.subarray(start, end);
     let n: number;
     do n = send(this.fd, src, len, MSG_NOSIGNAL); while (n < 0 && errno() === EINTR);
