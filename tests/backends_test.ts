@@ -526,13 +526,21 @@ Deno.test("select: an fd closed while still registered is reported, not a failed
 Deno.test("select server: a connection on an fd >= 1024 is closed and logged; the server serves on", async () => {
   await withServer({ backend: "select" }, async (server) => {
     // Fill the fd table past FD_SETSIZE so the next accepted fd lands above it.
+    // accept() takes the lowest free fd, so fill every hole, not just the top.
     const [a, , done] = pair();
     const fillers: number[] = [];
-    for (let fd = a; fd < FD_SETSIZE + 8;) fillers.push(fd = fcntl(a, F_DUPFD_CLOEXEC, fd + 1));
+    for (let fd = 0; fd < FD_SETSIZE + 8;) {
+      fd = fcntl(a, F_DUPFD_CLOEXEC, 0);
+      assert.ok(fd >= 0, "F_DUPFD failed");
+      fillers.push(fd);
+    }
     try {
       const refused = await dial(server.port);
       const buf = new Uint8Array(8);
-      const got = await refused.read(buf).catch(() => null);
+      const got = await Promise.race([
+        refused.read(buf).catch(() => null),
+        sleep(5000).then(() => "still open" as const),
+      ]);
       assert.equal(got, null, "a connection select cannot watch is closed, not left hanging");
       refused.close();
     } finally {
