@@ -31,6 +31,7 @@ import {
 import { errno, poll, poll_blocking } from "../syscalls/libc.ts";
 import { POLLFD_SIZE } from "../syscalls/layout.ts";
 import type { Backend } from "./backend.ts";
+import { ReadyList } from "./ready_list.ts";
 
 /** The message for EPOLLET/EPOLLONESHOT given to a level-triggered backend. */
 export const POLL_EDGE_MESSAGE =
@@ -87,7 +88,6 @@ export class PollBackend implements Backend {
   readonly supportsEdge = false;
   readonly changesNeedWake = true;
 
-  readonly #maxEvents: number;
   /** The live interest list: entries [0, #count) are in use. */
   #live = new PollfdArray(64);
   #count = 0;
@@ -98,18 +98,11 @@ export class PollBackend implements Backend {
    * See `waitBlocking` for why the live array is never given to a pool thread.
    */
   readonly #parkedSet = new PollfdArray(64);
-  /** Where the next scan starts (fairness when results are cut at maxEvents). */
-  #cursor = 0;
-  readonly #resultFds: Int32Array;
-  readonly #resultEvents: Uint32Array;
-  readonly #resultTokens: Uint32Array;
+  readonly #ready: ReadyList;
 
   /** `maxEvents` bounds how many results one wait returns (the rest come next time). */
   constructor(maxEvents: number) {
-    this.#maxEvents = maxEvents;
-    this.#resultFds = new Int32Array(maxEvents);
-    this.#resultEvents = new Uint32Array(maxEvents);
-    this.#resultTokens = new Uint32Array(maxEvents);
+    this.#ready = new ReadyList(maxEvents);
   }
 
   /** How many fds are registered (the `nfds` each wait passes). */
@@ -221,14 +214,14 @@ export class PollBackend implements Backend {
    * kernel counted are found.
    */
   #collect(set: PollfdArray, count: number, ready: number, parked: boolean): number {
-    const max = this.#maxEvents;
+    const max = this.#ready.capacity;
     const halves = set.halves;
     const fds = set.fds;
     const live = this.#live;
-    const resultFds = this.#resultFds;
-    const resultEvents = this.#resultEvents;
-    const resultTokens = this.#resultTokens;
-    let slot = this.#cursor < count ? this.#cursor : 0;
+    const resultFds = this.#ready.fds;
+    const resultEvents = this.#ready.events;
+    const resultTokens = this.#ready.tokens;
+    let slot = this.#ready.cursor < count ? this.#ready.cursor : 0;
     let found = 0;
     let out = 0;
     for (let seen = 0; seen < count && found < ready; seen++, slot++) {
@@ -247,7 +240,7 @@ export class PollBackend implements Backend {
       }
       if (out === max) {
         // Full: this ready entry is the first to report next time.
-        this.#cursor = slot;
+        this.#ready.cursor = slot;
         return out;
       }
       if ((revents & POLLNVAL) !== 0) revents = (revents & ~POLLNVAL) | EPOLLERR | EPOLLHUP;
@@ -260,15 +253,15 @@ export class PollBackend implements Backend {
   }
 
   resultFd(i: number): number {
-    return this.#resultFds[i];
+    return this.#ready.fds[i];
   }
 
   resultEvents(i: number): number {
-    return this.#resultEvents[i];
+    return this.#ready.events[i];
   }
 
   resultToken(i: number): number {
-    return this.#resultTokens[i];
+    return this.#ready.tokens[i];
   }
 
   close(): void {

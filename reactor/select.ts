@@ -39,6 +39,7 @@ import {
 import { errno, fcntl, select, select_blocking } from "../syscalls/libc.ts";
 import { FD_SET_BYTES, TIMEVAL_SIZE } from "../syscalls/layout.ts";
 import type { Backend } from "./backend.ts";
+import { ReadyList } from "./ready_list.ts";
 
 /** The message for EPOLLET/EPOLLONESHOT given to the select backend. */
 export const SELECT_EDGE_MESSAGE =
@@ -71,7 +72,6 @@ export class SelectBackend implements Backend {
   readonly supportsEdge = false;
   readonly changesNeedWake = true;
 
-  readonly #maxEvents: number;
   // Interest: changed only by add/modify/remove, never handed to the kernel.
   readonly #readMaster = new Uint8Array(FD_SET_BYTES);
   readonly #writeMaster = new Uint8Array(FD_SET_BYTES);
@@ -93,18 +93,11 @@ export class SelectBackend implements Backend {
   readonly #parkedTokens = new Uint32Array(FD_SETSIZE);
   /** Highest registered fd, -1 when none: select's nfds is this + 1. */
   #maxFd = -1;
-  /** Where the next scan starts (fairness when results are cut at maxEvents). */
-  #cursor = 0;
-  readonly #resultFds: Int32Array;
-  readonly #resultEvents: Uint32Array;
-  readonly #resultTokens: Uint32Array;
+  readonly #ready: ReadyList;
 
   /** `maxEvents` bounds how many results one wait returns (the rest come next time). */
   constructor(maxEvents: number) {
-    this.#maxEvents = maxEvents;
-    this.#resultFds = new Int32Array(maxEvents);
-    this.#resultEvents = new Uint32Array(maxEvents);
-    this.#resultTokens = new Uint32Array(maxEvents);
+    this.#ready = new ReadyList(maxEvents);
   }
 
   /** Highest registered fd (select's nfds - 1), or -1. */
@@ -224,17 +217,17 @@ export class SelectBackend implements Backend {
    * results are out. `tokens` are the tokens as of the wait's start.
    */
   #collect(nfds: number, ready: number, tokens: Uint32Array): number {
-    const max = this.#maxEvents;
+    const max = this.#ready.capacity;
     const r = this.#readSet;
     const w = this.#writeSet;
     const x = this.#exceptSet;
     const registered = this.#registered;
     const liveTokens = this.#tokens;
     const liveEvents = this.#events;
-    const resultFds = this.#resultFds;
-    const resultEvents = this.#resultEvents;
-    const resultTokens = this.#resultTokens;
-    let fd = this.#cursor < nfds ? this.#cursor : 0;
+    const resultFds = this.#ready.fds;
+    const resultEvents = this.#ready.events;
+    const resultTokens = this.#ready.tokens;
+    let fd = this.#ready.cursor < nfds ? this.#ready.cursor : 0;
     let found = 0;
     let out = 0;
     for (let seen = 0; seen < nfds && found < ready;) {
@@ -266,7 +259,7 @@ export class SelectBackend implements Backend {
           if ((asked & EPOLLPRI) === 0) events &= ~EPOLLPRI;
           if (events !== 0) {
             if (out === max) {
-              this.#cursor = fd; // the first to report next time
+              this.#ready.cursor = fd; // the first to report next time
               return out;
             }
             resultFds[out] = fd;
@@ -288,13 +281,13 @@ export class SelectBackend implements Backend {
    * releases it, rather than failing every wait from now on.
    */
   #reportClosed(nfds: number): number {
-    const max = this.#maxEvents;
+    const max = this.#ready.capacity;
     let out = 0;
     for (let fd = 0; fd < nfds && out < max; fd++) {
       if (!this.#registered[fd] || fcntl(fd, F_GETFL, 0) >= 0) continue;
-      this.#resultFds[out] = fd;
-      this.#resultEvents[out] = EPOLLERR | EPOLLHUP;
-      this.#resultTokens[out] = this.#tokens[fd];
+      this.#ready.fds[out] = fd;
+      this.#ready.events[out] = EPOLLERR | EPOLLHUP;
+      this.#ready.tokens[out] = this.#tokens[fd];
       out++;
     }
     if (out === 0) throw new SyscallError("select", EBADF, `nfds ${nfds}`);
@@ -302,15 +295,15 @@ export class SelectBackend implements Backend {
   }
 
   resultFd(i: number): number {
-    return this.#resultFds[i];
+    return this.#ready.fds[i];
   }
 
   resultEvents(i: number): number {
-    return this.#resultEvents[i];
+    return this.#ready.events[i];
   }
 
   resultToken(i: number): number {
-    return this.#resultTokens[i];
+    return this.#ready.tokens[i];
   }
 
   close(): void {
