@@ -225,3 +225,24 @@ Deno.test("reactor: an eventfd written from outside wakes a parked wait (write/r
   reactor.close();
   done();
 });
+
+Deno.test("reactor: EPOLLONESHOT through the API: one call, then silence until modify() re-arms", async () => {
+  const reactor = await Reactor.create();
+  const [a, b, done] = pair();
+  let calls = 0;
+  reactor.register(a, { ready: () => calls++ }, EPOLLIN | EPOLLONESHOT);
+  reactor.run();
+  send(b, KB, 10, 0); // never read: level-triggered would report it forever
+  assert.ok(await waitFor(() => calls === 1));
+  await sleep(30);
+  assert.equal(calls, 1, "disabled after one event");
+  reactor.modify(a, EPOLLIN | EPOLLONESHOT); // same bits: still a re-arm
+  assert.ok(await waitFor(() => calls === 2), "re-armed");
+  await sleep(30);
+  assert.equal(calls, 2);
+  reactor.unregister(a);
+  reactor.stop();
+  await reactor.run();
+  reactor.close();
+  done();
+});
