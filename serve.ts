@@ -74,12 +74,18 @@ export async function serve(cmd: ServeCommand): Promise<number> {
   }
   raiseOpenFileLimit();
   let stopping: Promise<unknown> | null = null;
+  let firstSignalAt = 0;
   const onSignal = (signal: Deno.Signal) => () => {
     if (stopping !== null) {
+      // Ctrl-C under `deno task` arrives twice (the terminal signals the
+      // whole group, and the task runner forwards it): only a second signal
+      // sent on purpose, later, cuts the drain short.
+      if (Date.now() - firstSignalAt < 1000) return;
       log.warn("{signal} again: stopping now", { signal });
       server.stop();
       return;
     }
+    firstSignalAt = Date.now();
     log.info("{signal}: draining, at most {s} s", { signal, s: cmd.shutdownTimeoutMs / 1000 });
     stopping = server.shutdown(cmd.shutdownTimeoutMs);
   };

@@ -124,8 +124,16 @@ export async function supervise(cmd: ServeCommand): Promise<number> {
     }
   };
 
+  let firstSignalAt = 0;
   const onSignal = (signal: Deno.Signal) => () => {
-    if (stopping !== null) signal = "SIGKILL" as Deno.Signal; // a second signal: no more waiting
+    if (stopping !== null) {
+      // The same Ctrl-C can arrive twice (group + task runner): only a later
+      // second signal means "no more waiting".
+      if (Date.now() - firstSignalAt < 1000) return;
+      signal = "SIGKILL";
+    } else {
+      firstSignalAt = Date.now();
+    }
     stopping = signal;
     log.info("{signal}: passing it to {n} workers", { signal, n: workers.length });
     for (const w of workers) {

@@ -130,3 +130,25 @@ Deno.test("cli: main.ts loads libc only after the platform check (static imports
   const libc = [...seen].filter((s) => s.includes("/syscalls/"));
   assert.deepEqual(libc, [], "a static import chain from main.ts opens libc");
 });
+
+Deno.test("cli: a doubled signal (Ctrl-C under deno task) keeps draining; a later one stops at once", async () => {
+  const { cli, port } = await startCli(["--app", "http", "--shutdown-timeout", "20"]);
+  const conn = await dial(port);
+  await writeAll(conn, new TextEncoder().encode("GET / HTTP/1.1\r\nHost: t\r\n")); // in flight
+  await new Promise((r) => setTimeout(r, 100));
+  cli.kill("SIGINT");
+  await new Promise((r) => setTimeout(r, 30));
+  cli.kill("SIGINT"); // the same keypress, delivered twice
+  const exited = cli.exit();
+  const early = await Promise.race([
+    exited,
+    new Promise((r) => setTimeout(() => r("running"), 1500)),
+  ]);
+  assert.equal(early, "running", "the duplicate signal cut the drain short");
+  const t = performance.now();
+  cli.kill("SIGINT"); // a deliberate second signal
+  assert.equal(await exited, 0);
+  assert.ok(performance.now() - t < 2000, "the second signal did not stop it at once");
+  assert.match(cli.stderr, /again: stopping now/);
+  conn.close();
+});
