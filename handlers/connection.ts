@@ -189,10 +189,10 @@ export class Connection implements Handler {
     const now = this.reactor.now;
     const deadline = this.#nextDeadline(t);
     if (deadline > now) {
-      // Not due: activity moved it. Check again then, or after the shortest
-      // timeout, in case a shorter kind (request, write) starts meanwhile.
-      const shortest = Math.min(...[t.idleMs, t.requestMs, t.writeMs].filter((ms) => ms > 0));
-      this.reactor.resetTimer(this.#timer, Math.min(deadline - now, shortest));
+      // Not due: activity moved it. Check again then (Infinity when the kind
+      // that applies now is off); a shorter kind that starts meanwhile (a
+      // request left incomplete, output queued) pulls the timer earlier.
+      this.reactor.resetTimer(this.#timer, deadline - now);
       return;
     }
     const kind = this.#whichTimeout(t);

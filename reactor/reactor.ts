@@ -128,6 +128,8 @@ export interface ReactorOptions {
 }
 
 const NO_HANDLER = null;
+/** The longest timeout an i32 millisecond argument holds (~24.8 days). */
+const MAX_WAIT_MS = 0x7fffffff;
 
 function createBackend(name: BackendName, maxEvents: number): Promise<Backend> | Backend {
   switch (name) {
@@ -401,6 +403,8 @@ export class Reactor {
     if (next === undefined) return cap;
     const ms = Math.ceil(next.at - this.now);
     if (ms <= 0) return 0;
+    // An i32 timeout: a far (or Infinity) deadline must not wrap or become 0.
+    if (ms > MAX_WAIT_MS) return cap < 0 ? MAX_WAIT_MS : cap;
     return cap < 0 || ms < cap ? ms : cap;
   }
 
