@@ -206,3 +206,18 @@ Deno.test("http: a peer that sends half a request and closes costs nothing", asy
     assert.equal(server.reactor.counters.handlerErrors, 0);
   });
 });
+
+Deno.test("http: long runs of identical pipelined requests overflow the response buffer intact", async () => {
+  await http(async (server) => {
+    const raw = GET("/").repeat(3000) + GET("/json").repeat(700) + GET("/health") +
+      GET("/").repeat(5);
+    const { conn, reader } = await exchange(server, raw);
+    for (let i = 0; i < 3000; i++) {
+      assert.equal((await reader.next()).body, "Hello, World!", `#${i}`);
+    }
+    for (let i = 0; i < 700; i++) assert.match((await reader.next()).body, /^\{"message"/);
+    assert.equal((await reader.next()).body, "OK");
+    for (let i = 0; i < 5; i++) assert.equal((await reader.next()).body, "Hello, World!");
+    conn.close();
+  });
+});
