@@ -103,10 +103,12 @@ export class HttpApp {
   #out = new Uint8Array(64 << 10);
   #outPointer = Deno.UnsafePointer.of(this.#out)!;
   #outLen = 0;
-  /** The current run: one response array repeated #runCount times, not copied yet. */
-  #run: Uint8Array | null = null;
-  #runCount = 0;
-  #runPointer: Deno.PointerObject | null = null;
+  /**
+   * The only response to this read so far, not copied yet: a lone request
+   * (no pipelining) is answered straight from the cached bytes.
+   */
+  #single: Uint8Array | null = null;
+  #singlePointer: Deno.PointerObject | null = null;
   #requests = 0;
   readonly #dynamic: { path: Uint8Array; reply: () => HttpReply }[];
   #dynamicHit = 0;
@@ -233,81 +235,50 @@ export class HttpApp {
   }
 
   /**
-   * Adds a response to this read's answer. Responses are kept as runs of one
-   * cached array (pipelined clients mostly repeat one request), copied into
-   * the shared buffer only when the run ends; a lone response is never
-   * copied at all.
+   * Adds a response to this read's answer. The first is only remembered; a
+   * second one (pipelining) starts copying into the shared buffer, which is
+   * sent first if it fills up.
    */
   append(conn: Connection, bytes: Uint8Array, pointer: Deno.PointerObject | null): void {
-    if (bytes === this.#run) {
-      this.#runCount++;
-      return;
+    if (this.#outLen === 0) {
+      if (this.#single === null) {
+        this.#single = bytes;
+        this.#singlePointer = pointer;
+        return;
+      }
+      const first = this.#single;
+      this.#single = null;
+      this.#copy(conn, first);
     }
-    if (this.#run !== null) this.#materialize(conn);
-    this.#run = bytes;
-    this.#runPointer = pointer;
-    this.#runCount = 1;
+    this.#copy(conn, bytes);
   }
 
-  /**
-   * Copies the current run into the shared buffer: one `set`, then
-   * `copyWithin` doubling what is there, so 16 copies cost 5 calls, not 16.
-   * Sends what the buffer holds whenever it fills up.
-   */
-  #materialize(conn: Connection): void {
-    const bytes = this.#run!;
-    let count = this.#runCount;
-    this.#run = null;
-    this.#runCount = 0;
-    const len = bytes.length;
-    const out = this.#out;
-    if (len > out.length) {
-      // Bigger than the whole buffer (a large dynamic reply): send it as it is.
-      this.#sendOut(conn);
-      for (; count > 0; count--) conn.write(bytes);
-      return;
-    }
-    while (count > 0) {
-      const fit = Math.floor((out.length - this.#outLen) / len);
-      if (fit === 0) {
-        this.#sendOut(conn);
-        continue;
+  #copy(conn: Connection, bytes: Uint8Array): void {
+    if (this.#outLen + bytes.length > this.#out.length) {
+      this.flush(conn);
+      if (bytes.length > this.#out.length) {
+        conn.write(bytes);
+        return;
       }
-      const k = fit < count ? fit : count;
-      const at = this.#outLen;
-      const total = len * k;
-      out.set(bytes, at);
-      for (let done = len; done < total;) {
-        const n = done < total - done ? done : total - done;
-        out.copyWithin(at + done, at, at + n);
-        done += n;
-      }
-      this.#outLen = at + total;
-      count -= k;
     }
-  }
-
-  #sendOut(conn: Connection): void {
-    if (this.#outLen === 0) return;
-    const n = this.#outLen;
-    this.#outLen = 0;
-    conn.writeFrom(this.#outPointer, this.#out, n);
+    this.#out.set(bytes, this.#outLen);
+    this.#outLen += bytes.length;
   }
 
   /** Sends this read's responses: all of them in one `send`. */
   flush(conn: Connection): void {
-    const run = this.#run;
-    if (run !== null && this.#runCount === 1 && this.#outLen === 0) {
-      // A lone response: straight from the cached bytes, no copy.
-      this.#run = null;
-      this.#runCount = 0;
-      const pointer = this.#runPointer;
-      if (pointer !== null) conn.writeFrom(pointer, run, run.length);
-      else conn.write(run);
+    const single = this.#single;
+    if (single !== null) {
+      this.#single = null;
+      const pointer = this.#singlePointer;
+      if (pointer !== null) conn.writeFrom(pointer, single, single.length);
+      else conn.write(single);
       return;
     }
-    if (run !== null) this.#materialize(conn);
-    this.#sendOut(conn);
+    if (this.#outLen === 0) return;
+    const n = this.#outLen;
+    this.#outLen = 0;
+    conn.writeFrom(this.#outPointer, this.#out, n);
   }
 
   /** Makes the protocol object for a new connection. */
