@@ -42,6 +42,8 @@ Options:
                     (default: all; node-http needs node, c needs cc and the shared C source)
   --out DIR         where to write http-<time>.json, http-latest.json, http-latest.svg
                     (default bench/results)
+  --rounds N        run every server N times, alternating, and report each server's
+                    median run (default 1; 3 or 5 on a noisy machine)
   --ours-cmd CMD    shell command for "ours"; it must serve HTTP/1.1 on 127.0.0.1:$PORT
                     (default: deno run --allow-all main.ts serve --app http --port $PORT)
   -h, --help        show this help
@@ -60,6 +62,7 @@ interface Options {
   servers: ServerName[];
   out: string;
   oursCmd: string | null;
+  rounds: number;
 }
 
 /** One wrk run against one server, with the server's CPU time across it. */
@@ -139,6 +142,7 @@ function parseOptions(args: string[]): Options {
         servers: { type: "string" },
         out: { type: "string" },
         "ours-cmd": { type: "string" },
+        rounds: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -166,6 +170,7 @@ function parseOptions(args: string[]): Options {
     servers,
     out: v.out !== undefined ? resolve(v.out) : resolve(benchDir, "results"),
     oursCmd: v["ours-cmd"] ?? null,
+    rounds: positiveInt("rounds", v.rounds, 1),
   };
 }
 
@@ -436,6 +441,18 @@ function chart(
   });
 }
 
+/** The median of a server's rounds: plain and pipelined each picked by CPU per request. */
+function medianResult(runs: ServerResult[]): ServerResult {
+  const ok = runs.filter((r) => r.status === "ok");
+  if (ok.length === 0) return runs[runs.length - 1];
+  const pick = (k: "plain" | "pipelined") => {
+    const sorted = ok.map((r) => r[k]).filter((f): f is RunFigures => f !== null)
+      .sort((a, b) => (a.cpuUsPerReq ?? Infinity) - (b.cpuUsPerReq ?? Infinity));
+    return sorted.length ? sorted[(sorted.length - 1) >> 1] : null;
+  };
+  return { ...ok[0], plain: pick("plain"), pipelined: pick("pipelined") };
+}
+
 async function main(): Promise<number> {
   const opts = parseOptions(Deno.args);
   const wrk = which("wrk");
@@ -473,32 +490,37 @@ async function main(): Promise<number> {
   );
 
   const results: ServerResult[] = [];
+  /** Every round's result per server, in round order (rounds alternate servers). */
+  const rounds = new Map<ServerName, ServerResult[]>();
   const usedPorts = new Set<number>();
   try {
-    for (const p of plans) {
-      if (interrupted) break;
-      if ("skip" in p) {
-        log(`${p.name}: skipped: ${p.skip}`);
-        results.push({
-          name: p.name,
-          cmd: null,
-          status: "skipped",
-          note: p.skip,
-          port: null,
-          plain: null,
-          pipelined: null,
-          rssBytes: null,
-          rssMiB: null,
-          peakRssMiB: null,
-          processes: null,
-          logPath: null,
-        });
-        continue;
+    for (let round = 1; round <= opts.rounds && !interrupted; round++) {
+      if (opts.rounds > 1) log(`bench: round ${round} of ${opts.rounds}`);
+      for (const p of plans) {
+        if (interrupted) break;
+        if ("skip" in p) {
+          if (round === 1) log(`${p.name}: skipped: ${p.skip}`);
+          rounds.set(p.name, [{
+            name: p.name,
+            cmd: null,
+            status: "skipped",
+            note: p.skip,
+            port: null,
+            plain: null,
+            pipelined: null,
+            rssBytes: null,
+            rssMiB: null,
+            peakRssMiB: null,
+            processes: null,
+            logPath: null,
+          }]);
+          continue;
+        }
+        const r = await benchOne(p, opts, { logDir, usedPorts, hz, signal: abort.signal });
+        if (interrupted) break;
+        if (r.status === "failed") log(`${p.name}: FAILED: ${r.note}`);
+        rounds.set(p.name, [...(rounds.get(p.name) ?? []), r]);
       }
-      const r = await benchOne(p, opts, { logDir, usedPorts, hz, signal: abort.signal });
-      if (interrupted) break;
-      if (r.status === "failed") log(`${p.name}: FAILED: ${r.note}`);
-      results.push(r);
     }
   } finally {
     await stopAllServers();
@@ -508,6 +530,7 @@ async function main(): Promise<number> {
       // not built
     }
   }
+  for (const runs of rounds.values()) results.push(medianResult(runs));
 
   if (interrupted) return 130;
 
@@ -533,6 +556,16 @@ async function main(): Promise<number> {
     ),
   );
   for (const r of results) if (r.note) console.log(`  ${r.name}: ${r.note.split("\n")[0]}`);
+  if (opts.rounds > 1) {
+    console.log(`  (each server's median of ${opts.rounds} rounds; every round's cpu µs/req:)`);
+    for (const [name, runs] of rounds) {
+      const each = (k: "plain" | "pipelined") =>
+        runs.map((r) => num(r[k]?.cpuUsPerReq, 2)).join(" ");
+      if (runs[0].status !== "skipped") {
+        console.log(`  ${name}: plain ${each("plain")}; pipelined ${each("pipelined")}`);
+      }
+    }
+  }
 
   const rs = ratios(results);
   console.log();
@@ -568,8 +601,10 @@ async function main(): Promise<number> {
       clkTck: hz,
       servers: opts.servers,
       oursCmd: opts.oursCmd,
+      rounds: opts.rounds,
     },
     servers: results,
+    rounds: Object.fromEntries(rounds),
     ratios: rs,
   };
   await Deno.mkdir(opts.out, { recursive: true });
