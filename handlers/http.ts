@@ -79,6 +79,9 @@ function sameBytes(a: Uint8Array, t: Uint8Array, len: number): boolean {
   return true;
 }
 
+/** Longest request remembered for `respondAgain` (wrk's is ~50 bytes). */
+const MEMO_MAX = 256;
+
 /** Response variants: connection handling x method. */
 const KEEP_ALIVE_11 = 0; // HTTP/1.1 keep-alive: no Connection header needed
 const KEEP_ALIVE_10 = 1; // HTTP/1.0 that asked for keep-alive
@@ -200,9 +203,10 @@ export class HttpApp {
 
   /**
    * Appends the response to `p`'s request to the shared buffer; flushes if
-   * full. `close` forces `Connection: close` (graceful shutdown).
+   * full. `close` forces `Connection: close` (graceful shutdown). Returns a
+   * key for `respondAgain` when the answer is a static route's, else -1.
    */
-  respond(conn: Connection, p: HttpParser, close: boolean): void {
+  respond(conn: Connection, p: HttpParser, close: boolean): number {
     this.#requests++;
     const variant = close || !p.keepAlive
       ? CLOSE
@@ -215,7 +219,7 @@ export class HttpApp {
     if (route < ROUTE_NOT_FOUND) {
       const key = this.#staticKey(route, variant, head);
       this.append(conn, this.#cache[key]!, this.#cachePointers[key]);
-      return;
+      return (route << 3) | (variant << 1) | (head ? 1 : 0);
     } else if (route === ROUTE_DYNAMIC) {
       const reply = this.#dynamic[this.#dynamicHit].reply();
       const body = typeof reply.body === "string" ? encoder.encode(reply.body) : reply.body;
@@ -225,6 +229,14 @@ export class HttpApp {
       r = this.#build(status, "text/plain", encoder.encode(REASONS[status]), variant, head);
     }
     this.append(conn, r, null);
+    return -1;
+  }
+
+  /** Answers again a static request that `respond` answered (its return value). */
+  respondAgain(conn: Connection, packed: number): void {
+    this.#requests++;
+    const key = this.#staticKey(packed >> 3, (packed >> 1) & 3, (packed & 1) === 1);
+    this.append(conn, this.#cache[key]!, this.#cachePointers[key]);
   }
 
   /** Appends an error response (with Connection: close). */
@@ -299,6 +311,12 @@ class HttpConnection implements Protocol, HttpParserSink {
   /** reactor.now when the request in progress began; -1 between requests. */
   #requestStart = -1;
   #answeredInRead = false;
+  /** The bytes of the last simple request, to recognise it when it comes again. */
+  #memo: Uint8Array | null = null;
+  #memoLength = 0;
+  #memoKey = -1;
+  /** What the request just parsed was answered with: a respondAgain key, -1, or -2 (none yet). */
+  #answered = -2;
 
   constructor(app: HttpApp, conn: Connection) {
     this.#app = app;
@@ -315,7 +333,24 @@ class HttpConnection implements Protocol, HttpParserSink {
     const parser = this.#parser;
     if (parser.idle) this.#requestStart = conn.reactor.now;
     this.#answeredInRead = false;
-    parser.execute(data, start, end);
+    let i = start;
+    while (i < end && !this.#closing) {
+      const len = this.#memoLength;
+      if (len > 0 && parser.idle && end - i >= len && !this.#draining && this.#matches(data, i)) {
+        // The same bytes as the last simple request, from the same (idle)
+        // state: the same request. Answer it without parsing it again.
+        this.#app.respondAgain(conn, this.#memoKey);
+        this.#answeredInRead = true;
+        i += len;
+        continue;
+      }
+      const from = i;
+      const wasIdle = parser.idle;
+      this.#answered = -2;
+      i = parser.execute(data, i, end);
+      if (this.#answered === -2) break; // no request completed: all input taken, or an error
+      if (wasIdle && this.#answered >= 0 && i - from <= MEMO_MAX) this.#remember(data, from, i);
+    }
     this.#app.flush(conn);
     if (this.#closing) {
       conn.closeAfterFlush();
@@ -330,14 +365,35 @@ class HttpConnection implements Protocol, HttpParserSink {
     }
   }
 
+  #matches(data: Uint8Array, at: number): boolean {
+    const memo = this.#memo!;
+    const len = this.#memoLength;
+    for (let k = 0; k < len; k++) if (data[at + k] !== memo[k]) return false;
+    return true;
+  }
+
+  #remember(data: Uint8Array, from: number, to: number): void {
+    if (this.#memo === null) this.#memo = new Uint8Array(MEMO_MAX);
+    this.#memo.set(data.subarray(from, to));
+    this.#memoLength = to - from;
+    this.#memoKey = this.#answered;
+  }
+
   onRequest(p: HttpParser): boolean {
     this.#answeredInRead = true;
-    this.#app.respond(this.#conn, p, this.#draining);
+    const key = this.#app.respond(this.#conn, p, this.#draining);
+    // Only a plain keep-alive GET/HEAD without a body can be answered again
+    // from its bytes alone.
+    this.#answered = p.keepAlive && p.contentLength <= 0 && !p.chunked &&
+        (p.method === METHOD_GET || p.method === METHOD_HEAD)
+      ? key
+      : -1;
     if (!p.keepAlive || this.#draining) {
       this.#closing = true;
       return false;
     }
-    return true;
+    // One request per execute(), so data() can try the memo before the next.
+    return false;
   }
 
   onError(status: number, reason: string): void {

@@ -221,3 +221,38 @@ Deno.test("http: long runs of identical pipelined requests overflow the response
     conn.close();
   });
 });
+
+Deno.test("http: a repeated request is recognised by its bytes only when that is safe", async () => {
+  await http(async (server) => {
+    const conn = await dial(server.port);
+    const reader = new ResponseReader(conn);
+    const get = GET("/");
+    // Three the same, then the same split across two reads, then others.
+    await writeAll(conn, bytes(get + get + get + get.slice(0, 9)));
+    await sleep(20);
+    await writeAll(conn, bytes(get.slice(9) + GET("/json") + get));
+    for (const body of ["Hello, World!", "Hello, World!", "Hello, World!", "Hello, World!"]) {
+      assert.equal((await reader.next()).body, body);
+    }
+    assert.match((await reader.next()).body, /message/);
+    assert.equal((await reader.next()).body, "Hello, World!");
+    // Requests with a body are never answered from their bytes: each body is read.
+    const post = "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc";
+    await writeAll(conn, bytes(post + post + GET("/health")));
+    assert.equal((await reader.next()).status, 405);
+    assert.equal((await reader.next()).status, 405);
+    assert.equal((await reader.next()).body, "OK");
+    // HEAD with the same path is a different request.
+    await writeAll(conn, bytes(get + "HEAD / HTTP/1.1\r\nHost: t\r\n\r\n" + get));
+    assert.equal((await reader.next()).body, "Hello, World!");
+    const head = await reader.next(true);
+    assert.equal(head.headers.get("content-length"), "13");
+    assert.equal((await reader.next()).body, "Hello, World!");
+    // Connection: close twice in one write: one answer, then the close.
+    const close = GET("/", "Connection: close\r\n");
+    await writeAll(conn, bytes(close + close));
+    assert.equal((await reader.next()).headers.get("connection"), "close");
+    assert.ok(await reader.closed(), "a second answer after Connection: close");
+    conn.close();
+  });
+});
