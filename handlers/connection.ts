@@ -280,6 +280,7 @@ export class Connection implements Handler {
       // masked, so a level-triggered wait would report it again and again:
       // leave the interest list until reading resumes, then read to EOF.
       this.#hangupParked = true;
+      this.reactor.counters.hangupParks++;
       this.reactor.unregister(this.fd);
       return;
     }

@@ -96,11 +96,6 @@ export class ProxyCounters {
   upstreamErrors = 0;
   /** Pairs cut because the client reset or errored mid-stream. */
   clientErrors = 0;
-  /**
-   * Upstream FINs that arrived while the proxy held upstream reading paused,
-   * with the bytes before them still unread (see `UpstreamConnection`).
-   */
-  parkedHangups = 0;
   /** FINs passed on with shutdown(SHUT_WR), either way. */
   halfCloses = 0;
   /** Client/upstream pairs alive now. */
@@ -151,46 +146,6 @@ interface Shared {
   readonly pairs: Set<Pair>;
   lastFailureLog: number;
   failuresNotLogged: number;
-}
-
-/**
- * The upstream side's Connection. One change: a hang-up (EPOLLHUP without
- * EPOLLERR) while reading is paused. On TCP that means the upstream's FIN
- * arrived after we had shut our write side, and bytes before that FIN may
- * still sit unread in the socket; a plain Connection closes on it and would
- * lose them (typically the tail of a response after the client half-closed).
- * Instead, the fd is parked with EPOLLONESHOT (epoll always reports HUP, so
- * level-triggered it would spin) until reading resumes and reaches the EOF.
- */
-class UpstreamConnection extends Connection {
-  readonly #counters: ProxyCounters;
-
-  constructor(
-    reactor: Reactor,
-    fd: number,
-    protocol: Protocol,
-    limits: ConnectionLimits,
-    counters: ProxyCounters,
-  ) {
-    super(reactor, fd, protocol, limits);
-    this.#counters = counters;
-  }
-
-  override ready(events: number): void {
-    if (
-      (events & (EPOLLHUP | EPOLLERR)) === EPOLLHUP && this.readingPaused &&
-      (events & EPOLLOUT) === 0
-    ) {
-      // The first park's MOD reports HUP once more; after that the fd is
-      // quiet until `setReading(true)` re-arms it with its real interest.
-      if (this.reactor.interestOf(this.fd) !== EPOLLONESHOT) {
-        this.reactor.modify(this.fd, EPOLLONESHOT);
-        this.#counters.parkedHangups++;
-      }
-      return;
-    }
-    super.ready(events);
-  }
 }
 
 /** A pair's life: connecting, then open or failed, then closed. */
@@ -301,13 +256,10 @@ class Pair implements Protocol, Handler {
     this.#connectFd = -1;
     this.#cancelTimer();
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4);
-    const upstream = new UpstreamConnection(
-      reactor,
-      fd,
-      this,
-      shared.upstreamLimits,
-      shared.counters,
-    );
+    // A hang-up while this side is paused (its FIN after ours, bytes still
+    // unread) is handled by Connection itself: it leaves the interest list
+    // until reading resumes, then reads to the EOF.
+    const upstream = new Connection(reactor, fd, this, shared.upstreamLimits);
     this.upstream = upstream;
     this.#state = State.Open;
     shared.counters.connected++;

@@ -79,6 +79,11 @@ export class ReactorCounters {
   sendEagain = 0;
   /** The most bytes one connection has had waiting in its output buffer. */
   peakOutputBytes = 0;
+  /**
+   * Times a paused connection saw EPOLLHUP with unread bytes (our FIN sent,
+   * the peer's arrived) and left the interest list until reading resumes.
+   */
+  hangupParks = 0;
   /** Times reading from a peer was paused by backpressure. */
   readPauses = 0;
   /** Connections closed by a timeout (idle, request, stalled write). */

@@ -214,7 +214,7 @@ for (const trigger of ["level", "edge"] as const) {
         // Whether it fits depends on the kernel's buffer sizes and autotuning:
         // grow the response until it happens (at about 4 MiB here), checking
         // every byte of every size.
-        for (let size = 1 << 20; size <= 8 << 20 && p.factory.counters.parkedHangups === 0;) {
+        for (let size = 1 << 20; size <= 8 << 20 && p.proxy.reactor.counters.hangupParks === 0;) {
           response = pattern(size >> 16, size);
           const conn = await dial(p.proxy.port);
           await writeAll(conn, new Uint8Array([1]));
@@ -227,9 +227,11 @@ for (const trigger of ["level", "edge"] as const) {
           await allClosed(p);
           size += 256 << 10;
         }
-        const c = p.factory.counters;
-        assert.ok(c.parkedHangups > 0, "no upstream FIN arrived while the proxy held it back");
-        assert.equal(c.upstreamErrors, 0);
+        assert.ok(
+          p.proxy.reactor.counters.hangupParks > 0,
+          "no upstream FIN arrived while the proxy held it back",
+        );
+        assert.equal(p.factory.counters.upstreamErrors, 0);
       },
     );
   });
