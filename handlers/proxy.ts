@@ -32,8 +32,6 @@ import type { Handler, Reactor } from "../reactor/reactor.ts";
 import type { Timer } from "../reactor/timers.ts";
 import {
   EPOLLERR,
-  EPOLLHUP,
-  EPOLLONESHOT,
   EPOLLOUT,
   IPPROTO_TCP,
   SHUT_WR,
