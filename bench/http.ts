@@ -295,20 +295,7 @@ async function benchOne(
   opts: Options,
   ctx: { logDir: string; usedPorts: Set<number>; hz: number; signal: AbortSignal },
 ): Promise<ServerResult> {
-  const result: ServerResult = {
-    name: p.name,
-    cmd: p.cmd,
-    status: "failed",
-    note: null,
-    port: null,
-    plain: null,
-    pipelined: null,
-    rssBytes: null,
-    rssMiB: null,
-    peakRssMiB: null,
-    processes: null,
-    logPath: null,
-  };
+  const result = emptyResult(p.name, p.cmd, "failed", null);
   const port = freePort(ctx.usedPorts);
   ctx.usedPorts.add(port);
   result.port = port;
@@ -441,6 +428,29 @@ function chart(
   });
 }
 
+/** A result with no figures yet (a server about to run, or one skipped). */
+function emptyResult(
+  name: ServerName,
+  cmd: string | null,
+  status: ServerResult["status"],
+  note: string | null,
+): ServerResult {
+  return {
+    name,
+    cmd,
+    status,
+    note,
+    port: null,
+    plain: null,
+    pipelined: null,
+    rssBytes: null,
+    rssMiB: null,
+    peakRssMiB: null,
+    processes: null,
+    logPath: null,
+  };
+}
+
 /** The median of a server's rounds: plain and pipelined each picked by CPU per request. */
 function medianResult(runs: ServerResult[]): ServerResult {
   const ok = runs.filter((r) => r.status === "ok");
@@ -500,20 +510,7 @@ async function main(): Promise<number> {
         if (interrupted) break;
         if ("skip" in p) {
           if (round === 1) log(`${p.name}: skipped: ${p.skip}`);
-          rounds.set(p.name, [{
-            name: p.name,
-            cmd: null,
-            status: "skipped",
-            note: p.skip,
-            port: null,
-            plain: null,
-            pipelined: null,
-            rssBytes: null,
-            rssMiB: null,
-            peakRssMiB: null,
-            processes: null,
-            logPath: null,
-          }]);
+          rounds.set(p.name, [emptyResult(p.name, null, "skipped", p.skip)]);
           continue;
         }
         const r = await benchOne(p, opts, { logDir, usedPorts, hz, signal: abort.signal });

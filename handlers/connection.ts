@@ -128,6 +128,7 @@ export class Connection implements Handler {
   lastWrite = 0;
   #timeouts: Timeouts | null = null;
   #timer: Timer | null = null;
+  #dueKind: TimeoutKind = "idle";
   readonly #limits: ConnectionLimits;
   readonly #onClose: ((conn: Connection, reason: CloseReason) => void) | null;
   #readingPaused = false; // by backpressure
@@ -166,21 +167,23 @@ export class Connection implements Handler {
   }
 
   /**
-   * The deadline that applies now. Deadlines only move later as the peer
-   * reads and writes, so activity costs one field store and no heap work:
-   * the timer, when it fires, recomputes and re-arms itself if not due.
+   * The deadline that applies now, and (in #dueKind) which timeout it is.
+   * Deadlines only move later as the peer reads and writes, so activity
+   * costs one field store and no heap work: the timer, when it fires,
+   * recomputes and re-arms itself if not due.
    */
   #nextDeadline(t: Timeouts): number {
-    if (this.output.length > 0 && t.writeMs > 0) return this.lastWrite + t.writeMs;
+    if (this.output.length > 0 && t.writeMs > 0) {
+      this.#dueKind = "write";
+      return this.lastWrite + t.writeMs;
+    }
     const started = this.protocol.requestStartedAt ? this.protocol.requestStartedAt() : -1;
-    if (started >= 0) return t.requestMs > 0 ? started + t.requestMs : Infinity;
+    if (started >= 0) {
+      this.#dueKind = "request";
+      return t.requestMs > 0 ? started + t.requestMs : Infinity;
+    }
+    this.#dueKind = "idle";
     return t.idleMs > 0 ? this.lastRead + t.idleMs : Infinity;
-  }
-
-  #whichTimeout(t: Timeouts): TimeoutKind {
-    if (this.output.length > 0 && t.writeMs > 0) return "write";
-    const started = this.protocol.requestStartedAt ? this.protocol.requestStartedAt() : -1;
-    return started >= 0 ? "request" : "idle";
   }
 
   #checkTimeouts(): void {
@@ -195,7 +198,7 @@ export class Connection implements Handler {
       this.reactor.resetTimer(this.#timer, deadline - now);
       return;
     }
-    const kind = this.#whichTimeout(t);
+    const kind = this.#dueKind;
     this.reactor.counters.timeouts++;
     log.debug("fd {fd}: {kind} timeout", { fd: this.fd, kind });
     if (this.protocol.timedOut) this.protocol.timedOut(this, kind);

@@ -374,7 +374,9 @@ class HttpConnection implements Protocol, HttpParserSink {
 
   #remember(data: Uint8Array, from: number, to: number): void {
     if (this.#memo === null) this.#memo = new Uint8Array(MEMO_MAX);
-    this.#memo.set(data.subarray(from, to));
+    // A byte loop, not set(subarray()): no view allocated per request.
+    const memo = this.#memo;
+    for (let k = from; k < to; k++) memo[k - from] = data[k];
     this.#memoLength = to - from;
     this.#memoKey = this.#answered;
   }

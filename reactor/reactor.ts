@@ -198,10 +198,7 @@ class DenoLoopWatch implements Handler {
 
   ready(): void {
     this.pending = true;
-    this.wakeups++;
   }
-
-  wakeups = 0;
 }
 
 /**
