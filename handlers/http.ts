@@ -79,8 +79,17 @@ function sameBytes(a: Uint8Array, t: Uint8Array, len: number): boolean {
   return true;
 }
 
+/** Whether this machine stores words little-endian (x86_64 and aarch64 do). */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
 /** Longest request remembered for `respondAgain` (wrk's is ~50 bytes). */
 const MEMO_MAX = 256;
+
+/**
+ * Identical responses in a row sent straight from a prebuilt run of copies
+ * (TechEmpower pipelines 16); longer runs are copied this many at a time.
+ */
+const RUN_MAX = 64;
 
 /** Response variants: connection handling x method. */
 const KEEP_ALIVE_11 = 0; // HTTP/1.1 keep-alive: no Connection header needed
@@ -107,11 +116,21 @@ export class HttpApp {
   #outPointer = Deno.UnsafePointer.of(this.#out)!;
   #outLen = 0;
   /**
-   * The only response to this read so far, not copied yet: a lone request
-   * (no pipelining) is answered straight from the cached bytes.
+   * The last responses to this read, not copied yet: `#runCount` times the
+   * same cached response (`#runKey`, or -1 for one that is not cached). A
+   * lone request is answered straight from the cached bytes; a pipelined
+   * batch of identical requests straight from a prebuilt run of copies.
    */
-  #single: Uint8Array | null = null;
-  #singlePointer: Deno.PointerObject | null = null;
+  #runKey = -1;
+  #runBytes: Uint8Array | null = null;
+  #runPointer: Deno.PointerObject | null = null;
+  #runCount = 0;
+  /** [cache key] RUN_MAX copies of the cached response, built on first use. */
+  #runs: (Uint8Array | null)[] = [];
+  #runPointers: (Deno.PointerObject | null)[] = [];
+  /** A DataView of the read buffer last seen, for word-wide comparisons. */
+  #view: DataView | null = null;
+  #viewOf: Uint8Array | null = null;
   #requests = 0;
   readonly #dynamic: { path: Uint8Array; reply: () => HttpReply }[];
   #dynamicHit = 0;
@@ -142,6 +161,17 @@ export class HttpApp {
     this.#date = date;
     this.#cache = new Array(STATIC.length * VARIANTS * 2).fill(null);
     this.#cachePointers = new Array(STATIC.length * VARIANTS * 2).fill(null);
+    this.#runs = new Array(STATIC.length * VARIANTS * 2).fill(null);
+    this.#runPointers = new Array(STATIC.length * VARIANTS * 2).fill(null);
+  }
+
+  /** A DataView of `data`, kept while the same array (the reactor's read buffer) comes back. */
+  viewOf(data: Uint8Array): DataView {
+    if (data !== this.#viewOf || this.#view === null) {
+      this.#view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+      this.#viewOf = data;
+    }
+    return this.#view;
   }
 
   #build(status: number, contentType: string, body: Uint8Array, variant: number, head: boolean) {
@@ -218,7 +248,7 @@ export class HttpApp {
     let r: Uint8Array;
     if (route < ROUTE_NOT_FOUND) {
       const key = this.#staticKey(route, variant, head);
-      this.append(conn, this.#cache[key]!, this.#cachePointers[key]);
+      this.append(conn, this.#cache[key]!, this.#cachePointers[key], key);
       return (route << 3) | (variant << 1) | (head ? 1 : 0);
     } else if (route === ROUTE_DYNAMIC) {
       const reply = this.#dynamic[this.#dynamicHit].reply();
@@ -228,7 +258,7 @@ export class HttpApp {
       const status = route === ROUTE_NOT_FOUND ? 404 : 405;
       r = this.#build(status, "text/plain", encoder.encode(REASONS[status]), variant, head);
     }
-    this.append(conn, r, null);
+    this.append(conn, r, null, -1);
     return -1;
   }
 
@@ -236,33 +266,67 @@ export class HttpApp {
   respondAgain(conn: Connection, packed: number): void {
     this.#requests++;
     const key = this.#staticKey(packed >> 3, (packed >> 1) & 3, (packed & 1) === 1);
-    this.append(conn, this.#cache[key]!, this.#cachePointers[key]);
+    this.append(conn, this.#cache[key]!, this.#cachePointers[key], key);
   }
 
   /** Appends an error response (with Connection: close). */
   respondError(conn: Connection, status: number): void {
     this.#requests++;
     const body = encoder.encode(REASONS[status] ?? "Error");
-    this.append(conn, this.#build(status, "text/plain", body, CLOSE, false), null);
+    this.append(conn, this.#build(status, "text/plain", body, CLOSE, false), null, -1);
   }
 
   /**
-   * Adds a response to this read's answer. The first is only remembered; a
-   * second one (pipelining) starts copying into the shared buffer, which is
-   * sent first if it fills up.
+   * Adds a response to this read's answer. Nothing is copied while the
+   * answer is one run of the same cached response (`key` >= 0); a different
+   * response copies the run into the shared buffer, which is sent first if
+   * it fills up.
    */
-  append(conn: Connection, bytes: Uint8Array, pointer: Deno.PointerObject | null): void {
-    if (this.#outLen === 0) {
-      if (this.#single === null) {
-        this.#single = bytes;
-        this.#singlePointer = pointer;
+  append(
+    conn: Connection,
+    bytes: Uint8Array,
+    pointer: Deno.PointerObject | null,
+    key: number,
+  ): void {
+    if (this.#runCount > 0) {
+      if (key >= 0 && key === this.#runKey && this.#runCount < RUN_MAX) {
+        this.#runCount++;
         return;
       }
-      const first = this.#single;
-      this.#single = null;
-      this.#copy(conn, first);
+      this.#spillRun(conn);
     }
-    this.#copy(conn, bytes);
+    this.#runKey = key;
+    this.#runBytes = bytes;
+    this.#runPointer = pointer;
+    this.#runCount = 1;
+  }
+
+  /** Copies the pending run into the shared buffer. */
+  #spillRun(conn: Connection): void {
+    const count = this.#runCount;
+    const bytes = this.#runBytes!;
+    const key = this.#runKey;
+    this.#runCount = 0;
+    this.#runBytes = null;
+    this.#runPointer = null;
+    if (count === RUN_MAX) {
+      this.#copy(conn, this.#runBuffer(key));
+    } else {
+      for (let c = 0; c < count; c++) this.#copy(conn, bytes);
+    }
+  }
+
+  /** RUN_MAX copies of cached response `key`, end to end. */
+  #runBuffer(key: number): Uint8Array {
+    let run = this.#runs[key];
+    if (run === null) {
+      const r = this.#cache[key]!;
+      run = new Uint8Array(r.length * RUN_MAX);
+      for (let c = 0; c < RUN_MAX; c++) run.set(r, c * r.length);
+      this.#runs[key] = run;
+      this.#runPointers[key] = Deno.UnsafePointer.of(run);
+    }
+    return run;
   }
 
   #copy(conn: Connection, bytes: Uint8Array): void {
@@ -279,13 +343,27 @@ export class HttpApp {
 
   /** Sends this read's responses: all of them in one `send`. */
   flush(conn: Connection): void {
-    const single = this.#single;
-    if (single !== null) {
-      this.#single = null;
-      const pointer = this.#singlePointer;
-      if (pointer !== null) conn.writeFrom(pointer, single, single.length);
-      else conn.write(single);
-      return;
+    const count = this.#runCount;
+    if (count > 0) {
+      if (this.#outLen > 0) {
+        this.#spillRun(conn);
+      } else {
+        // The whole answer is one run: send it from where it already lies.
+        const bytes = this.#runBytes!;
+        const pointer = this.#runPointer;
+        const key = this.#runKey;
+        this.#runCount = 0;
+        this.#runBytes = null;
+        this.#runPointer = null;
+        if (count === 1) {
+          if (pointer !== null) conn.writeFrom(pointer, bytes, bytes.length);
+          else conn.write(bytes);
+        } else {
+          const run = this.#runBuffer(key);
+          conn.writeFrom(this.#runPointers[key]!, run, count * bytes.length);
+        }
+        return;
+      }
     }
     if (this.#outLen === 0) return;
     const n = this.#outLen;
@@ -313,6 +391,8 @@ class HttpConnection implements Protocol, HttpParserSink {
   #answeredInRead = false;
   /** The bytes of the last simple request, to recognise it when it comes again. */
   #memo: Uint8Array | null = null;
+  /** The same bytes as 32-bit words in this machine's byte order. */
+  #memoWords: Int32Array | null = null;
   #memoLength = 0;
   #memoKey = -1;
   /** What the request just parsed was answered with: a respondAgain key, -1, or -2 (none yet). */
@@ -365,15 +445,25 @@ class HttpConnection implements Protocol, HttpParserSink {
     }
   }
 
+  /** Whether data[at...] starts with the remembered request: four bytes per step. */
   #matches(data: Uint8Array, at: number): boolean {
-    const memo = this.#memo!;
+    const view = this.#app.viewOf(data);
+    const words = this.#memoWords!;
     const len = this.#memoLength;
-    for (let k = 0; k < len; k++) if (data[at + k] !== memo[k]) return false;
+    const whole = len >> 2;
+    for (let k = 0; k < whole; k++) {
+      if (view.getInt32(at + (k << 2), LITTLE_ENDIAN) !== words[k]) return false;
+    }
+    const memo = this.#memo!;
+    for (let k = whole << 2; k < len; k++) if (data[at + k] !== memo[k]) return false;
     return true;
   }
 
   #remember(data: Uint8Array, from: number, to: number): void {
-    if (this.#memo === null) this.#memo = new Uint8Array(MEMO_MAX);
+    if (this.#memo === null) {
+      this.#memo = new Uint8Array(MEMO_MAX);
+      this.#memoWords = new Int32Array(this.#memo.buffer);
+    }
     // A byte loop, not set(subarray()): no view allocated per request.
     const memo = this.#memo;
     for (let k = from; k < to; k++) memo[k - from] = data[k];

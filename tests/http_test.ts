@@ -222,6 +222,34 @@ Deno.test("http: long runs of identical pipelined requests overflow the response
   });
 });
 
+Deno.test("http: runs of identical answers of every length around the prebuilt run keep their order", async () => {
+  await http(async (server) => {
+    // 64 identical answers are sent from one prebuilt run; check the lengths
+    // around it, runs cut short by other answers, and a 404 (never cached).
+    const lengths = [1, 2, 63, 64, 65, 127, 128, 129, 200];
+    let raw = "";
+    const expected: string[] = [];
+    for (const n of lengths) {
+      raw += GET("/").repeat(n) + GET("/json") + GET("/nope");
+      for (let i = 0; i < n; i++) expected.push("Hello, World!");
+      expected.push("json", "404");
+    }
+    const { conn, reader } = await exchange(server, raw);
+    for (let i = 0; i < expected.length; i++) {
+      const r = await reader.next();
+      if (expected[i] === "json") assert.match(r.body, /^\{"message"/, `#${i}`);
+      else if (expected[i] === "404") assert.equal(r.status, 404, `#${i}`);
+      else assert.equal(r.body, expected[i], `#${i}`);
+    }
+    // Batches that are one run from end to end (the TechEmpower shape).
+    for (const n of [2, 16, 64, 100]) {
+      await writeAll(conn, bytes(GET("/").repeat(n)));
+      for (let i = 0; i < n; i++) assert.equal((await reader.next()).body, "Hello, World!");
+    }
+    conn.close();
+  });
+});
+
 Deno.test("http: a repeated request is recognised by its bytes only when that is safe", async () => {
   await http(async (server) => {
     const conn = await dial(server.port);
