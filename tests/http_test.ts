@@ -250,6 +250,32 @@ Deno.test("http: runs of identical answers of every length around the prebuilt r
   });
 });
 
+Deno.test("http: answers sent from a prebuilt run survive a reader that stalls (EAGAIN, backpressure)", async () => {
+  await http(async (server) => {
+    // Batches of 16 identical requests, one write each (what wrk sends), so
+    // each read is answered from the prebuilt run; 6,000 of them (~12 MB of
+    // answers) outgrow the socket buffers while the client is not reading,
+    // so sends from the run hit EAGAIN and the rest is queued and paced.
+    const batches = 6000;
+    const batch = bytes(GET("/").repeat(16));
+    const conn = await dial(server.port);
+    const writer = (async () => {
+      for (let i = 0; i < batches; i++) await writeAll(conn, batch);
+    })();
+    await sleep(300);
+    const reader = new ResponseReader(conn);
+    for (let i = 0; i < batches * 16; i++) {
+      assert.equal((await reader.next()).body, "Hello, World!", `#${i}`);
+    }
+    await writer;
+    assert.ok(
+      server.reactor.counters.sendEagain > 0,
+      "no send was cut short: the test did not stall",
+    );
+    conn.close();
+  });
+});
+
 Deno.test("http: a repeated request is recognised by its bytes only when that is safe", async () => {
   await http(async (server) => {
     const conn = await dial(server.port);
