@@ -1,7 +1,8 @@
 /**
- * HTTP/1.1 on a connection: the incremental parser feeds requests; each
- * response is copied from a prebuilt byte array into the reactor's shared
- * response buffer, and all responses to one read leave in one `send`.
+ * HTTP/1.1 on a connection: the incremental parser feeds requests; the
+ * responses to one read leave in one `send`. Responses are prebuilt byte
+ * arrays; a lone one, or a run of identical ones (a pipelined batch), is sent
+ * from where it lies, and only a mix is copied into a shared buffer first.
  *
  * Routes (TechEmpower style): `/` and `/plaintext` -> `Hello, World!`,
  * `/json` -> `{"message":"Hello, World!"}`, `/health` -> `OK`, anything
