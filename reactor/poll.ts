@@ -31,7 +31,7 @@ import {
 import { errno, poll, poll_blocking } from "../syscalls/libc.ts";
 import { POLLFD_SIZE } from "../syscalls/layout.ts";
 import type { Backend } from "./backend.ts";
-import { ReadyList } from "./ready_list.ts";
+import { ScanningBackend } from "./ready_list.ts";
 
 /** The message for EPOLLET/EPOLLONESHOT given to a level-triggered backend. */
 export const POLL_EDGE_MESSAGE =
@@ -83,7 +83,7 @@ class PollfdArray {
 }
 
 /** poll(2) behind the `Backend` interface. */
-export class PollBackend implements Backend {
+export class PollBackend extends ScanningBackend implements Backend {
   readonly name = "poll" as const;
   readonly supportsEdge = false;
   readonly changesNeedWake = true;
@@ -98,12 +98,6 @@ export class PollBackend implements Backend {
    * See `waitBlocking` for why the live array is never given to a pool thread.
    */
   readonly #parkedSet = new PollfdArray(64);
-  readonly #ready: ReadyList;
-
-  /** `maxEvents` bounds how many results one wait returns (the rest come next time). */
-  constructor(maxEvents: number) {
-    this.#ready = new ReadyList(maxEvents);
-  }
 
   /** How many fds are registered (the `nfds` each wait passes). */
   get size(): number {
@@ -214,14 +208,14 @@ export class PollBackend implements Backend {
    * kernel counted are found.
    */
   #collect(set: PollfdArray, count: number, ready: number, parked: boolean): number {
-    const max = this.#ready.capacity;
+    const max = this.ready.capacity;
     const halves = set.halves;
     const fds = set.fds;
     const live = this.#live;
-    const resultFds = this.#ready.fds;
-    const resultEvents = this.#ready.events;
-    const resultTokens = this.#ready.tokens;
-    let slot = this.#ready.cursor < count ? this.#ready.cursor : 0;
+    const resultFds = this.ready.fds;
+    const resultEvents = this.ready.events;
+    const resultTokens = this.ready.tokens;
+    let slot = this.ready.cursor < count ? this.ready.cursor : 0;
     let found = 0;
     let out = 0;
     for (let seen = 0; seen < count && found < ready; seen++, slot++) {
@@ -240,7 +234,7 @@ export class PollBackend implements Backend {
       }
       if (out === max) {
         // Full: this ready entry is the first to report next time.
-        this.#ready.cursor = slot;
+        this.ready.cursor = slot;
         return out;
       }
       if ((revents & POLLNVAL) !== 0) revents = (revents & ~POLLNVAL) | EPOLLERR | EPOLLHUP;
@@ -250,18 +244,6 @@ export class PollBackend implements Backend {
       out++;
     }
     return out;
-  }
-
-  resultFd(i: number): number {
-    return this.#ready.fds[i];
-  }
-
-  resultEvents(i: number): number {
-    return this.#ready.events[i];
-  }
-
-  resultToken(i: number): number {
-    return this.#ready.tokens[i];
   }
 
   close(): void {

@@ -30,3 +30,32 @@ export class ReadyList {
     this.tokens = new Uint32Array(capacity);
   }
 }
+
+/**
+ * What the scanning backends (poll, select) share: their results are a
+ * `ReadyList`, filled by each wait and read by index.
+ */
+export abstract class ScanningBackend {
+  /** This wait's results. */
+  protected readonly ready: ReadyList;
+
+  /** `maxEvents` bounds how many results one wait returns (the rest come next time). */
+  constructor(maxEvents: number) {
+    this.ready = new ReadyList(maxEvents);
+  }
+
+  /** Result i's fd. */
+  resultFd(i: number): number {
+    return this.ready.fds[i];
+  }
+
+  /** Result i's event bits. */
+  resultEvents(i: number): number {
+    return this.ready.events[i];
+  }
+
+  /** Result i's registration token. */
+  resultToken(i: number): number {
+    return this.ready.tokens[i];
+  }
+}

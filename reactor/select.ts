@@ -39,7 +39,7 @@ import {
 import { errno, fcntl, select, select_blocking } from "../syscalls/libc.ts";
 import { FD_SET_BYTES, TIMEVAL_SIZE } from "../syscalls/layout.ts";
 import type { Backend } from "./backend.ts";
-import { ReadyList } from "./ready_list.ts";
+import { ScanningBackend } from "./ready_list.ts";
 
 /** The message for EPOLLET/EPOLLONESHOT given to the select backend. */
 export const SELECT_EDGE_MESSAGE =
@@ -67,7 +67,7 @@ export class FdSetsizeError extends SyscallError {
 }
 
 /** select(2) behind the `Backend` interface. */
-export class SelectBackend implements Backend {
+export class SelectBackend extends ScanningBackend implements Backend {
   readonly name = "select" as const;
   readonly supportsEdge = false;
   readonly changesNeedWake = true;
@@ -93,12 +93,6 @@ export class SelectBackend implements Backend {
   readonly #parkedTokens = new Uint32Array(FD_SETSIZE);
   /** Highest registered fd, -1 when none: select's nfds is this + 1. */
   #maxFd = -1;
-  readonly #ready: ReadyList;
-
-  /** `maxEvents` bounds how many results one wait returns (the rest come next time). */
-  constructor(maxEvents: number) {
-    this.#ready = new ReadyList(maxEvents);
-  }
 
   /** Highest registered fd (select's nfds - 1), or -1. */
   get maxFd(): number {
@@ -217,17 +211,17 @@ export class SelectBackend implements Backend {
    * results are out. `tokens` are the tokens as of the wait's start.
    */
   #collect(nfds: number, ready: number, tokens: Uint32Array): number {
-    const max = this.#ready.capacity;
+    const max = this.ready.capacity;
     const r = this.#readSet;
     const w = this.#writeSet;
     const x = this.#exceptSet;
     const registered = this.#registered;
     const liveTokens = this.#tokens;
     const liveEvents = this.#events;
-    const resultFds = this.#ready.fds;
-    const resultEvents = this.#ready.events;
-    const resultTokens = this.#ready.tokens;
-    let fd = this.#ready.cursor < nfds ? this.#ready.cursor : 0;
+    const resultFds = this.ready.fds;
+    const resultEvents = this.ready.events;
+    const resultTokens = this.ready.tokens;
+    let fd = this.ready.cursor < nfds ? this.ready.cursor : 0;
     let found = 0;
     let out = 0;
     for (let seen = 0; seen < nfds && found < ready;) {
@@ -259,7 +253,7 @@ export class SelectBackend implements Backend {
           if ((asked & EPOLLPRI) === 0) events &= ~EPOLLPRI;
           if (events !== 0) {
             if (out === max) {
-              this.#ready.cursor = fd; // the first to report next time
+              this.ready.cursor = fd; // the first to report next time
               return out;
             }
             resultFds[out] = fd;
@@ -281,29 +275,17 @@ export class SelectBackend implements Backend {
    * releases it, rather than failing every wait from now on.
    */
   #reportClosed(nfds: number): number {
-    const max = this.#ready.capacity;
+    const max = this.ready.capacity;
     let out = 0;
     for (let fd = 0; fd < nfds && out < max; fd++) {
       if (!this.#registered[fd] || fcntl(fd, F_GETFL, 0) >= 0) continue;
-      this.#ready.fds[out] = fd;
-      this.#ready.events[out] = EPOLLERR | EPOLLHUP;
-      this.#ready.tokens[out] = this.#tokens[fd];
+      this.ready.fds[out] = fd;
+      this.ready.events[out] = EPOLLERR | EPOLLHUP;
+      this.ready.tokens[out] = this.#tokens[fd];
       out++;
     }
     if (out === 0) throw new SyscallError("select", EBADF, `nfds ${nfds}`);
     return out;
-  }
-
-  resultFd(i: number): number {
-    return this.#ready.fds[i];
-  }
-
-  resultEvents(i: number): number {
-    return this.#ready.events[i];
-  }
-
-  resultToken(i: number): number {
-    return this.#ready.tokens[i];
   }
 
   close(): void {
