@@ -25,7 +25,16 @@ import { SyscallError } from "../syscalls/errno.ts";
 import { close, fcntl, recv, send } from "../syscalls/libc.ts";
 import { socketPair } from "../syscalls/socket.ts";
 import { withServer } from "./support/server.ts";
-import { dial, pattern, readExactly, sleep, waitFor, writeAll } from "./support/net.ts";
+import {
+  dial,
+  pattern,
+  readExactly,
+  readPatternSlowly,
+  sleep,
+  waitFor,
+  writeAll,
+  writePattern,
+} from "./support/net.ts";
 
 const BACKENDS: readonly BackendName[] = ["epoll", "poll", "select"];
 const ONE = new Uint8Array([1]);
@@ -126,25 +135,10 @@ for (const name of BACKENDS) {
       const total = 16 << 20;
       const conn = await dial(server.port);
       const c = server.reactor.counters;
-      const writer = (async () => {
-        const chunk = 1 << 20;
-        for (let off = 0; off < total; off += chunk) await writeAll(conn, pattern(9, chunk, off));
-      })();
+      const writer = writePattern(conn, 9, total);
       await sleep(300); // read nothing yet: the server's sends must hit EAGAIN
       assert.ok(c.writableArms >= 1, "EPOLLOUT was never armed while the reader slept");
-      let got = 0;
-      let reads = 0;
-      const buf = new Uint8Array(256 << 10);
-      while (got < total) {
-        const n = await conn.read(buf);
-        assert.ok(n !== null, `closed after ${got} bytes`);
-        const expected = pattern(9, n, got);
-        for (let i = 0; i < n; i++) {
-          if (buf[i] !== expected[i]) assert.fail(`byte ${got + i} differs`);
-        }
-        got += n;
-        if (++reads % 16 === 0) await sleep(1); // a slow reader
-      }
+      const got = await readPatternSlowly(conn, 9, total);
       await writer;
       assert.equal(got, total);
       assert.ok(c.readPauses >= 1, "backpressure never paused reading");

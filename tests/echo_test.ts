@@ -5,9 +5,11 @@ import {
   openFdCount,
   pattern,
   readExactly,
+  readPatternSlowly,
   sleep,
   waitFor,
   writeAll,
+  writePattern,
 } from "./support/net.ts";
 import { connectTcp } from "../syscalls/socket.ts";
 import { close as closeFd, send, setsockopt } from "../syscalls/libc.ts";
@@ -54,24 +56,9 @@ Deno.test("echo: 64 MiB to a slow reader arrives in order, EPOLLOUT armed and di
     const total = 64 << 20;
     const conn = await dial(server.port);
     const c = server.reactor.counters;
-    const writer = (async () => {
-      const chunk = 1 << 20;
-      for (let off = 0; off < total; off += chunk) await writeAll(conn, pattern(7, chunk, off));
-    })();
+    const writer = writePattern(conn, 7, total);
     await sleep(300); // read nothing yet: the server's sends must hit EAGAIN
-    let got = 0;
-    const buf = new Uint8Array(256 << 10);
-    let reads = 0;
-    while (got < total) {
-      const n = await conn.read(buf);
-      assert.ok(n !== null, `closed after ${got} bytes`);
-      const expected = pattern(7, n, got);
-      for (let i = 0; i < n; i++) {
-        if (buf[i] !== expected[i]) assert.fail(`byte ${got + i} differs`);
-      }
-      got += n;
-      if (++reads % 16 === 0) await sleep(1); // a slow reader
-    }
+    const got = await readPatternSlowly(conn, 7, total);
     await writer;
     assert.equal(got, total);
     assert.ok(c.writableArms >= 1, "EPOLLOUT was never armed");

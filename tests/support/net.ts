@@ -55,6 +55,40 @@ export function pattern(seed: number, length: number, offset = 0): Uint8Array {
   return out;
 }
 
+/** Writes `total` bytes of stream `seed` (see `pattern`) in 1 MiB pieces. */
+export async function writePattern(conn: Deno.Conn, seed: number, total: number): Promise<void> {
+  const chunk = 1 << 20;
+  for (let off = 0; off < total; off += chunk) {
+    await writeAll(conn, pattern(seed, Math.min(chunk, total - off), off));
+  }
+}
+
+/**
+ * Reads `total` bytes of stream `seed` like a slow reader (a 1 ms nap every
+ * 16 reads), throwing at a close or at the first byte that differs.
+ * Returns how many bytes arrived.
+ */
+export async function readPatternSlowly(
+  conn: Deno.Conn,
+  seed: number,
+  total: number,
+): Promise<number> {
+  let got = 0;
+  let reads = 0;
+  const buf = new Uint8Array(256 << 10);
+  while (got < total) {
+    const n = await conn.read(buf);
+    if (n === null) throw new Error(`closed after ${got} bytes`);
+    const expected = pattern(seed, n, got);
+    for (let i = 0; i < n; i++) {
+      if (buf[i] !== expected[i]) throw new Error(`byte ${got + i} differs`);
+    }
+    got += n;
+    if (++reads % 16 === 0) await sleep(1);
+  }
+  return got;
+}
+
 /** How many fds this process has open. */
 export function openFdCount(pid: number | "self" = "self"): number {
   let n = 0;
