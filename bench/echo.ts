@@ -16,6 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { numberFlag, orExit } from "./lib/flags.ts";
 import { Reactor } from "../reactor/reactor.ts";
 import { Connection, type Protocol } from "../handlers/connection.ts";
 import { connectTcp } from "../syscalls/socket.ts";
@@ -24,17 +25,22 @@ import { startServer, stopServer } from "./lib/server.ts";
 import { exists, machineInfo, which } from "./lib/machine.ts";
 import { formatTable, num } from "./lib/table.ts";
 
-const { values } = parseArgs({
-  options: {
-    duration: { type: "string", default: "5" },
-    connections: { type: "string", default: "50" },
-    megabytes: { type: "string", default: "64" },
-  },
-  strict: true,
+const { values } = orExit("bench:echo", () =>
+  parseArgs({
+    options: {
+      duration: { type: "string", default: "5" },
+      connections: { type: "string", default: "50" },
+      megabytes: { type: "string", default: "64" },
+    },
+    strict: true,
+  }));
+const seconds = numberFlag("bench:echo", "duration", values.duration!, { min: 1 });
+const conns = numberFlag("bench:echo", "connections", values.connections!, {
+  min: 1,
+  integer: true,
 });
-const seconds = Number(values.duration);
-const conns = Number(values.connections);
-const total = Number(values.megabytes) << 20;
+const total = numberFlag("bench:echo", "megabytes", values.megabytes!, { min: 1, integer: true }) <<
+  20;
 
 const LIMITS = { highWaterMark: 1 << 30, lowWaterMark: 1 << 29, maxOutputBytes: 2 ** 31 - 1 };
 

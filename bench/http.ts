@@ -12,6 +12,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { parseNumberFlag } from "./lib/flags.ts";
 import { dirname, relative, resolve } from "node:path";
 import { exists, type MachineInfo, machineInfo, which } from "./lib/machine.ts";
 import { clockTicksPerSecond, type GroupSample, type SystemCpu, systemCpu } from "./lib/proc.ts";
@@ -121,11 +122,11 @@ function fail(message: string, code = 2): never {
 
 function positiveInt(flag: string, value: string | undefined, dflt: number): number {
   if (value === undefined) return dflt;
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) {
-    fail(`--${flag} wants a positive whole number, got '${value}' (see --help)`);
+  try {
+    return parseNumberFlag(flag, value, { min: 1, integer: true });
+  } catch (e) {
+    fail(`${(e as Error).message} (see --help)`);
   }
-  return n;
 }
 
 function parseOptions(args: string[]): Options {

@@ -11,19 +11,24 @@
  */
 
 import { parseArgs } from "node:util";
+import { numberFlag, orExit } from "./lib/flags.ts";
 import { errorCount, runWrk } from "./lib/wrk.ts";
 import { httpGet, startServer, stopServer } from "./lib/server.ts";
 import { which } from "./lib/machine.ts";
 
-const { values } = parseArgs({
-  options: {
-    seconds: { type: "string", default: "60" },
-    connections: { type: "string", default: "50" },
-  },
-  strict: true,
+const { values } = orExit("soak", () =>
+  parseArgs({
+    options: {
+      seconds: { type: "string", default: "60" },
+      connections: { type: "string", default: "50" },
+    },
+    strict: true,
+  }));
+const seconds = numberFlag("soak", "seconds", values.seconds!, { min: 1 });
+const connections = numberFlag("soak", "connections", values.connections!, {
+  min: 1,
+  integer: true,
 });
-const seconds = Number(values.seconds);
-const connections = Number(values.connections);
 if (!which("wrk")) {
   console.error("soak: wrk is missing: install it with 'sudo apt-get install wrk'");
   Deno.exit(2);

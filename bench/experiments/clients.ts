@@ -22,6 +22,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { numberFlag } from "../lib/flags.ts";
 import { setImmediate } from "node:timers";
 import {
   close,
@@ -225,11 +226,17 @@ if (import.meta.main) {
     console.error("usage: clients.ts load|hold --port P [options] (see the module doc)");
     Deno.exit(2);
   }
-  const common = { host: v.host!, port: Number(v.port), maxSeconds: Number(v["max-seconds"]) };
+  const whole = { min: 1, integer: true };
+  const common = {
+    host: v.host!,
+    port: numberFlag("clients", "port", v.port, whole),
+    maxSeconds: numberFlag("clients", "max-seconds", v["max-seconds"]!, { min: 1 }),
+  };
   if (cmd === "load") {
-    await load({ ...common, connections: Number(v.connections), size: Number(v.size) });
+    const connections = numberFlag("clients", "connections", v.connections!, whole);
+    await load({ ...common, connections, size: numberFlag("clients", "size", v.size!, whole) });
   } else if (cmd === "hold") {
-    hold({ ...common, count: Number(v.count) });
+    hold({ ...common, count: numberFlag("clients", "count", v.count!, whole) });
   } else {
     console.error(`unknown command ${cmd}: load or hold`);
     Deno.exit(2);

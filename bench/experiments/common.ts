@@ -9,6 +9,7 @@
  */
 
 import { resolve } from "node:path";
+import { numberFlag } from "../lib/flags.ts";
 import { exists, type MachineInfo, machineInfo } from "../lib/machine.ts";
 import {
   clockTicksPerSecond,
@@ -32,6 +33,28 @@ export const ROOT = resolve(import.meta.dirname!, "../..");
 export const OUT_DIR = resolve(ROOT, "docs/experiments");
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * The flags of every experiment that measures windows, with their defaults;
+ * spread into its `parseArgs` options and read back with `windowFlags`.
+ */
+export const WINDOW_OPTIONS = {
+  windows: { type: "string", default: "3" },
+  "window-seconds": { type: "string", default: "1.5" },
+  warmup: { type: "string", default: "1" },
+} as const;
+
+/** The values of `WINDOW_OPTIONS`, checked (`tool` names the experiment in an error). */
+export function windowFlags(
+  tool: string,
+  v: { windows?: string; "window-seconds"?: string; warmup?: string },
+): { windows: number; windowSeconds: number; warmup: number } {
+  return {
+    windows: numberFlag(tool, "windows", v.windows!, { min: 1, integer: true }),
+    windowSeconds: numberFlag(tool, "window-seconds", v["window-seconds"]!, { min: 0.1 }),
+    warmup: numberFlag(tool, "warmup", v.warmup!),
+  };
+}
 
 /** Prints progress on stderr (stdout carries the table). */
 export function progress(msg: string): void {

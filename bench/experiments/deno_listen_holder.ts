@@ -17,13 +17,15 @@
  */
 
 import { parseArgs } from "node:util";
+import { numberFlag, orExit } from "../lib/flags.ts";
 
-const { values: v } = parseArgs({
-  args: Deno.args,
-  options: { read: { type: "string", default: "0" } },
-  strict: true,
-});
-const readBytes = Number(v.read);
+const { values: v } = orExit("deno_listen_holder", () =>
+  parseArgs({
+    args: Deno.args,
+    options: { read: { type: "string", default: "0" } },
+    strict: true,
+  }));
+const readBytes = numberFlag("deno_listen_holder", "read", v.read!, { integer: true });
 const port = Number(Deno.env.get("PORT") ?? "8080");
 const snapshotFile = Deno.env.get("SNAPSHOT_FILE");
 const conns = new Set<Deno.TcpConn>();

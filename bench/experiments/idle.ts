@@ -18,6 +18,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { numberFlag, numberListFlag, orExit } from "../lib/flags.ts";
 import { barChartSvg } from "../lib/svg.ts";
 import { formatTable, num } from "../lib/table.ts";
 import {
@@ -35,31 +36,30 @@ import {
   startOurs,
   stopOurs,
   waitConnections,
+  WINDOW_OPTIONS,
   type WindowFigures,
+  windowFlags,
   writeResults,
 } from "./common.ts";
 
-const { values: v } = parseArgs({
-  args: Deno.args,
-  options: {
-    idle: { type: "string", default: "0,900,1000,4000,9000" },
-    backends: { type: "string" },
-    connections: { type: "string", default: "50" },
-    size: { type: "string", default: "64" },
-    windows: { type: "string", default: "3" },
-    "window-seconds": { type: "string", default: "1.5" },
-    warmup: { type: "string", default: "1" },
-  },
-  strict: true,
-});
+const { values: v } = orExit("idle", () =>
+  parseArgs({
+    args: Deno.args,
+    options: {
+      idle: { type: "string", default: "0,900,1000,4000,9000" },
+      backends: { type: "string" },
+      connections: { type: "string", default: "50" },
+      size: { type: "string", default: "64" },
+      ...WINDOW_OPTIONS,
+    },
+    strict: true,
+  }));
 
-const idles = v.idle!.split(",").map(Number);
+const idles = numberListFlag("idle", "idle", v.idle!, { integer: true });
 const backends = v.backends ? v.backends.split(",") : availableBackends();
-const connections = Number(v.connections);
-const size = Number(v.size);
-const windows = Number(v.windows);
-const windowSeconds = Number(v["window-seconds"]);
-const warmup = Number(v.warmup);
+const connections = numberFlag("idle", "connections", v.connections!, { min: 1, integer: true });
+const size = numberFlag("idle", "size", v.size!, { min: 1, integer: true });
+const { windows, windowSeconds, warmup } = windowFlags("idle", v);
 
 interface Cell {
   backend: string;

@@ -16,6 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { numberFlag, numberListFlag, orExit } from "../lib/flags.ts";
 import { barChartSvg } from "../lib/svg.ts";
 import { formatTable, num } from "../lib/table.ts";
 import {
@@ -31,30 +32,35 @@ import {
   startOurs,
   stopOurs,
   waitConnections,
+  WINDOW_OPTIONS,
   type WindowFigures,
+  windowFlags,
   writeResults,
 } from "./common.ts";
 
-const { values: v } = parseArgs({
-  args: Deno.args,
-  options: {
-    "max-events": { type: "string", default: "1,16,64,1024" },
-    connections: { type: "string", default: "1000" },
-    size: { type: "string", default: "64" },
-    windows: { type: "string", default: "3" },
-    "window-seconds": { type: "string", default: "1.5" },
-    warmup: { type: "string", default: "1" },
-    runs: { type: "string", default: "2" },
-  },
-  strict: true,
+const { values: v } = orExit("maxevents", () =>
+  parseArgs({
+    args: Deno.args,
+    options: {
+      "max-events": { type: "string", default: "1,16,64,1024" },
+      connections: { type: "string", default: "1000" },
+      size: { type: "string", default: "64" },
+      ...WINDOW_OPTIONS,
+      runs: { type: "string", default: "2" },
+    },
+    strict: true,
+  }));
+const sizes = numberListFlag("maxevents", "max-events", v["max-events"]!, {
+  min: 1,
+  integer: true,
 });
-const sizes = v["max-events"]!.split(",").map(Number);
-const connections = Number(v.connections);
-const size = Number(v.size);
-const windows = Number(v.windows);
-const windowSeconds = Number(v["window-seconds"]);
-const warmup = Number(v.warmup);
-const runs = Number(v.runs);
+const connections = numberFlag("maxevents", "connections", v.connections!, {
+  min: 1,
+  integer: true,
+});
+const size = numberFlag("maxevents", "size", v.size!, { min: 1, integer: true });
+const { windows, windowSeconds, warmup } = windowFlags("maxevents", v);
+const runs = numberFlag("maxevents", "runs", v.runs!, { min: 1, integer: true });
 
 interface Cell {
   run: number;

@@ -17,6 +17,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { numberFlag, numberListFlag, orExit } from "../lib/flags.ts";
 import { resolve } from "node:path";
 import { which } from "../lib/machine.ts";
 import { barChartSvg } from "../lib/svg.ts";
@@ -41,18 +42,19 @@ import {
 } from "./common.ts";
 import { stopServer } from "../lib/server.ts";
 
-const { values: v } = parseArgs({
-  args: Deno.args,
-  options: {
-    idle: { type: "string", default: "9000" },
-    "listen-read": { type: "string", default: "0,4096" },
-    settle: { type: "string", default: "1.5" },
-  },
-  strict: true,
-});
-const idle = Number(v.idle);
-const listenReads = v["listen-read"]!.split(",").filter(Boolean).map(Number);
-const settleMs = Number(v.settle) * 1000;
+const { values: v } = orExit("memory", () =>
+  parseArgs({
+    args: Deno.args,
+    options: {
+      idle: { type: "string", default: "9000" },
+      "listen-read": { type: "string", default: "0,4096" },
+      settle: { type: "string", default: "1.5" },
+    },
+    strict: true,
+  }));
+const idle = numberFlag("memory", "idle", v.idle!, { min: 1, integer: true });
+const listenReads = numberListFlag("memory", "listen-read", v["listen-read"]!, { integer: true });
+const settleMs = numberFlag("memory", "settle", v.settle!) * 1000;
 const PAGE = 4096;
 
 /** Kernel-wide socket and slab figures at one instant. */

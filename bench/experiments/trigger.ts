@@ -21,6 +21,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { numberFlag, orExit } from "../lib/flags.ts";
 import { which } from "../lib/machine.ts";
 import { barChartSvg } from "../lib/svg.ts";
 import { formatTable, num } from "../lib/table.ts";
@@ -37,7 +38,9 @@ import {
   startLoad,
   startOurs,
   stopOurs,
+  WINDOW_OPTIONS,
   type WindowFigures,
+  windowFlags,
   writeResults,
 } from "./common.ts";
 
@@ -46,25 +49,24 @@ const LOADS: Record<string, { connections: number; size: number; what: string }>
   bulk: { connections: 8, size: 256 * 1024, what: "8 conns x 256 KiB" },
 };
 
-const { values: v } = parseArgs({
-  args: Deno.args,
-  options: {
-    loads: { type: "string", default: "small,bulk" },
-    windows: { type: "string", default: "3" },
-    "window-seconds": { type: "string", default: "1.5" },
-    "syscall-seconds": { type: "string", default: "3" },
-    warmup: { type: "string", default: "1" },
-    runs: { type: "string", default: "2" },
-  },
-  strict: true,
-});
+const { values: v } = orExit("trigger", () =>
+  parseArgs({
+    args: Deno.args,
+    options: {
+      loads: { type: "string", default: "small,bulk" },
+      ...WINDOW_OPTIONS,
+      "syscall-seconds": { type: "string", default: "3" },
+      runs: { type: "string", default: "2" },
+    },
+    strict: true,
+  }));
 const loads = v.loads!.split(",");
 for (const l of loads) if (!LOADS[l]) throw new Error(`unknown load ${l}: small or bulk`);
-const windows = Number(v.windows);
-const windowSeconds = Number(v["window-seconds"]);
-const syscallSeconds = Number(v["syscall-seconds"]);
-const warmup = Number(v.warmup);
-const runs = Number(v.runs);
+const { windows, windowSeconds, warmup } = windowFlags("trigger", v);
+const syscallSeconds = numberFlag("trigger", "syscall-seconds", v["syscall-seconds"]!, {
+  min: 0.1,
+});
+const runs = numberFlag("trigger", "runs", v.runs!, { min: 1, integer: true });
 const strace = which("strace");
 const perf = which("perf");
 const usePerf = perfUsable();

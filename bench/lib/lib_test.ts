@@ -7,6 +7,7 @@ import { httpGet, shellQuote, startServer, stopServer } from "./server.ts";
 import { barChartSvg, niceTicks } from "./svg.ts";
 import { formatTable } from "./table.ts";
 import { durationToMs, parseWrk, sizeToBytes } from "./wrk.ts";
+import { parseNumberFlag, parseNumberListFlag } from "./flags.ts";
 
 const WRK_OUTPUT = `Running 5s test @ http://127.0.0.1:20555/
   1 threads and 50 connections
@@ -97,4 +98,22 @@ Deno.test("startServer runs a server in its own session and stopServer kills it 
     assert.deepEqual(groupPids(server.pid), []);
     await Deno.remove(resolve(server.logPath, ".."), { recursive: true });
   }
+});
+
+Deno.test("numeric flags: numbers in range pass, anything else names the flag", () => {
+  assert.equal(parseNumberFlag("windows", "3", { min: 1, integer: true }), 3);
+  assert.equal(parseNumberFlag("window-seconds", "1.5", { min: 0.1 }), 1.5);
+  assert.deepEqual(parseNumberListFlag("idle", "0, 900,9000", { integer: true }), [0, 900, 9000]);
+  for (const bad of ["", "abc", "2x", "NaN", "Infinity", "-1", "0.5"]) {
+    assert.throws(
+      () => parseNumberFlag("windows", bad, { min: 1, integer: true }),
+      /--windows wants a whole number >= 1/,
+      `'${bad}' was accepted`,
+    );
+  }
+  assert.throws(() => parseNumberListFlag("idle", ",", {}), /--idle wants a comma-separated list/);
+  assert.throws(
+    () => parseNumberListFlag("idle", "1,x", {}),
+    /--idle wants a number >= 0, got 'x'/,
+  );
 });
