@@ -17,6 +17,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { answerSnapshots } from "./snapshot.ts";
 import { numberFlag, orExit } from "../lib/flags.ts";
 
 const { values: v } = orExit("deno_listen_holder", () =>
@@ -27,23 +28,8 @@ const { values: v } = orExit("deno_listen_holder", () =>
   }));
 const readBytes = numberFlag("deno_listen_holder", "read", v.read!, { integer: true });
 const port = Number(Deno.env.get("PORT") ?? "8080");
-const snapshotFile = Deno.env.get("SNAPSHOT_FILE");
 const conns = new Set<Deno.TcpConn>();
-const gc = (globalThis as { gc?: () => void }).gc;
-let seq = 0;
-
-Deno.addSignalListener("SIGUSR2", () => {
-  if (gc) gc();
-  const line = JSON.stringify({
-    seq: ++seq,
-    t: performance.now(),
-    connections: conns.size,
-    counters: {},
-    memory: Deno.memoryUsage(),
-  });
-  if (snapshotFile) Deno.writeTextFileSync(snapshotFile, line + "\n", { append: true });
-  else console.log(line);
-});
+answerSnapshots(() => ({ connections: conns.size, counters: {} }));
 const stop = () => {
   for (const c of conns) c.close();
   Deno.exit(0);

@@ -10,13 +10,14 @@
  *   SNAPSHOT_FILE=/tmp/s.jsonl deno run -A bench/experiments/serve_probe.ts --app echo \
  *     --port 8080 --backend epoll --trigger level --max-events 1024 --log-level debug
  *
- * SIGUSR1 is not used: it starts V8's inspector in Deno, as in Node.
+ * The snapshot protocol itself is in `snapshot.ts`.
  *
  * @module
  */
 
 import { parseCommandLine } from "../../cli.ts";
 import { Server, type ServerOptions } from "../../server.ts";
+import { answerSnapshots } from "./snapshot.ts";
 
 let server: Server | null = null;
 // Capture the server that serve() builds, without changing serve().
@@ -29,21 +30,10 @@ const create = Server.create;
   return s;
 };
 
-const snapshotFile = Deno.env.get("SNAPSHOT_FILE");
-const gc = (globalThis as { gc?: () => void }).gc;
-let seq = 0;
-Deno.addSignalListener("SIGUSR2", () => {
-  if (gc) gc();
-  const line = JSON.stringify({
-    seq: ++seq,
-    t: performance.now(),
-    connections: server?.connectionCount ?? 0,
-    counters: server?.reactor.counters.snapshot() ?? {},
-    memory: Deno.memoryUsage(),
-  });
-  if (snapshotFile) Deno.writeTextFileSync(snapshotFile, line + "\n", { append: true });
-  else console.log(line);
-});
+answerSnapshots(() => ({
+  connections: server?.connectionCount ?? 0,
+  counters: server?.reactor.counters.snapshot() ?? {},
+}));
 
 const cmd = parseCommandLine(["serve", ...Deno.args]);
 if (cmd.command !== "serve") throw new Error("expected serve flags");
