@@ -27,6 +27,7 @@ import { socketPair } from "../syscalls/socket.ts";
 import { withServer } from "./support/server.ts";
 import {
   dial,
+  echoClients,
   pattern,
   readExactly,
   readPatternSlowly,
@@ -114,15 +115,7 @@ for (const name of BACKENDS) {
 
   Deno.test(`${name}: 100 concurrent clients, byte for byte`, async () => {
     await withServer({ backend: name }, async (server) => {
-      const clients = Array.from({ length: 100 }, async (_, i) => {
-        const conn = await dial(server.port);
-        const data = pattern(i, 16384 + i * 37);
-        // Write and read at once: echo may push back before we finish writing.
-        const [, back] = await Promise.all([writeAll(conn, data), readExactly(conn, data.length)]);
-        conn.close();
-        assert.deepEqual(back, data, `client ${i} got different bytes`);
-      });
-      await Promise.all(clients);
+      await echoClients(server.port, 100, (i) => 16384 + i * 37);
       assert.ok(await waitFor(() => server.connectionCount === 0), "connections left open");
       assert.equal(server.reactor.counters.accepted, 100);
       assert.equal(server.reactor.counters.closed, 100);

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { withServer } from "./support/server.ts";
 import {
   dial,
+  echoClients,
   openFdCount,
   pattern,
   readExactly,
@@ -35,15 +36,7 @@ for (const trigger of ["level", "edge"] as const) {
 
   Deno.test(`echo (${trigger}): 200 concurrent clients, byte for byte`, async () => {
     await withServer({ edge }, async (server) => {
-      const clients = Array.from({ length: 200 }, async (_, i) => {
-        const conn = await dial(server.port);
-        const data = pattern(i, 16384 + i * 37);
-        // Write and read concurrently: echo may push back before we finish writing.
-        const [, back] = await Promise.all([writeAll(conn, data), readExactly(conn, data.length)]);
-        conn.close();
-        assert.deepEqual(back, data, `client ${i} got different bytes`);
-      });
-      await Promise.all(clients);
+      await echoClients(server.port, 200, (i) => 16384 + i * 37);
       assert.ok(await waitFor(() => server.connectionCount === 0));
       assert.equal(server.reactor.counters.accepted, 200);
     });

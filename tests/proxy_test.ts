@@ -8,6 +8,7 @@ import { MSG_NOSIGNAL, SHUT_WR, SO_LINGER, SOL_SOCKET } from "../syscalls/consta
 import { connectTcp, listenTcp, localAddress } from "../syscalls/socket.ts";
 import {
   dial,
+  echoClients,
   openFdCount,
   pattern,
   readExactly,
@@ -114,14 +115,7 @@ for (const trigger of ["level", "edge"] as const) {
 
   Deno.test(`proxy (${trigger}): 50 concurrent clients, byte for byte`, async () => {
     await withProxy({ edge }, async (p) => {
-      const clients = Array.from({ length: 50 }, async (_, i) => {
-        const conn = await dial(p.proxy.port);
-        const data = pattern(i, 64 * 1024 + i * 4099);
-        const [, back] = await Promise.all([writeAll(conn, data), readExactly(conn, data.length)]);
-        conn.close();
-        assert.deepEqual(back, data, `client ${i} got different bytes`);
-      });
-      await Promise.all(clients);
+      await echoClients(p.proxy.port, 50, (i) => 64 * 1024 + i * 4099);
       await allClosed(p);
       assert.equal(p.factory.counters.connected, 50);
       assert.equal(p.proxy.reactor.counters.handlerErrors, 0);

@@ -89,6 +89,27 @@ export async function readPatternSlowly(
   return got;
 }
 
+/**
+ * `count` clients at once, each writing `pattern(i, size(i))` to an echoing
+ * port while reading it back (an echo may push back before the write ends);
+ * throws if any client gets different bytes.
+ */
+export async function echoClients(
+  port: number,
+  count: number,
+  size: (i: number) => number,
+): Promise<void> {
+  await Promise.all(Array.from({ length: count }, async (_, i) => {
+    const conn = await dial(port);
+    const data = pattern(i, size(i));
+    const [, back] = await Promise.all([writeAll(conn, data), readExactly(conn, data.length)]);
+    conn.close();
+    for (let k = 0; k < data.length; k++) {
+      if (back[k] !== data[k]) throw new Error(`client ${i} got different bytes at ${k}`);
+    }
+  }));
+}
+
 /** How many fds this process has open. */
 export function openFdCount(pid: number | "self" = "self"): number {
   let n = 0;
