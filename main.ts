@@ -4,7 +4,7 @@
  * @module
  */
 
-import { parseCommandLine, UsageError } from "./cli.ts";
+import { parseCommandLine, UsageError } from "./cli/args.ts";
 
 function fail(message: string, code: number): never {
   console.error(`reactor: ${message}`);
@@ -27,11 +27,11 @@ async function main(argv: string[]): Promise<void> {
     fail(`needs Linux on x86_64 or aarch64 (epoll via libc); this is ${Deno.build.target}`, 1);
   }
   if (cmd.command === "probe") {
-    const { probe } = await import("./probe.ts");
+    const { probe } = await import("./cli/probe.ts");
     Deno.exit(await probe(cmd));
   }
   // Loaded only now: these modules open libc, which fails on other systems.
-  const { serve } = await import("./serve.ts");
+  const { serve } = await import("./cli/serve.ts");
   Deno.exit(await serve(cmd));
 }
 

@@ -27,8 +27,18 @@ export {
   type TimeoutKind,
   type Timeouts,
 } from "./handlers/connection.ts";
-export { echoProtocol } from "./handlers/echo.ts";
-export { HttpApp, type HttpOptions, type HttpReply } from "./handlers/http.ts";
-export { HttpParser, type HttpParserLimits, type HttpParserSink } from "./handlers/http_parser.ts";
-export { type AppName, APPS, type ProtocolFactory, Server, type ServerOptions } from "./server.ts";
+export { echoProtocol } from "./handlers/protocols/echo.ts";
+export { HttpApp, type HttpOptions, type HttpReply } from "./handlers/protocols/http/http.ts";
+export {
+  HttpParser,
+  type HttpParserLimits,
+  type HttpParserSink,
+} from "./handlers/protocols/http/http_parser.ts";
+export {
+  type AppName,
+  APPS,
+  type ProtocolFactory,
+  Server,
+  type ServerOptions,
+} from "./server/server.ts";
 export { SyscallError } from "./syscalls/errno.ts";

@@ -4,7 +4,7 @@
  *
  * Run: deno bench bench/http_parser_bench.ts
  */
-import { HttpParser, type HttpParserSink } from "../handlers/http_parser.ts";
+import { HttpParser, type HttpParserSink } from "../handlers/protocols/http/http_parser.ts";
 
 const WRK = "GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
 const one = new TextEncoder().encode(WRK);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseCommandLine, UsageError } from "../cli.ts";
+import { parseCommandLine, UsageError } from "../cli/args.ts";
 import { Cli, dial, readExactly, startCli, writeAll } from "./support/net.ts";
 import { listenTcp, localAddress } from "../syscalls/socket.ts";
 import { close } from "../syscalls/libc.ts";

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { withServer } from "./support/server.ts";
 import { dial, sleep, writeAll } from "./support/net.ts";
 import { bytes, ResponseReader } from "./support/http.ts";
-import type { Server } from "../server.ts";
+import type { Server } from "../server/server.ts";
 
 const GET = (path: string, extra = "") => `GET ${path} HTTP/1.1\r\nHost: t\r\n${extra}\r\n`;
 

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { Server, type ServerOptions } from "../server.ts";
+import { Server, type ServerOptions } from "../server/server.ts";
 import type { Connection, ConnectionLimits, Protocol } from "../handlers/connection.ts";
-import { echoProtocol } from "../handlers/echo.ts";
-import { createProxy, type ProxyFactory, type ProxyOptions } from "../handlers/proxy.ts";
+import { echoProtocol } from "../handlers/protocols/echo.ts";
+import { createProxy, type ProxyFactory, type ProxyOptions } from "../handlers/protocols/proxy.ts";
 import { close as closeFd, send, setsockopt, shutdown } from "../syscalls/libc.ts";
 import { MSG_NOSIGNAL, SHUT_WR, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
 import { connectTcp, listenTcp, localAddress } from "../syscalls/socket.ts";

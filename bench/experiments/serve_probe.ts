@@ -15,8 +15,8 @@
  * @module
  */
 
-import { parseCommandLine } from "../../cli.ts";
-import { Server, type ServerOptions } from "../../server.ts";
+import { parseCommandLine } from "../../cli/args.ts";
+import { Server, type ServerOptions } from "../../server/server.ts";
 import { answerSnapshots } from "./snapshot.ts";
 
 let server: Server | null = null;
@@ -37,5 +37,5 @@ answerSnapshots(() => ({
 
 const cmd = parseCommandLine(["serve", ...Deno.args]);
 if (cmd.command !== "serve") throw new Error("expected serve flags");
-const { serve } = await import("../../serve.ts");
+const { serve } = await import("../../cli/serve.ts");
 Deno.exit(await serve(cmd));

@@ -3,8 +3,8 @@
  *
  *   deno run -A tests/support/limited_server.ts SOFT_LIMIT [serve flags...]
  */
-import { parseCommandLine } from "../../cli.ts";
-import { serve } from "../../serve.ts";
+import { parseCommandLine } from "../../cli/args.ts";
+import { serve } from "../../cli/serve.ts";
 import { setOpenFileLimit } from "../../syscalls/socket.ts";
 
 const [limit, ...flags] = Deno.args;

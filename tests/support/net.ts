@@ -137,7 +137,7 @@ export async function waitFor(cond: () => boolean, ms = 5000): Promise<boolean> 
   return cond();
 }
 
-const ROOT = new URL("../../", import.meta.url).pathname;
+const ROOT = new URL("../..", import.meta.url).pathname;
 
 /** A child process of `deno run -A main.ts ...args`, with line access to stderr. */
 export class Cli {

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { Server, type ServerOptions } from "../../server.ts";
+import { Server, type ServerOptions } from "../../server/server.ts";
 
 /** Starts a server on 127.0.0.1 and a free port, runs `fn`, always stops it. */
 export async function withServer(

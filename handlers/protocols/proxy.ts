@@ -28,8 +28,8 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { Handler, Reactor } from "../reactor/reactor.ts";
-import type { Timer } from "../reactor/timers.ts";
+import type { Handler, Reactor } from "../../reactor/reactor.ts";
+import type { Timer } from "../../reactor/timers.ts";
 import {
   EPOLLERR,
   EPOLLOUT,
@@ -38,18 +38,18 @@ import {
   SO_LINGER,
   SOL_SOCKET,
   TCP_NODELAY,
-} from "../syscalls/constants.ts";
-import { errnoName, ETIMEDOUT, SyscallError } from "../syscalls/errno.ts";
-import { close, errno, setsockopt, shutdown } from "../syscalls/libc.ts";
-import { connectTcp, formatAddress, resolveHost, socketError } from "../syscalls/socket.ts";
+} from "../../syscalls/constants.ts";
+import { errnoName, ETIMEDOUT, SyscallError } from "../../syscalls/errno.ts";
+import { close, errno, setsockopt, shutdown } from "../../syscalls/libc.ts";
+import { connectTcp, formatAddress, resolveHost, socketError } from "../../syscalls/socket.ts";
 import {
   type CloseReason,
   Connection,
   type ConnectionLimits,
   DEFAULT_LIMITS,
   type Protocol,
-} from "./connection.ts";
-import { OutputBuffer } from "./output_buffer.ts";
+} from "../connection.ts";
+import { OutputBuffer } from "../output_buffer.ts";
 
 const log = getLogger(["reactor", "proxy"]);
 const one = new Uint8Array(new Int32Array([1]).buffer);

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Connection, Protocol } from "./connection.ts";
+import type { Connection, Protocol } from "../connection.ts";
 
 /** The echo protocol. */
 export const echoProtocol: Protocol = {

@@ -7,11 +7,11 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { ServeCommand } from "./cli.ts";
+import type { ServeCommand } from "./args.ts";
 import { setUpLogging } from "./logging.ts";
-import { Server } from "./server.ts";
-import { SyscallError } from "./syscalls/errno.ts";
-import { formatAddress, openFileLimit, setOpenFileLimit } from "./syscalls/socket.ts";
+import { Server } from "../server/server.ts";
+import { SyscallError } from "../syscalls/errno.ts";
+import { formatAddress, openFileLimit, setOpenFileLimit } from "../syscalls/socket.ts";
 
 const log = getLogger(["reactor", "main"]);
 

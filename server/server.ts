@@ -14,8 +14,8 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import { Reactor, type ReactorOptions } from "./reactor/reactor.ts";
-import { Acceptor } from "./handlers/accept.ts";
+import { Reactor, type ReactorOptions } from "../reactor/reactor.ts";
+import { Acceptor } from "../handlers/accept.ts";
 import {
   type CloseReason,
   Connection,
@@ -23,17 +23,17 @@ import {
   DEFAULT_LIMITS,
   type Protocol,
   type Timeouts,
-} from "./handlers/connection.ts";
-import type { AppName } from "./handlers/apps.ts";
-import { echoProtocol } from "./handlers/echo.ts";
-import { HttpApp, type HttpOptions } from "./handlers/http.ts";
-import { createProxy, type ProxyFactory } from "./handlers/proxy.ts";
-import { close } from "./syscalls/libc.ts";
-import { formatAddress, listenTcp, localAddress } from "./syscalls/socket.ts";
+} from "../handlers/connection.ts";
+import type { AppName } from "../handlers/apps.ts";
+import { echoProtocol } from "../handlers/protocols/echo.ts";
+import { HttpApp, type HttpOptions } from "../handlers/protocols/http/http.ts";
+import { createProxy, type ProxyFactory } from "../handlers/protocols/proxy.ts";
+import { close } from "../syscalls/libc.ts";
+import { formatAddress, listenTcp, localAddress } from "../syscalls/socket.ts";
 
 const log = getLogger(["reactor", "server"]);
 
-export { type AppName, APPS } from "./handlers/apps.ts";
+export { type AppName, APPS } from "../handlers/apps.ts";
 
 /** Everything `Server.start` needs. */
 export interface ServerOptions extends ReactorOptions {

@@ -17,8 +17,8 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { Reactor } from "../reactor/reactor.ts";
-import type { Connection, Protocol, TimeoutKind } from "./connection.ts";
+import type { Reactor } from "../../../reactor/reactor.ts";
+import type { Connection, Protocol, TimeoutKind } from "../../connection.ts";
 import {
   HttpParser,
   type HttpParserLimits,

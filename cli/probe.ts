@@ -5,8 +5,8 @@
  * @module
  */
 
-import type { ProbeCommand } from "./cli.ts";
-import { formatAddress } from "./syscalls/socket.ts";
+import type { ProbeCommand } from "./args.ts";
+import { formatAddress } from "../syscalls/socket.ts";
 
 /** Returns the exit code: 0 when `GET path` answers 200 within the timeout. */
 export async function probe(cmd: ProbeCommand): Promise<number> {

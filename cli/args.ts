@@ -7,9 +7,9 @@
  */
 
 import { parseArgs } from "node:util";
-import denoJson from "./deno.json" with { type: "json" };
-import type { BackendName } from "./reactor/backend.ts";
-import { type AppName, APPS } from "./handlers/apps.ts";
+import denoJson from "../deno.json" with { type: "json" };
+import type { BackendName } from "../reactor/backend.ts";
+import { type AppName, APPS } from "../handlers/apps.ts";
 
 /** The version printed by `--version`. */
 export const VERSION: string = denoJson.version;

@@ -9,11 +9,11 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { ServeCommand } from "./cli.ts";
-import { SO_REUSEPORT, SOCK_CLOEXEC, SOCK_STREAM, SOL_SOCKET } from "./syscalls/constants.ts";
-import { bind, close, socket } from "./syscalls/libc.ts";
-import { encodeSockaddr } from "./syscalls/layout.ts";
-import { check, localAddress, resolveHost, setIntOption } from "./syscalls/socket.ts";
+import type { ServeCommand } from "./args.ts";
+import { SO_REUSEPORT, SOCK_CLOEXEC, SOCK_STREAM, SOL_SOCKET } from "../syscalls/constants.ts";
+import { bind, close, socket } from "../syscalls/libc.ts";
+import { encodeSockaddr } from "../syscalls/layout.ts";
+import { check, localAddress, resolveHost, setIntOption } from "../syscalls/socket.ts";
 
 const log = getLogger(["reactor", "supervisor"]);
 
@@ -27,7 +27,7 @@ function selfCommand(): { cmd: string; args: string[] } {
   const exe = Deno.execPath();
   // A `deno compile`d binary runs its embedded program by itself.
   if ((Deno.build as { standalone?: boolean }).standalone) return { cmd: exe, args: [] };
-  const main = new URL("./main.ts", import.meta.url).pathname;
+  const main = new URL("../main.ts", import.meta.url).pathname;
   return {
     cmd: exe,
     args: ["run", "--allow-ffi", "--allow-env", "--allow-read", "--allow-net", main],
