@@ -51,6 +51,10 @@ const SYMBOLS = {
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   pipe2: { parameters: ["buffer", "i32"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  dup2: { parameters: ["i32", "i32"], result: "i32" },
+  // The original call: its size argument is ignored since Linux 2.6.8 (it only has
+  // to be > 0). The reactor uses epoll_create1; experiments show the old one.
+  epoll_create: { parameters: ["i32"], result: "i32" },
   epoll_create1: { parameters: ["i32"], result: "i32" },
   epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
   epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
@@ -80,6 +84,14 @@ const SYMBOLS = {
   setrlimit: { parameters: ["i32", "buffer"], result: "i32" },
   getpid: { parameters: [], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
+  // The same call on a Deno pool thread: returns that thread's errno address
+  // (errno is thread-local), for experiments that show it.
+  __errno_location_blocking: {
+    name: "__errno_location",
+    parameters: [],
+    result: "pointer",
+    nonblocking: true,
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 function openLibc() {
@@ -124,6 +136,10 @@ export const {
   getrlimit,
   setrlimit,
   getpid,
+  dup2,
+  epoll_create,
+  __errno_location,
+  __errno_location_blocking,
 } = libc.symbols;
 
 const errnoAddress = libc.symbols.__errno_location();

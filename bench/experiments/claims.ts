@@ -14,43 +14,45 @@
  *
  *   deno run -A bench/experiments/claims.ts
  *
- * Prints a table and writes docs/experiments/claims.json.
+ * Prints a table and writes docs/experiments/claims.json. The libc functions, constants and
+ * struct layouts come from `syscalls/`, like the server's own.
  *
  * @module
  */
 
 import { formatTable } from "../lib/table.ts";
 import { header, writeJson } from "./common.ts";
+import {
+  EPOLL_CTL_ADD,
+  EPOLL_CTL_MOD,
+  EPOLLIN,
+  EPOLLONESHOT,
+  FD_SETSIZE,
+} from "../../syscalls/constants.ts";
+import { errnoName } from "../../syscalls/errno.ts";
+import { epollEventLayout, TIMEVAL_SIZE } from "../../syscalls/layout.ts";
+import {
+  __errno_location,
+  __errno_location_blocking,
+  close,
+  dup2,
+  epoll_create,
+  epoll_ctl,
+  epoll_wait,
+  errno,
+  select,
+  write,
+} from "../../syscalls/libc.ts";
+import { check, socketPair } from "../../syscalls/socket.ts";
 
-const lib = Deno.dlopen("libc.so.6", {
-  epoll_create: { parameters: ["i32"], result: "i32" },
-  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
-  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
-  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
-  write: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  dup2: { parameters: ["i32", "i32"], result: "i32" },
-  select: { parameters: ["i32", "buffer", "buffer", "buffer", "buffer"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-  errno_on_pool: { name: "__errno_location", parameters: [], result: "pointer", nonblocking: true },
-});
-const c = lib.symbols;
-const EPOLLIN = 1;
-const EPOLLONESHOT = 1 << 30;
-const EV = Deno.build.arch === "aarch64" ? { size: 16, data: 8 } : { size: 12, data: 4 };
-
-function pair(): [number, number] {
-  const fds = new Int32Array(2);
-  if (c.socketpair(1, 1 | 0x800, 0, new Uint8Array(fds.buffer)) < 0) throw new Error("socketpair");
-  return [fds[0], fds[1]];
-}
+const EV = epollEventLayout();
 
 function ctl(ep: number, op: number, fd: number, events: number): number {
   const ev = new Uint8Array(EV.size);
   const v = new DataView(ev.buffer);
   v.setUint32(0, events, true);
-  v.setUint32(EV.data, fd, true);
-  return c.epoll_ctl(ep, op, fd, ev);
+  v.setUint32(EV.dataOffset, fd, true);
+  return epoll_ctl(ep, op, fd, ev);
 }
 
 const one = new Uint8Array([120]);
@@ -58,17 +60,17 @@ const rows: { claim: string; check: string; result: string; holds: boolean }[] =
 
 // 1. size ignored
 {
-  const ep = c.epoll_create(1);
+  const ep = check("epoll_create", epoll_create(1));
   const fds: number[] = [];
   let added = 0;
   for (let i = 0; i < 200; i++) {
-    const [a, b] = pair();
+    const [a, b] = socketPair();
     fds.push(a, b);
-    c.write(b, one, 1);
-    if (ctl(ep, 1, a, EPOLLIN) === 0) added++;
+    write(b, one, 1);
+    if (ctl(ep, EPOLL_CTL_ADD, a, EPOLLIN) === 0) added++;
   }
   const events = new Uint8Array(EV.size * 200);
-  const n = c.epoll_wait(ep, events, 200, 100);
+  const n = epoll_wait(ep, events, 200, 100);
   rows.push({
     claim: "maxevents must not exceed epoll_create's size (000)",
     check: "epoll_create(1); add 200 readable sockets; epoll_wait(maxevents 200)",
@@ -79,11 +81,11 @@ const rows: { claim: string; check: string; result: string; holds: boolean }[] =
   const maps = () =>
     Deno.readTextFileSync("/proc/self/maps").split("\n").filter((l) => /eventpoll/.test(l))
       .length;
-  const ep2 = c.epoll_create(1);
-  ctl(ep2, 1, fds[0], EPOLLIN);
-  const got = c.epoll_wait(ep2, events, 200, 0);
+  const ep2 = check("epoll_create", epoll_create(1));
+  ctl(ep2, EPOLL_CTL_ADD, fds[0], EPOLLIN);
+  const got = epoll_wait(ep2, events, 200, 0);
   const v = new DataView(events.buffer);
-  const copied = got === 1 && v.getUint32(EV.data, true) === fds[0];
+  const copied = got === 1 && v.getUint32(EV.dataOffset, true) === fds[0];
   rows.push({
     claim: "epoll shares events with user space through mmap (002, 003)",
     check: "an epoll instance waited on; /proc/self/maps searched for the eventpoll inode",
@@ -91,9 +93,9 @@ const rows: { claim: string; check: string; result: string; holds: boolean }[] =
       `${copied ? "was written into our own array" : "did not arrive"}`,
     holds: maps() > 0,
   });
-  c.close(ep2);
-  c.close(ep);
-  for (const fd of fds) c.close(fd);
+  close(ep2);
+  close(ep);
+  for (const fd of fds) close(fd);
 }
 
 // 3. not cleared after firing, except ONESHOT
@@ -105,19 +107,19 @@ const rows: { claim: string; check: string; result: string; holds: boolean }[] =
       EPOLLIN | EPOLLONESHOT,
     ]] as const
   ) {
-    const ep = c.epoll_create(1);
-    const [a, b] = pair();
-    c.write(b, one, 1);
-    ctl(ep, 1, a, bits);
+    const ep = check("epoll_create", epoll_create(1));
+    const [a, b] = socketPair();
+    write(b, one, 1);
+    ctl(ep, EPOLL_CTL_ADD, a, bits);
     const events = new Uint8Array(EV.size * 4);
-    counts[name] = [0, 1, 2].map(() => c.epoll_wait(ep, events, 4, 0));
+    counts[name] = [0, 1, 2].map(() => epoll_wait(ep, events, 4, 0));
     if (bits & EPOLLONESHOT) {
-      ctl(ep, 3, a, bits); // EPOLL_CTL_MOD re-arms
-      counts[name].push(c.epoll_wait(ep, events, 4, 0));
+      ctl(ep, EPOLL_CTL_MOD, a, bits); // re-arms
+      counts[name].push(epoll_wait(ep, events, 4, 0));
     }
-    c.close(a);
-    c.close(b);
-    c.close(ep);
+    close(a);
+    close(b);
+    close(ep);
   }
   rows.push({
     claim: "after an event fires, the fd's events are cleared and need EPOLL_CTL_MOD (000)",
@@ -130,15 +132,18 @@ const rows: { claim: string; check: string; result: string; holds: boolean }[] =
 
 // 4. select: glibc's fd_set, not the kernel
 {
-  const [a, b] = pair();
+  const [a, b] = socketPair();
   const high = 1500;
-  const dup = c.dup2(a, high);
-  c.write(b, one, 1);
-  const set = new Uint8Array(256); // 2048 bits
+  const dup = dup2(a, high);
+  const dupError = dup === high ? "" : `dup2 to fd ${high} failed: ${errnoName(errno())}; `;
+  write(b, one, 1);
+  // A bitmap of twice glibc's FD_SETSIZE bits (2048), laid out like fd_set: fd N is
+  // byte N >> 3, bit N & 7.
+  const set = new Uint8Array((2 * FD_SETSIZE) / 8);
   set[high >> 3] |= 1 << (high & 7);
-  const tv = new BigInt64Array(2); // timeval {0, 0}
-  const n = dup === high ? c.select(high + 1, set, null, null, new Uint8Array(tv.buffer)) : -1;
-  const ready = (set[high >> 3] & (1 << (high & 7))) !== 0;
+  const tv = new Uint8Array(TIMEVAL_SIZE); // timeval {0, 0}: do not wait
+  const n = dup === high ? select(high + 1, set, null, null, tv) : -1;
+  const ready = dup === high && (set[high >> 3] & (1 << (high & 7))) !== 0;
   // glibc's own header on this machine, when the dev headers are installed.
   let header = "glibc headers not installed";
   for (const dir of ["x86_64-linux-gnu", "aarch64-linux-gnu"]) {
@@ -152,22 +157,22 @@ const rows: { claim: string; check: string; result: string; holds: boolean }[] =
   }
   rows.push({
     claim: "select watches 1024 fds on 32-bit and 2048 on 64-bit (002, 003)",
-    check: "glibc's FD_SETSIZE on this 64-bit machine; raw select() on fd 1500 with a " +
-      "256-byte bitmap",
-    result: `${header}; select(1501, ...) returned ${n}, fd 1500 ` +
+    check: `glibc's FD_SETSIZE on this 64-bit machine; raw select() on fd ${high} with a ` +
+      `${set.length}-byte bitmap`,
+    result: `${header}; ${dupError}select(${high + 1}, ...) returned ${n}, fd ${high} ` +
       `${ready ? "reported readable" : "not reported"}: 1024 is glibc's fd_set type, the ` +
       "kernel takes any nfds up to the open-files limit",
     holds: false,
   });
-  c.close(high);
-  c.close(a);
-  c.close(b);
+  if (dup === high) close(high);
+  close(a);
+  close(b);
 }
 
 // 5. errno per thread
 {
-  const main = Deno.UnsafePointer.value(c.__errno_location());
-  const pool = Deno.UnsafePointer.value(await c.errno_on_pool());
+  const main = Deno.UnsafePointer.value(__errno_location());
+  const pool = Deno.UnsafePointer.value(await __errno_location_blocking());
   rows.push({
     claim: "errno is process-global, so threads cannot help (001)",
     check: "__errno_location() on the JS thread and on a Deno pool thread",
@@ -189,4 +194,3 @@ const file = writeJson("claims", {
   results: rows,
 });
 console.error(`wrote ${file}`);
-lib.close();
