@@ -19,6 +19,7 @@ import { parseArgs } from "node:util";
 import { numberFlag, orExit } from "./lib/flags.ts";
 import { Reactor } from "../reactor/reactor.ts";
 import { Connection, type Protocol } from "../handlers/connection.ts";
+import { ConnectionContext } from "../handlers/context.ts";
 import { connectTcp } from "../syscalls/socket.ts";
 import { ticksToSeconds } from "./lib/proc.ts";
 import { startServer, stopServer } from "./lib/server.ts";
@@ -46,6 +47,7 @@ const LIMITS = { highWaterMark: 1 << 30, lowWaterMark: 1 << 29, maxOutputBytes: 
 
 async function roundTrips(port: number): Promise<number> {
   const reactor = await Reactor.create();
+  const context = new ConnectionContext(reactor, { limits: LIMITS, timeouts: null });
   const msg = new Uint8Array(64).fill(0x61);
   let trips = 0;
   let running = true;
@@ -62,7 +64,7 @@ async function roundTrips(port: number): Promise<number> {
     },
   };
   const clients = Array.from({ length: conns }, () => {
-    const c = new Connection(reactor, connectTcp("127.0.0.1", port).fd, protocol, LIMITS);
+    const c = new Connection(context, connectTcp("127.0.0.1", port).fd, protocol);
     c.open();
     c.write(msg);
     return c;
@@ -79,11 +81,12 @@ async function roundTrips(port: number): Promise<number> {
 
 async function stream(port: number): Promise<number> {
   const reactor = await Reactor.create();
+  const context = new ConnectionContext(reactor, { limits: LIMITS, timeouts: null });
   const chunk = new Uint8Array(1 << 20).map((_, i) => i & 0xff);
   let got = 0;
   const t0 = performance.now();
   let ms = 0;
-  const conn = new Connection(reactor, connectTcp("127.0.0.1", port).fd, {
+  const conn = new Connection(context, connectTcp("127.0.0.1", port).fd, {
     data(_c, _b, start, end) {
       got += end - start;
       if (got >= total) {
@@ -91,7 +94,7 @@ async function stream(port: number): Promise<number> {
         reactor.stop();
       }
     },
-  }, LIMITS);
+  });
   conn.open();
   for (let sent = 0; sent < total; sent += chunk.length) conn.write(chunk);
   await reactor.run();

@@ -9,7 +9,7 @@
 import { parseArgs } from "node:util";
 import denoJson from "../deno.json" with { type: "json" };
 import type { BackendName } from "../reactor/backend.ts";
-import { type AppName, APPS } from "../handlers/apps.ts";
+import { type FlagSpec, PROTOCOLS } from "../handlers/protocols/mod.ts";
 
 /** The version printed by `--version`. */
 export const VERSION: string = denoJson.version;
@@ -30,7 +30,10 @@ export type LogLevelName = typeof LOG_LEVELS[number];
 /** `serve` settings. */
 export interface ServeCommand {
   command: "serve";
-  app: AppName;
+  /** The protocol's name in the registry. */
+  app: string;
+  /** The protocol's own flags, by their option keys (defaults applied). */
+  protocolOptions: Record<string, unknown>;
   host: string;
   port: number;
   trigger: "level" | "edge";
@@ -48,12 +51,10 @@ export interface ServeCommand {
   headerTimeoutMs: number;
   writeTimeoutMs: number;
   maxConnections: number;
-  maxBody: number;
-  maxHeaderBytes: number;
   maxOutputBytes: number;
   statsIntervalMs: number;
-  /** --app proxy: where to forward. */
-  upstream: { host: string; port: number } | null;
+  /** `--metrics HOST:PORT`: the admin listener serving /metrics for every worker, or null. */
+  metrics: { host: string; port: number } | null;
 }
 
 /** `probe` settings: one HTTP GET, exit 0 on 200. */
@@ -72,8 +73,21 @@ export type Command =
   | { command: "help"; text: string }
   | { command: "version"; text: string };
 
-/** The text of `--help`. */
-export const HELP = `reactor ${VERSION}: an epoll network server in TypeScript for Deno
+/** The flag column of --help lines. */
+const COLUMN = 30;
+
+function helpLine(flag: string, text: string): string {
+  return `  ${flag.padEnd(COLUMN - 2)}${text}`;
+}
+
+function protocolFlagLine(f: FlagSpec): string {
+  const arg = f.kind === "address" ? "HOST:PORT" : f.kind === "seconds" ? "S" : "N";
+  const def = f.required ? " (required)" : f.default !== undefined ? ` [${f.default}]` : "";
+  return helpLine(`--${f.name} ${arg}`, f.help + def);
+}
+
+/** The text of `--help`: the common flags, then each protocol's own. */
+export const HELP: string = `reactor ${VERSION}: an epoll network server in TypeScript for Deno
 
 Usage:
   reactor serve [options]     serve until SIGINT/SIGTERM
@@ -81,7 +95,9 @@ Usage:
   reactor --help | --version
 
 serve options (default in brackets):
-  --app NAME                  protocol: ${APPS.join(", ")} [http]
+  --app NAME                  protocol: ${PROTOCOLS.map((p) => p.name).join(", ")} [${
+  PROTOCOLS[0].name
+}]
   --host ADDR                 IPv4 or IPv6 address to listen on [127.0.0.1]
   --port N                    TCP port, 0 = any free port [8080]
   --trigger level|edge        epoll trigger mode; edge drains every fd until EAGAIN [level]
@@ -91,17 +107,22 @@ serve options (default in brackets):
   --log-level LEVEL           trace, debug, info, warning, error, fatal [info]
   --log-format text|json      log line format on stderr [text]
   --workers N|auto            worker processes on one port (SO_REUSEPORT); auto = cores [1]
+  --metrics HOST:PORT         admin listener: GET /metrics covers every worker [off]
   --shutdown-timeout S        on SIGTERM/SIGINT, finish in-flight work for at most S s [10]
   --idle-timeout S            close a keep-alive connection idle for S s; 0 = never [60]
   --header-timeout S          a request must arrive whole within S s (slowloris) [10]
   --write-timeout S           close a peer that takes no bytes for S s [30]
   --max-connections N         stop accepting while N are open; 0 = no cap [0]
-  --max-body BYTES            largest HTTP request body, 413 above [1048576]
-  --max-header-bytes BYTES    largest HTTP header section, 431 above [16384]
-  --max-output-bytes BYTES    close a peer that leaves this much unread [16777216]
+  --max-output-bytes BYTES    close a peer that leaves this much unread while more is written [16777216]
   --stats-interval S          log counters every S s; 0 = never [0]
-  --upstream HOST:PORT        where --app proxy forwards
-
+${
+  PROTOCOLS.map((p) =>
+    `\n--app ${p.name}: ${p.summary}\n` +
+    (p.flags.length === 0
+      ? "  (no options of its own)\n"
+      : p.flags.map(protocolFlagLine).join("\n") + "\n")
+  ).join("")
+}
 probe options:
   --host ADDR [127.0.0.1]  --port N [8080]  --path P [/health]  --timeout-ms N [2000]
 `;
@@ -133,10 +154,10 @@ function workers(raw: string | undefined): number {
   return integer("workers", raw, 1, 1, 256);
 }
 
-function hostPort(flag: string, raw: string): { host: string; port: number } {
+function hostPort(flag: string, raw: string, minPort = 1): { host: string; port: number } {
   const m = raw.match(/^\[?([^\]]*?)\]?:(\d+)$/);
   if (!m || m[1] === "") throw new UsageError(`--${flag} must be HOST:PORT, got "${raw}"`);
-  return { host: m[1], port: integer(flag + " port", m[2], 0, 1, 65535) };
+  return { host: m[1], port: integer(flag + " port", m[2], 0, minPort, 65535) };
 }
 
 function oneOf<T extends string>(
@@ -176,82 +197,7 @@ export function parseCommandLine(argv: string[]): Command {
       text: `reactor ${VERSION} (deno ${Deno.version.deno}, ${Deno.build.target})`,
     };
   }
-  if (first === "serve") {
-    const { values: v } = parse(rest, {
-      app: { type: "string" },
-      host: { type: "string" },
-      port: { type: "string" },
-      trigger: { type: "string" },
-      backend: { type: "string" },
-      "max-events": { type: "string" },
-      backlog: { type: "string" },
-      "log-level": { type: "string" },
-      "log-format": { type: "string" },
-      workers: { type: "string" },
-      "worker-id": { type: "string" },
-      "shutdown-timeout": { type: "string" },
-      "idle-timeout": { type: "string" },
-      "header-timeout": { type: "string" },
-      "write-timeout": { type: "string" },
-      "max-connections": { type: "string" },
-      "max-body": { type: "string" },
-      "max-header-bytes": { type: "string" },
-      "max-output-bytes": { type: "string" },
-      "stats-interval": { type: "string" },
-      upstream: { type: "string" },
-    }) as { values: Record<string, string | undefined> };
-    const app = oneOf("app", v.app, "http", APPS);
-    const upstream = v.upstream === undefined ? null : hostPort("upstream", v.upstream);
-    if (app === "proxy" && upstream === null) {
-      throw new UsageError("--app proxy needs --upstream HOST:PORT");
-    }
-    if (app !== "proxy" && upstream !== null) {
-      throw new UsageError("--upstream is only for --app proxy");
-    }
-    const maxHeaderBytes = integer("max-header-bytes", v["max-header-bytes"], 16384, 256, 1 << 24);
-    const highWater = 1 << 20;
-    const backend = oneOf("backend", v.backend, "epoll", ["epoll", "poll", "select"] as const);
-    const trigger = oneOf("trigger", v.trigger, "level", ["level", "edge"] as const);
-    if (trigger === "edge" && backend !== "epoll") {
-      throw new UsageError(
-        `--trigger edge needs --backend epoll (${backend} is level-triggered only)`,
-      );
-    }
-    const host = v.host ?? "127.0.0.1";
-    if (host === "") throw new UsageError("--host must not be empty");
-    return {
-      command: "serve",
-      app,
-      host,
-      port: integer("port", v.port, 8080, 0, 65535),
-      trigger,
-      backend,
-      maxEvents: integer("max-events", v["max-events"], 1024, 1, 65536),
-      backlog: integer("backlog", v.backlog, 4096, 1, 65535),
-      logLevel: oneOf("log-level", v["log-level"], "info", LOG_LEVELS),
-      logFormat: oneOf("log-format", v["log-format"], "text", ["text", "json"] as const),
-      workers: workers(v.workers),
-      workerId: v["worker-id"] === undefined
-        ? null
-        : integer("worker-id", v["worker-id"], 0, 0, 1024),
-      shutdownTimeoutMs: seconds("shutdown-timeout", v["shutdown-timeout"], 10),
-      idleTimeoutMs: seconds("idle-timeout", v["idle-timeout"], 60),
-      headerTimeoutMs: seconds("header-timeout", v["header-timeout"], 10),
-      writeTimeoutMs: seconds("write-timeout", v["write-timeout"], 30),
-      maxConnections: integer("max-connections", v["max-connections"], 0, 0, 10_000_000),
-      maxBody: integer("max-body", v["max-body"], 1 << 20, 0, 2 ** 40),
-      maxHeaderBytes,
-      maxOutputBytes: integer(
-        "max-output-bytes",
-        v["max-output-bytes"],
-        16 << 20,
-        highWater,
-        2 ** 31 - 1,
-      ),
-      statsIntervalMs: seconds("stats-interval", v["stats-interval"], 0),
-      upstream,
-    };
-  }
+  if (first === "serve") return parseServe(rest);
   if (first === "probe") {
     const { values: v } = parse(rest, {
       host: { type: "string" },
@@ -270,4 +216,124 @@ export function parseCommandLine(argv: string[]): Command {
     };
   }
   throw new UsageError(`unknown command "${first}" (try: reactor --help)`);
+}
+
+/** The flags every protocol shares. */
+const COMMON_FLAGS = [
+  "app",
+  "host",
+  "port",
+  "trigger",
+  "backend",
+  "max-events",
+  "backlog",
+  "log-level",
+  "log-format",
+  "workers",
+  "worker-id",
+  "metrics",
+  "shutdown-timeout",
+  "idle-timeout",
+  "header-timeout",
+  "write-timeout",
+  "max-connections",
+  "max-output-bytes",
+  "stats-interval",
+];
+
+/** Every protocol's flags by name, with the protocols that take each. */
+function protocolFlags(): Map<string, { spec: FlagSpec; owners: string[] }> {
+  const flags = new Map<string, { spec: FlagSpec; owners: string[] }>();
+  for (const p of PROTOCOLS) {
+    for (const spec of p.flags) {
+      const seen = flags.get(spec.name);
+      if (seen) seen.owners.push(p.name);
+      else flags.set(spec.name, { spec, owners: [p.name] });
+    }
+  }
+  return flags;
+}
+
+/** A protocol flag's value in the unit `create` takes. */
+function protocolFlagValue(spec: FlagSpec, raw: string): unknown {
+  switch (spec.kind) {
+    case "integer":
+      return integer(spec.name, raw, 0, spec.min ?? 0, spec.max ?? Number.MAX_SAFE_INTEGER);
+    case "seconds":
+      return seconds(spec.name, raw, 0);
+    case "address":
+      return hostPort(spec.name, raw);
+    case "string":
+      if (raw === "") throw new UsageError(`--${spec.name} must not be empty`);
+      return raw;
+  }
+}
+
+function parseServe(rest: string[]): ServeCommand | { command: "help"; text: string } {
+  const byName = protocolFlags();
+  const options: Record<string, { type: "string" | "boolean" }> = {
+    help: { type: "boolean" },
+  };
+  for (const name of [...COMMON_FLAGS, ...byName.keys()]) options[name] = { type: "string" };
+  const { values } = parse(rest, options);
+  if (values.help) return { command: "help", text: HELP };
+  const v = values as Record<string, string | undefined>;
+  const app = oneOf("app", v.app, PROTOCOLS[0].name, PROTOCOLS.map((p) => p.name));
+  const protocolOptions: Record<string, unknown> = {};
+  for (const [name, { spec, owners }] of byName) {
+    const raw = v[name];
+    if (!owners.includes(app)) {
+      if (raw !== undefined) {
+        throw new UsageError(`--${name} is only for --app ${owners.join(" or --app ")}`);
+      }
+      continue;
+    }
+    if (raw === undefined) {
+      if (spec.required) throw new UsageError(`--app ${app} needs --${name}`);
+      if (spec.default !== undefined) protocolOptions[spec.key] = spec.default;
+      continue;
+    }
+    protocolOptions[spec.key] = protocolFlagValue(spec, raw);
+  }
+  const backend = oneOf("backend", v.backend, "epoll", ["epoll", "poll", "select"] as const);
+  const trigger = oneOf("trigger", v.trigger, "level", ["level", "edge"] as const);
+  if (trigger === "edge" && backend !== "epoll") {
+    throw new UsageError(
+      `--trigger edge needs --backend epoll (${backend} is level-triggered only)`,
+    );
+  }
+  const host = v.host ?? "127.0.0.1";
+  if (host === "") throw new UsageError("--host must not be empty");
+  return {
+    command: "serve",
+    app,
+    protocolOptions,
+    host,
+    port: integer("port", v.port, 8080, 0, 65535),
+    trigger,
+    backend,
+    maxEvents: integer("max-events", v["max-events"], 1024, 1, 65536),
+    backlog: integer("backlog", v.backlog, 4096, 1, 65535),
+    logLevel: oneOf("log-level", v["log-level"], "info", LOG_LEVELS),
+    logFormat: oneOf("log-format", v["log-format"], "text", ["text", "json"] as const),
+    workers: workers(v.workers),
+    workerId: v["worker-id"] === undefined
+      ? null
+      : integer("worker-id", v["worker-id"], 0, 0, 1024),
+    metrics: v.metrics === undefined ? null : hostPort("metrics", v.metrics, 0),
+    shutdownTimeoutMs: seconds("shutdown-timeout", v["shutdown-timeout"], 10),
+    idleTimeoutMs: seconds("idle-timeout", v["idle-timeout"], 60),
+    headerTimeoutMs: seconds("header-timeout", v["header-timeout"], 10),
+    writeTimeoutMs: seconds("write-timeout", v["write-timeout"], 30),
+    maxConnections: integer("max-connections", v["max-connections"], 0, 0, 10_000_000),
+    // At least the high-water mark (64 KiB): below it every queued byte would overflow.
+    maxOutputBytes: integer(
+      "max-output-bytes",
+      v["max-output-bytes"],
+      16 << 20,
+      64 << 10,
+      2 ** 31 - 1,
+    ),
+    statsIntervalMs: seconds("stats-interval", v["stats-interval"], 0),
+  };
 }

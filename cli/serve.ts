@@ -8,8 +8,9 @@
 
 import { getLogger } from "@logtape/logtape";
 import type { ServeCommand } from "./args.ts";
-import { setUpLogging } from "./logging.ts";
+import { setUpLogging } from "../server/logging.ts";
 import { Server } from "../server/server.ts";
+import { DEFAULT_LIMITS } from "../handlers/context.ts";
 import { SyscallError } from "../syscalls/errno.ts";
 import { formatAddress, openFileLimit, setOpenFileLimit } from "../syscalls/socket.ts";
 
@@ -47,6 +48,7 @@ export async function serve(cmd: ServeCommand): Promise<number> {
   try {
     server = await Server.create({
       app: cmd.app,
+      protocolOptions: cmd.protocolOptions,
       host: cmd.host,
       port: cmd.port,
       backlog: cmd.backlog,
@@ -61,13 +63,7 @@ export async function serve(cmd: ServeCommand): Promise<number> {
         requestMs: cmd.headerTimeoutMs,
         writeMs: cmd.writeTimeoutMs,
       },
-      limits: {
-        highWaterMark: 1 << 20,
-        lowWaterMark: 256 << 10,
-        maxOutputBytes: cmd.maxOutputBytes,
-      },
-      http: { maxBody: cmd.maxBody, maxHeaderBytes: cmd.maxHeaderBytes },
-      upstream: cmd.upstream ?? undefined,
+      limits: { ...DEFAULT_LIMITS, maxOutputBytes: cmd.maxOutputBytes },
     });
   } catch (e) {
     return setUpFailure(cmd, e);

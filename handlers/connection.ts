@@ -1,63 +1,85 @@
 /**
- * A TCP connection on the reactor: reads into the reactor's shared buffer,
+ * A TCP connection on the reactor: reads into the context's shared buffer,
  * writes straight to `send`, and keeps only what `send` could not take.
  *
  * - Read: level-triggered reads once per event; edge-triggered reads until
- *   EAGAIN. EOF, ECONNRESET, EPOLLHUP and EPOLLERR end the connection.
+ *   EAGAIN. EOF, ECONNRESET, a hang-up and a socket error end the connection.
  * - Write: `send` at once. Only on a partial send or EAGAIN is the rest kept
- *   in the output buffer and EPOLLOUT armed; it is disarmed when the buffer
- *   drains (no LT writable storm).
- * - Backpressure: past `highWaterMark` pending bytes, reading from this peer
- *   pauses (EPOLLIN dropped); under `lowWaterMark` it resumes. Past
- *   `maxOutputBytes` the peer is not reading at all: the connection closes.
+ *   in the output buffer and writable interest armed; it is disarmed when the
+ *   buffer drains (no level-triggered writable storm).
+ * - Backpressure belongs to the protocol: when the waiting output reaches the
+ *   high-water mark, `write` returns false and `Protocol.highWater` runs (by
+ *   default: stop reading from this peer); when it falls to the low-water
+ *   mark, `Protocol.lowWater` runs (by default: read again) and
+ *   `whenWritable()` resolves. A writer that ignores this while
+ *   `maxOutputBytes` are waiting is cut ("overflow"); one large write to a
+ *   peer that reads is not.
+ * - Close: the fd is closed at once; the protocol's `closed` and the owner's
+ *   callback run in the reactor's deferred phase, never inside the caller.
  * - Half-close: after the peer's FIN, pending output is flushed, then close.
  *
  * @module
  */
 
 import { getLogger } from "@logtape/logtape";
-import {
-  EPOLLERR,
-  EPOLLHUP,
-  EPOLLIN,
-  EPOLLOUT,
-  EPOLLRDHUP,
-  MSG_NOSIGNAL,
-  SHUT_WR,
-} from "../syscalls/constants.ts";
+import { MSG_NOSIGNAL, SHUT_WR, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
 import { EAGAIN, EINTR, errnoName } from "../syscalls/errno.ts";
-import { close, errno, recv_ptr, send, send_ptr, shutdown } from "../syscalls/libc.ts";
-import type { Handler, Reactor } from "../reactor/reactor.ts";
+import { close, errno, recv_ptr, send, send_ptr, setsockopt, shutdown } from "../syscalls/libc.ts";
+import { Interest, Ready } from "../reactor/interest.ts";
+import type { Deferred, Handler, Reactor } from "../reactor/reactor.ts";
 import type { Timer } from "../reactor/timers.ts";
+import type { ConnectionContext, ConnectionLimits, Timeouts } from "./context.ts";
 import { OutputBuffer } from "./output_buffer.ts";
 
 const log = getLogger(["reactor", "connection"]);
 
-const READ_BITS = EPOLLIN | EPOLLRDHUP;
-const GONE_BITS = EPOLLHUP | EPOLLERR;
+const READ_BITS = Ready.READABLE | Ready.READ_CLOSED;
+const GONE_BITS = Ready.HANGUP | Ready.ERROR;
+/** SO_LINGER on with a zero timeout: close() sends RST. */
+const LINGER_ZERO = new Uint8Array(new Int32Array([1, 0]).buffer);
 
 /** Why a connection closed. */
 export type CloseReason =
   | "eof" // the peer closed and everything was flushed
-  | "reset" // ECONNRESET, EPIPE or another socket error
-  | "hangup" // EPOLLHUP/EPOLLERR
+  | "reset" // ECONNRESET, EPIPE or another socket error, or we reset it
+  | "hangup" // a hang-up or socket error reported by the backend
   | "local" // our side decided (protocol, shutdown)
-  | "overflow" // the peer does not read and the output cap was reached
-  | "timeout" // a reactor timer expired
+  | "overflow" // the writer ignored backpressure and the peer did not read
+  | "timeout" // a timeout expired
+  | "error" // the protocol threw
   | "shutdown"; // the server stopped before the connection finished
 
-/** What a protocol (echo, http, proxy) implements to plug into a connection. */
+/** Which timeout expired. */
+export type TimeoutKind = "idle" | "request" | "write";
+
+/** How long a closing connection keeps reading (and discarding) after its FIN. */
+export const LINGER_MS = 2000;
+
+/**
+ * What a protocol (echo, http, proxy, yours) implements to plug into a
+ * connection. Only `data` is required.
+ */
 export interface Protocol {
   /**
-   * Bytes arrived: `data[start, end)`. `data` is the reactor's shared read
-   * buffer, valid during this call only: copy what you keep.
+   * Bytes arrived: `data[start, end)`. `data` is the shared read buffer,
+   * valid during this call only: copy what you keep.
    */
   data(conn: Connection, data: Uint8Array, start: number, end: number): void;
   /** The peer sent FIN. Without this method: flush what is pending, then close. */
   end?(conn: Connection): void;
-  /** The output buffer drained after backpressure. */
+  /**
+   * The output waiting reached the high-water mark: stop producing. Without
+   * this method the connection stops reading from its peer.
+   */
+  highWater?(conn: Connection): void;
+  /**
+   * The output waiting fell to the low-water mark after a `highWater`: go
+   * on. Without this method the connection reads from its peer again.
+   */
+  lowWater?(conn: Connection): void;
+  /** Everything queued has been sent (after a send that could not take it all). */
   drained?(conn: Connection): void;
-  /** The connection is closed; its fd is gone. */
+  /** The connection is closed and its fd gone; runs in the reactor's deferred phase. */
   closed?(conn: Connection, reason: CloseReason): void;
   /**
    * When the request in progress began (reactor ms), or -1 between requests.
@@ -74,89 +96,71 @@ export interface Protocol {
   timedOut?(conn: Connection, what: TimeoutKind): void;
 }
 
-/** Which timeout expired. */
-export type TimeoutKind = "idle" | "request" | "write";
-
-/** Connection timeouts in milliseconds; 0 turns one off. */
-export interface Timeouts {
-  /** No request in progress and nothing read for this long: close. */
-  idleMs: number;
-  /** A request (head, or body) not complete this long after its first byte. */
-  requestMs: number;
-  /** Output pending and not a byte accepted by the peer for this long. */
-  writeMs: number;
-}
-
-/** Defaults: idle 60 s, request (header) 10 s, stalled write 30 s. */
-export const DEFAULT_TIMEOUTS: Timeouts = { idleMs: 60_000, requestMs: 10_000, writeMs: 30_000 };
-
-/** How long a closing connection keeps reading (and discarding) after its FIN. */
-export const LINGER_MS = 2000;
-
-/** Buffer limits of a connection. */
-export interface ConnectionLimits {
-  /** Pause reading from the peer when this many bytes are waiting to be sent. */
-  highWaterMark: number;
-  /** Resume reading when the pending bytes fall to this. */
-  lowWaterMark: number;
-  /** Close the connection rather than buffer more than this. */
-  maxOutputBytes: number;
-}
-
-/** Defaults: pause at 1 MiB, resume at 256 KiB, close at 16 MiB. */
-export const DEFAULT_LIMITS: ConnectionLimits = {
-  highWaterMark: 1 << 20,
-  lowWaterMark: 256 << 10,
-  maxOutputBytes: 16 << 20,
-};
+/** Called once a connection is closed, after its protocol's `closed`. */
+export type CloseListener = (conn: Connection, reason: CloseReason) => void;
 
 /** One accepted (or connected) nonblocking TCP socket. */
-export class Connection implements Handler {
+export class Connection implements Handler, Deferred {
   /** The socket. -1 once closed. */
   fd: number;
+  /** What this connection shares with the others of its reactor. */
+  readonly context: ConnectionContext;
   /** The reactor this connection lives on. */
   readonly reactor: Reactor;
   /** The protocol fed with this connection's bytes. */
   protocol: Protocol;
-  /** Bytes waiting for EPOLLOUT. */
-  readonly output: OutputBuffer;
+  /** Bytes `send` could not take yet. */
+  readonly output: OutputBuffer = new OutputBuffer();
   /** Free for the protocol or the server (e.g. a slot in a connection list). */
   tag = 0;
   /** `reactor.now` when the peer's bytes last arrived (or when the connection opened). */
   lastRead = 0;
-  /** `reactor.now` when the peer last took output bytes (or when output was first queued). */
+  /** `reactor.now` when the peer last took queued bytes (or when output was first queued). */
   lastWrite = 0;
+  /** Bytes that were still waiting when the connection closed: what the peer never got. */
+  unsentAtClose = 0;
   #timeouts: Timeouts | null = null;
   #timer: Timer | null = null;
   #dueKind: TimeoutKind = "idle";
   readonly #limits: ConnectionLimits;
-  readonly #onClose: ((conn: Connection, reason: CloseReason) => void) | null;
-  #readingPaused = false; // by backpressure
-  #readingStopped = false; // for good: FIN seen or the protocol stopped reading
-  #writing = false; // EPOLLOUT armed
+  readonly #onClose: CloseListener | null;
+  #closeReason: CloseReason = "local";
+  #readingPaused = false; // backpressure: pauseReading()
+  #readingStopped = false; // for good: FIN seen or closing
+  #writing = false; // writable interest armed <=> output pending
+  #outputFull = false; // reached high water, not yet back to low water
   #closeWhenDrained = false;
   #peerFinished = false; // FIN (or an error) seen: nothing more will arrive
   #lingering = false; // our FIN is sent; reading only to discard
   #lingerTimer: Timer | null = null;
-  #hangupParked = false; // out of the interest list after EPOLLHUP while paused
+  #hangupParked = false; // out of the interest list after a hang-up while paused
+  #writableWaiters: (() => void)[] | null = null;
 
+  /**
+   * @param context the reactor, read buffer, counters and limits it shares
+   * @param fd a connected nonblocking socket, now owned by this connection
+   * @param protocol what its bytes are fed to
+   * @param onClose called once after it closed (in the deferred phase)
+   */
   constructor(
-    reactor: Reactor,
+    context: ConnectionContext,
     fd: number,
     protocol: Protocol,
-    limits: ConnectionLimits = DEFAULT_LIMITS,
-    onClose: ((conn: Connection, reason: CloseReason) => void) | null = null,
+    onClose: CloseListener | null = null,
   ) {
-    this.reactor = reactor;
+    this.context = context;
+    this.reactor = context.reactor;
     this.fd = fd;
     this.protocol = protocol;
-    this.#limits = limits;
+    this.#limits = context.limits;
     this.#onClose = onClose;
-    this.output = new OutputBuffer(limits.maxOutputBytes);
   }
 
-  /** Registers with the reactor for reading; arms the timeouts if given. */
-  open(timeouts: Timeouts | null = null): void {
+  /**
+   * Registers with the reactor for reading and arms the timeouts (the
+   * context's unless given; null: none).
+   */
+  open(timeouts: Timeouts | null = this.context.timeouts): void {
     this.reactor.register(this.fd, this, this.#interest());
     this.lastRead = this.lastWrite = this.reactor.now;
     const first = timeouts ? this.#nextDeadline(timeouts) : Infinity;
@@ -183,7 +187,10 @@ export class Connection implements Handler {
       return t.requestMs > 0 ? started + t.requestMs : Infinity;
     }
     this.#dueKind = "idle";
-    return t.idleMs > 0 ? this.lastRead + t.idleMs : Infinity;
+    // Not reading because we paused it (the other side of a proxy is slow):
+    // the wait is ours, not the peer's idleness.
+    if (t.idleMs <= 0 || this.#readingPaused) return Infinity;
+    return Math.max(this.lastRead, this.lastWrite) + t.idleMs;
   }
 
   #checkTimeouts(): void {
@@ -199,10 +206,15 @@ export class Connection implements Handler {
       return;
     }
     const kind = this.#dueKind;
-    this.reactor.counters.timeouts++;
+    this.context.counters.timeouts++;
     log.debug("fd {fd}: {kind} timeout", { fd: this.fd, kind });
-    if (this.protocol.timedOut) this.protocol.timedOut(this, kind);
-    else this.close("timeout");
+    try {
+      if (this.protocol.timedOut) this.protocol.timedOut(this, kind);
+      else this.close("timeout");
+    } catch (error) {
+      this.#protocolThrew(error);
+      return;
+    }
     if (this.fd >= 0) {
       // The protocol answered (e.g. 408) and closes after the flush; give the
       // flush one write timeout at most.
@@ -240,66 +252,73 @@ export class Connection implements Handler {
     return this.fd < 0;
   }
 
-  /** Whether reading is paused by backpressure. */
+  /** Whether reading is paused (`pauseReading`, or by default at high water). */
   get readingPaused(): boolean {
     return this.#readingPaused;
   }
 
+  /** Whether the output reached high water and has not fallen to low water yet. */
+  get outputFull(): boolean {
+    return this.#outputFull;
+  }
+
   #interest(): number {
     const reading = !this.#readingPaused && !this.#readingStopped;
-    return (reading ? READ_BITS : 0) | (this.#writing ? EPOLLOUT : 0) | this.reactor.triggerBits;
+    return (reading ? Interest.READABLE : 0) | (this.#writing ? Interest.WRITABLE : 0);
   }
 
   #updateInterest(): void {
     if (this.fd < 0) return;
     if (!this.#hangupParked) {
-      this.reactor.modify(this.fd, this.#interest());
+      this.reactor.reregister(this.fd, this.#interest());
     } else if (!this.#readingPaused) {
       this.#hangupParked = false;
       this.reactor.register(this.fd, this, this.#interest());
     }
   }
 
-  ready(events: number): void {
+  /** Readiness from the reactor. */
+  ready(ready: number): void {
     if (this.#lingering) {
       this.#discard();
       return;
     }
-    if ((events & EPOLLOUT) !== 0) {
+    if ((ready & Ready.WRITABLE) !== 0) {
       this.flush();
       if (this.fd < 0) return;
     }
-    if ((events & (READ_BITS | GONE_BITS)) === 0) return;
+    if ((ready & (READ_BITS | GONE_BITS)) === 0) return;
     if (this.#readingPaused || this.#readingStopped) {
-      if ((events & GONE_BITS) === 0) return;
-      if ((events & EPOLLERR) !== 0 || this.#readingStopped || this.output.length > 0) {
+      // Read bits are masked while not reading: only a hang-up or an error.
+      if ((ready & GONE_BITS) === 0) return;
+      if ((ready & Ready.ERROR) !== 0 || this.#readingStopped || this.output.length > 0) {
         this.close("hangup");
         return;
       }
-      // EPOLLHUP (no error, nothing left for the peer) while paused: we shut
+      // A hang-up (no error, nothing left for the peer) while paused: we shut
       // our writing half (a proxy passing on a half-close) and the peer sent
       // FIN. Its last bytes may still wait unread, and they are wanted (the
-      // proxy forwards them once the other side drains). HUP cannot be
+      // proxy forwards them once the other side drains). A hang-up cannot be
       // masked, so a level-triggered wait would report it again and again:
       // leave the interest list until reading resumes, then read to EOF.
       this.#hangupParked = true;
-      this.reactor.counters.hangupParks++;
-      this.reactor.unregister(this.fd);
+      this.context.counters.hangupParks++;
+      this.reactor.deregister(this.fd);
       return;
     }
     this.#readable();
   }
 
   #readable(): void {
-    const reactor = this.reactor;
-    const buf = reactor.readBuffer;
-    const ptr = reactor.readBufferPointer;
-    const edge = reactor.edge;
+    const ctx = this.context;
+    const buf = ctx.readBuffer;
+    const ptr = ctx.readBufferPointer;
+    const edge = this.reactor.edge;
     for (;;) {
       const n = recv_ptr(this.fd, ptr, buf.length, 0);
       if (n > 0) {
-        reactor.counters.bytesIn += n;
-        this.lastRead = reactor.now;
+        ctx.counters.bytesIn += n;
+        this.lastRead = this.reactor.now;
         this.protocol.data(this, buf, 0, n);
         // Level-triggered: one read per event is enough, the next wait says
         // whether more is there. Edge-triggered: drain or never hear of it.
@@ -324,7 +343,6 @@ export class Connection implements Handler {
     this.#peerFinished = true;
     if (this.protocol.end) {
       this.protocol.end(this);
-      if (this.fd < 0) return;
       this.#updateInterest();
       return;
     }
@@ -368,9 +386,9 @@ export class Connection implements Handler {
   }
 
   #discard(): void {
-    const reactor = this.reactor;
+    const ctx = this.context;
     for (;;) {
-      const n = recv_ptr(this.fd, reactor.readBufferPointer, reactor.readBuffer.length, 0);
+      const n = recv_ptr(this.fd, ctx.readBufferPointer, ctx.readBuffer.length, 0);
       if (n > 0) continue;
       if (n === 0) {
         this.close("local");
@@ -392,9 +410,9 @@ export class Connection implements Handler {
    */
   writeFrom(pointer: Deno.PointerObject, data: Uint8Array, length: number): boolean {
     if (this.fd < 0) return false;
-    if (length <= 0) return true;
-    // #writing <=> output pending (EPOLLOUT is armed exactly while it is):
-    // one field of this object instead of a look into the buffer's.
+    if (length <= 0) return !this.#outputFull;
+    // #writing <=> output pending (writable interest is armed exactly while
+    // it is): one field of this object instead of a look into the buffer's.
     if (this.#writing) return this.#queue(data, 0, length);
     let n: number;
     do n = send_ptr(this.fd, pointer, length, MSG_NOSIGNAL); while (n < 0 && errno() === EINTR);
@@ -403,13 +421,16 @@ export class Connection implements Handler {
 
   /**
    * Sends `data[start, end)`: straight to the socket when nothing is queued,
-   * otherwise after what is. Returns false if the connection is (now) closed.
-   * Pass `start` 0 where you can: other offsets cost a subarray.
+   * otherwise after what is. Any size is taken whole. Returns false when the
+   * caller should stop writing until `Protocol.lowWater` (or
+   * `whenWritable()`): the output reached its high-water mark, or the
+   * connection is closed. Pass `start` 0 where you can: other offsets cost a
+   * subarray.
    */
-  write(data: Uint8Array, start = 0, end = data.length): boolean {
+  write(data: Uint8Array, start = 0, end: number = data.length): boolean {
     if (this.fd < 0) return false;
     const len = end - start;
-    if (len <= 0) return true;
+    if (len <= 0) return !this.#outputFull;
     if (this.#writing) return this.#queue(data, start, end);
     const src = start === 0 ? data : data.subarray(start, end);
     let n: number;
@@ -428,7 +449,7 @@ export class Connection implements Handler {
       }
       n = 0;
     }
-    const counters = this.reactor.counters;
+    const counters = this.context.counters;
     counters.bytesOut += n;
     if (n === end - start) return true;
     counters.sendEagain++;
@@ -436,19 +457,22 @@ export class Connection implements Handler {
   }
 
   #queue(data: Uint8Array, start: number, end: number): boolean {
-    if (!this.output.append(data, start, end)) {
+    const out = this.output;
+    const limits = this.#limits;
+    const counters = this.context.counters;
+    if (out.length >= limits.maxOutputBytes) {
+      // Writing on while this much waits: the writer ignores backpressure and
+      // the peer does not read. Never buffer without bound.
       log.warn("fd {fd}: peer is not reading; {bytes} bytes pending, closing", {
         fd: this.fd,
-        bytes: this.output.length,
+        bytes: out.length,
       });
-      this.reactor.counters.overflows++;
+      counters.overflows++;
       this.close("overflow");
       return false;
     }
-    const counters = this.reactor.counters;
-    if (this.output.length > counters.peakOutputBytes) {
-      counters.peakOutputBytes = this.output.length;
-    }
+    out.append(data, start, end);
+    if (out.length > counters.peakOutputBytes) counters.peakOutputBytes = out.length;
     let changed = false;
     if (!this.#writing) {
       this.#writing = true;
@@ -459,19 +483,25 @@ export class Connection implements Handler {
         this.pullTimer(this.lastWrite + this.#timeouts.writeMs);
       }
     }
-    if (!this.#readingPaused && this.output.length >= this.#limits.highWaterMark) {
-      this.#readingPaused = true;
-      counters.readPauses++;
-      changed = true;
+    const crossed = !this.#outputFull && out.length >= limits.highWaterMark;
+    if (crossed) {
+      this.#outputFull = true;
+      counters.highWaterHits++;
+      if (!this.protocol.highWater && !this.#readingPaused) {
+        this.#readingPaused = true;
+        counters.readPauses++;
+        changed = true;
+      }
     }
     if (changed) this.#updateInterest();
-    return true;
+    if (crossed && this.protocol.highWater) this.protocol.highWater(this);
+    return !this.#outputFull && this.fd >= 0;
   }
 
-  /** Sends what is pending (called on EPOLLOUT). */
+  /** Sends what is pending (on writable readiness). */
   flush(): void {
     const out = this.output;
-    const counters = this.reactor.counters;
+    const counters = this.context.counters;
     while (out.length > 0) {
       const len = out.length;
       const n = send(this.fd, out.pending(), len, MSG_NOSIGNAL);
@@ -504,40 +534,107 @@ export class Connection implements Handler {
         return;
       }
     }
-    if (this.#readingPaused && out.length <= this.#limits.lowWaterMark) {
-      this.#readingPaused = false;
-      changed = true;
+    const relieved = this.#outputFull && out.length <= this.#limits.lowWaterMark;
+    if (relieved) {
+      this.#outputFull = false;
+      if (!this.protocol.lowWater && this.#readingPaused && !this.#readingStopped) {
+        this.#readingPaused = false;
+        this.lastRead = this.reactor.now;
+        changed = true;
+      }
     }
     if (changed) this.#updateInterest();
+    if (relieved) {
+      if (this.protocol.lowWater) this.protocol.lowWater(this);
+      this.#wakeWriters();
+      if (this.fd < 0) return;
+    }
     if (out.length === 0 && this.protocol.drained) this.protocol.drained(this);
   }
 
-  /** Pauses or resumes reading from the peer on the protocol's behalf (e.g. a proxy). */
-  setReading(on: boolean): void {
-    if (this.fd < 0 || this.#readingStopped) return;
-    if (this.#readingPaused === !on) return;
-    this.#readingPaused = !on;
-    if (!on) this.reactor.counters.readPauses++;
+  /**
+   * Resolves once a writer may go on: at once unless the output is at its
+   * high-water mark, else when it falls to the low-water mark (or the
+   * connection closes: check `closed`).
+   */
+  whenWritable(): Promise<void> {
+    if (!this.#outputFull || this.fd < 0) return Promise.resolve();
+    return new Promise((resolve) => (this.#writableWaiters ??= []).push(resolve));
+  }
+
+  #wakeWriters(): void {
+    const waiters = this.#writableWaiters;
+    if (waiters === null) return;
+    this.#writableWaiters = null;
+    for (const resolve of waiters) resolve();
+  }
+
+  /** Stops reading from the peer (backpressure from elsewhere, e.g. a proxy's other side). */
+  pauseReading(): void {
+    if (this.fd < 0 || this.#readingStopped || this.#readingPaused) return;
+    this.#readingPaused = true;
+    this.context.counters.readPauses++;
     this.#updateInterest();
   }
 
-  crashed(error: unknown): void {
-    log.error("protocol error on fd {fd}: {error}", { fd: this.fd, error });
-    this.close("local");
+  /** Reads from the peer again after `pauseReading`; the idle clock restarts now. */
+  resumeReading(): void {
+    if (this.fd < 0 || this.#readingStopped || !this.#readingPaused) return;
+    this.#readingPaused = false;
+    this.lastRead = this.reactor.now;
+    this.#updateInterest();
+    const t = this.#timeouts;
+    if (t !== null && t.idleMs > 0) this.pullTimer(this.lastRead + t.idleMs);
   }
 
-  /** Closes now, dropping anything pending. Idempotent. */
+  /** The reactor caught an exception from this connection's callbacks (and logged it). */
+  crashed(error: unknown): void {
+    this.#protocolThrew(error, false);
+  }
+
+  #protocolThrew(error: unknown, logIt = true): void {
+    if (logIt) log.error("protocol on fd {fd} threw: {error}", { fd: this.fd, error });
+    this.context.counters.protocolErrors++;
+    this.close("error");
+  }
+
+  /**
+   * Closes now with RST instead of FIN, dropping anything pending: for a
+   * stream cut short, so the peer cannot take it for a complete one.
+   */
+  abort(reason: CloseReason = "reset"): void {
+    if (this.fd < 0) return;
+    setsockopt(this.fd, SOL_SOCKET, SO_LINGER, LINGER_ZERO, 8);
+    this.close(reason);
+  }
+
+  /**
+   * Closes now, dropping anything pending. Idempotent. The protocol's
+   * `closed` and the close listener run in the reactor's deferred phase.
+   */
   close(reason: CloseReason = "local"): void {
     const fd = this.fd;
     if (fd < 0) return;
     this.fd = -1;
     if (this.#timer !== null) this.reactor.cancelTimer(this.#timer);
     if (this.#lingerTimer !== null) this.reactor.cancelTimer(this.#lingerTimer);
-    this.reactor.unregister(fd);
+    this.reactor.deregister(fd);
     close(fd);
+    this.unsentAtClose = this.output.length;
     this.output.clear();
-    this.reactor.counters.closed++;
-    if (this.protocol.closed) this.protocol.closed(this, reason);
-    if (this.#onClose) this.#onClose(this, reason);
+    this.context.counters.closed++;
+    this.#closeReason = reason;
+    this.reactor.defer(this);
+  }
+
+  /** The deferred half of `close`: tell the protocol and the owner. */
+  runDeferred(): void {
+    this.#wakeWriters();
+    const reason = this.#closeReason;
+    try {
+      if (this.protocol.closed) this.protocol.closed(this, reason);
+    } finally {
+      if (this.#onClose) this.#onClose(this, reason);
+    }
   }
 }

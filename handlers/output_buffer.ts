@@ -2,6 +2,7 @@
  * The bytes a connection could not send yet. Kept as one growable array with
  * a read offset: appends copy once, sends read straight from it, and the
  * storage is dropped once it drains so an idle connection holds no buffer.
+ * It has no cap of its own: the connection decides what is too much.
  *
  * @module
  */
@@ -9,17 +10,11 @@
 const MIN_CAPACITY = 16 * 1024;
 const EMPTY = new Uint8Array(0);
 
-/** A FIFO of bytes with a hard cap. */
+/** A FIFO of bytes. */
 export class OutputBuffer {
   #buf: Uint8Array = EMPTY;
   #head = 0;
   #tail = 0;
-  /** Appends beyond this many pending bytes are refused. */
-  readonly maxBytes: number;
-
-  constructor(maxBytes: number) {
-    this.maxBytes = maxBytes;
-  }
 
   /** Pending bytes. */
   get length(): number {
@@ -31,15 +26,12 @@ export class OutputBuffer {
     return this.#buf.length;
   }
 
-  /** Appends `src[start, end)`; false (and nothing appended) if it would pass `maxBytes`. */
-  append(src: Uint8Array, start: number, end: number): boolean {
+  /** Appends `src[start, end)`. */
+  append(src: Uint8Array, start: number, end: number): void {
     const n = end - start;
-    const pending = this.#tail - this.#head;
-    if (pending + n > this.maxBytes) return false;
-    if (this.#tail + n > this.#buf.length) this.#makeRoom(pending, n);
+    if (this.#tail + n > this.#buf.length) this.#makeRoom(this.#tail - this.#head, n);
     this.#buf.set(start === 0 && end === src.length ? src : src.subarray(start, end), this.#tail);
     this.#tail += n;
-    return true;
   }
 
   #makeRoom(pending: number, n: number): void {
@@ -48,7 +40,9 @@ export class OutputBuffer {
       // Enough room once the sent prefix is dropped.
       this.#buf.copyWithin(0, this.#head, this.#tail);
     } else {
-      let cap = Math.max(MIN_CAPACITY, this.#buf.length);
+      // Empty: exactly what is needed (one large write is not rounded up to
+      // the next power of two). Growing: double, so appends stay amortised O(1).
+      let cap = Math.max(MIN_CAPACITY, pending === 0 ? need : this.#buf.length);
       while (cap < need) cap *= 2;
       const next = new Uint8Array(cap);
       next.set(this.#buf.subarray(this.#head, this.#tail));
@@ -59,9 +53,8 @@ export class OutputBuffer {
   }
 
   /**
-   * The pending bytes as `[array, length]` for `send(fd, array, length)`:
-   * the storage itself when nothing was consumed yet (no allocation), a
-   * view otherwise.
+   * The pending bytes for `send(fd, array, length)`: the storage itself when
+   * nothing was consumed yet (no allocation), a view otherwise.
    */
   pending(): Uint8Array {
     return this.#head === 0 ? this.#buf : this.#buf.subarray(this.#head, this.#tail);

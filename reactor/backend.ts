@@ -1,10 +1,38 @@
 /**
- * What the Reactor needs from a readiness mechanism. One file per
- * implementation (`epoll.ts`, `poll.ts`, `select.ts`), like redis's
- * `ae_epoll.c` / `ae_select.c`.
+ * What the Reactor needs from a readiness mechanism, and the contract every
+ * mechanism meets. One file per implementation (`epoll.ts`, `poll.ts`,
+ * `select.ts`), like redis's `ae_epoll.c` / `ae_select.c`.
  *
- * Event bits are epoll's everywhere (EPOLLIN == POLLIN and so on), so
- * handlers never know which backend woke them.
+ * ## Bits
+ * Backends take and report epoll's bits (`EPOLLIN`, `EPOLLOUT`, `EPOLLRDHUP`,
+ * `EPOLLERR`, `EPOLLHUP`; `EPOLLET`/`EPOLLONESHOT` on epoll only). poll(2)
+ * uses the same values; select builds them. The Reactor translates its
+ * `Interest` into these bits and back; handlers never see them.
+ *
+ * ## The readiness contract
+ * - **Level-triggered** (every backend): an fd is reported on every wait while
+ *   the condition holds. **Edge-triggered** (epoll only): reported when the
+ *   condition becomes true; the handler must read or write until EAGAIN or
+ *   it will not hear of the fd again.
+ * - **Readiness is a hint.** A read or write after a report may still return
+ *   EAGAIN (another reader won, the buffer changed): that is normal flow.
+ * - **ERR and HUP** are reported whatever the interest, even with none.
+ *   `EPOLLERR`: a pending socket error; the next I/O call returns it.
+ *   `EPOLLHUP`: both directions are shut (or the connection was reset); bytes
+ *   already received may still be read. `EPOLLRDHUP`: the peer sent FIN
+ *   (only when asked for; poll reports it as POLLRDHUP).
+ * - **What select cannot report:** HUP or ERR on an fd in no set (no
+ *   interest means not watched at all), RDHUP (a FIN shows as readable), and
+ *   any fd at or above FD_SETSIZE (1024), which it refuses.
+ * - **How long results are valid:** from the wait that produced them until
+ *   the next wait. An fd closed, or closed and reused, during the dispatch of
+ *   a batch may still have results later in that batch: each result carries
+ *   the token the fd was registered with, and the Reactor drops results whose
+ *   token is no longer the fd's. Interest changed during a batch is applied by
+ *   the Reactor, which masks each result by the fd's interest at dispatch.
+ * - **Parked waits** (`waitBlocking`) run on another thread. epoll sees
+ *   interest changes made meanwhile; poll and select work on a copy taken at
+ *   call time, so the Reactor wakes them (`changesNeedWake`) to apply them.
  *
  * @module
  */

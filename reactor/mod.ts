@@ -7,5 +7,6 @@
 
 export * from "./backend.ts";
 export * from "./epoll.ts";
+export * from "./interest.ts";
 export * from "./reactor.ts";
 export * from "./timers.ts";

@@ -19,15 +19,7 @@
  */
 
 import { EEXIST, EINTR, ENOENT, SyscallError } from "../syscalls/errno.ts";
-import {
-  EPOLLERR,
-  EPOLLET,
-  EPOLLHUP,
-  EPOLLONESHOT,
-  POLLERR,
-  POLLHUP,
-  POLLNVAL,
-} from "../syscalls/constants.ts";
+import { EPOLLERR, EPOLLET, EPOLLHUP, EPOLLONESHOT, POLLNVAL } from "../syscalls/constants.ts";
 import { errno, poll, poll_blocking } from "../syscalls/libc.ts";
 import { POLLFD_SIZE } from "../syscalls/layout.ts";
 import type { Backend } from "./backend.ts";
@@ -37,8 +29,6 @@ import { ScanningBackend } from "./ready_list.ts";
 export const POLL_EDGE_MESSAGE =
   "poll is level-triggered only: EPOLLET/EPOLLONESHOT need the epoll backend";
 
-/** Bits `poll` reports whether asked for or not. */
-const ALWAYS = POLLERR | POLLHUP | POLLNVAL;
 /** `pollfd.events` is a `short`: only the low 16 bits exist (EPOLLRDHUP 0x2000 fits). */
 const SHORT_BITS = 0xffff;
 /** Int32 words and Int16 halves per pollfd. */
@@ -187,8 +177,9 @@ export class PollBackend extends ScanningBackend implements Backend {
    * wait, which the reactor's eventfd wake brings about at once.
    *
    * Results are then checked against the live list: an fd removed (or
-   * removed and re-added under a new token) while parked is dropped, and
-   * bits no longer asked for (EPOLLOUT disarmed meanwhile) are masked off.
+   * removed and re-added under a new token) while parked is dropped. Bits no
+   * longer asked for (EPOLLOUT disarmed meanwhile) are masked by the reactor
+   * at dispatch, as for every backend.
    */
   async waitBlocking(timeoutMs: number): Promise<number> {
     const count = this.#count;
@@ -229,8 +220,6 @@ export class PollBackend extends ScanningBackend implements Backend {
         // The live list may have changed while we were parked.
         const now = this.#slot(fd);
         if (now < 0 || live.tokens[now] !== token) continue;
-        revents &= (live.halves[now * HALVES + 2] & SHORT_BITS) | ALWAYS;
-        if (revents === 0) continue;
       }
       if (out === max) {
         // Full: this ready entry is the first to report next time.

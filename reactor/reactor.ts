@@ -15,9 +15,13 @@
  *    edge-triggered, say Deno has IO to process (e.g. a client in this
  *    process). Leaving the park costs a thread hop (~40 µs), paid
  *    only after `syncWaitMs` of silence.
- * 4. Dispatch each result to its handler (stale results, whose fd was closed
- *    and reused during this batch, are recognised by their token and dropped).
- * 5. Run the timers that are due.
+ * 4. Dispatch each result to its handler, masked by the fd's current
+ *    interest (stale results, whose fd was closed and reused during this
+ *    batch, are recognised by their token and dropped). A handler that throws
+ *    is logged and deregistered; its owner closes the fd (`crashed`).
+ * 5. Deferred: callbacks queued with `defer` during dispatch (close
+ *    callbacks), so no handler's code runs inside another's.
+ * 6. Run the timers that are due, then the deferred queue again.
  *
  * Why not `epoll_wait(-1)` on the JS thread: it would freeze Deno's loop.
  * Why not always park on the pool: ~40 µs of thread hop per wait is five times
@@ -31,75 +35,51 @@
 import { setImmediate } from "node:timers";
 import { getLogger } from "@logtape/logtape";
 import { close, errno, eventfd, read, write } from "../syscalls/libc.ts";
-import {
-  EFD_CLOEXEC,
-  EFD_NONBLOCK,
-  EPOLLET,
-  EPOLLIN,
-  EPOLLONESHOT,
-} from "../syscalls/constants.ts";
+import { EFD_CLOEXEC, EFD_NONBLOCK, EPOLLET, EPOLLIN, EPOLLRDHUP } from "../syscalls/constants.ts";
 import { SyscallError } from "../syscalls/errno.ts";
 import type { Backend, BackendName } from "./backend.ts";
 import { EpollBackend } from "./epoll.ts";
+import { ALWAYS_REPORTED, Interest } from "./interest.ts";
 import { Timer, TimerHeap } from "./timers.ts";
 
 const log = getLogger(["reactor"]);
 
 /** Something that owns an fd and reacts to its readiness. */
 export interface Handler {
-  /** The fd is ready; `events` holds EPOLL* bits (EPOLLIN, EPOLLOUT, EPOLLERR, ...). */
-  ready(events: number): void;
   /**
-   * `ready` threw. The handler should release its fd; without this method
-   * the reactor unregisters and closes the fd itself.
+   * The fd is ready: `ready` holds `Ready` bits, already masked by the fd's
+   * current interest (ERROR and HANGUP always come through).
+   */
+  ready(ready: number): void;
+  /**
+   * `ready` threw. The reactor has logged the error and deregistered the fd;
+   * the handler still owns the fd and should release it here. The reactor
+   * never closes an fd it did not open.
    */
   crashed?(error: unknown): void;
 }
 
-/** Counters a reactor keeps; tests read them, and they are logged at exit. */
+/** Work queued with `Reactor.defer`, run in the loop's deferred phase. */
+export interface Deferred {
+  /** Runs once, after the callback that queued it has returned. */
+  runDeferred(): void;
+}
+
+/** Counters a reactor keeps about its own loop; tests read them, and they are logged at exit. */
 export class ReactorCounters {
-  /** Connections accepted. */
-  accepted = 0;
-  /** Connections closed (by either side). */
-  closed = 0;
-  /** Bytes received from peers. */
-  bytesIn = 0;
-  /** Bytes sent to peers. */
-  bytesOut = 0;
   /** Wait calls (epoll_wait, poll or select), on the JS thread or parked. */
   waits = 0;
   /** Of those, waits parked on Deno's thread pool because the server was idle. */
   parkedWaits = 0;
   /** Events delivered to handlers. */
   events = 0;
-  /** Times EPOLLOUT was armed because a send could not take everything. */
-  writableArms = 0;
-  /** Times EPOLLOUT was disarmed because the output buffer drained. */
-  writableDisarms = 0;
-  /** Sends that returned EAGAIN or took only part of the bytes. */
-  sendEagain = 0;
-  /** The most bytes one connection has had waiting in its output buffer. */
-  peakOutputBytes = 0;
-  /**
-   * Times a paused connection saw EPOLLHUP with unread bytes (our FIN sent,
-   * the peer's arrived) and left the interest list until reading resumes.
-   */
-  hangupParks = 0;
-  /** Times reading from a peer was paused by backpressure. */
-  readPauses = 0;
-  /** Connections closed by a timeout (idle, request, stalled write). */
-  timeouts = 0;
-  /** Connections closed because the peer would not read (output cap reached). */
-  overflows = 0;
-  /** Times accepting paused at --max-connections. */
-  connectionLimitHits = 0;
-  /** accept() failures for lack of fds (EMFILE/ENFILE) or memory. */
-  acceptLimitHits = 0;
+  /** Results dropped at dispatch: stale (fd closed or reused) or masked out by interest. */
+  dropped = 0;
   /** Times Deno's own loop had IO pending and the loop parked to let it run. */
   denoLoopWakeups = 0;
   /** Times the loop yielded to Deno's event loop while busy. */
   yields = 0;
-  /** Handler exceptions caught by the loop. */
+  /** Handler and timer exceptions caught by the loop. */
   handlerErrors = 0;
 
   /** A plain object copy, for logs and JSON. */
@@ -129,8 +109,6 @@ export interface ReactorOptions {
    * short (epoll backend only). Default true.
    */
   watchDenoLoop?: boolean;
-  /** Size of the shared read buffer. Default 64 KiB. */
-  readBufferSize?: number;
 }
 
 const NO_HANDLER = null;
@@ -210,35 +188,31 @@ class DenoLoopWatch implements Handler {
 const DENO_EPOLL_FDS = DenoLoopWatch.existingEpollFds();
 
 /**
- * One event loop. Handlers register fds with event bits; `run()` waits and
+ * One event loop. Handlers register fds with an `Interest`; `run()` waits and
  * dispatches until `stop()`.
  *
- * ```ts
+ * ```ts ignore
  * const reactor = await Reactor.create();
- * reactor.register(fd, { ready(ev) { ... } }, EPOLLIN);
+ * reactor.register(fd, { ready(r) { if (r & Ready.READABLE) read(fd) } }, Interest.READABLE);
  * await reactor.run();
  * ```
  */
 export class Reactor {
   /** The readiness mechanism. */
   readonly backend: Backend;
-  /** Whether handlers should register edge-triggered and drain until EAGAIN. */
+  /** Whether fds are registered edge-triggered: handlers must drain until EAGAIN. */
   readonly edge: boolean;
-  /** EPOLLET in edge mode, else 0: handlers OR it into their event bits. */
-  readonly triggerBits: number;
   /** Counters; see `ReactorCounters`. */
   readonly counters = new ReactorCounters();
-  /** One read buffer for every connection of this reactor: reads never allocate. */
-  readonly readBuffer: Uint8Array;
-  /** The address of `readBuffer`, taken once, for pointer-typed FFI calls. */
-  readonly readBufferPointer: Deno.PointerObject;
   /** `performance.now()` as of the current loop iteration. */
   now: number = performance.now();
 
   #handlers: (Handler | null)[] = [];
+  /** Per fd: the backend bits it is registered with (without EPOLLET), for masking results. */
   #interest = new Int32Array(1024);
   #tokens = new Uint32Array(1024);
   #nextToken = 1;
+  readonly #triggerBits: number;
   #timers = new TimerHeap();
   #waker: Waker;
   #denoLoop = new DenoLoopWatch();
@@ -246,6 +220,9 @@ export class Reactor {
   #parked = false;
   #parkedUntil = Infinity;
   #done: Promise<void> | null = null;
+  /** > 0 while a handler, timer or deferred callback runs. */
+  #inCallback = 0;
+  #deferred: Deferred[] = [];
   readonly #syncWaitMs: number;
   readonly #yieldEveryMs: number;
   readonly #beforeWait: (() => void)[] = [];
@@ -259,17 +236,15 @@ export class Reactor {
         `edge-triggered mode needs the epoll backend; ${backend.name} is level-triggered only`,
       );
     }
-    this.triggerBits = this.edge ? EPOLLET : 0;
-    this.readBuffer = new Uint8Array(opts.readBufferSize ?? 65536);
-    this.readBufferPointer = Deno.UnsafePointer.of(this.readBuffer)!;
+    this.#triggerBits = this.edge ? EPOLLET : 0;
     this.#syncWaitMs = opts.syncWaitMs ?? 2;
     this.#yieldEveryMs = opts.yieldEveryMs ?? 5;
     this.#waker = new Waker();
-    this.register(this.#waker.fd, this.#waker, EPOLLIN);
+    this.#add(this.#waker.fd, this.#waker, EPOLLIN);
     if (backend.supportsEdge && opts.watchDenoLoop !== false) {
       for (const fd of denoEpollFds) {
         try {
-          this.register(fd, this.#denoLoop, EPOLLIN | EPOLLET);
+          this.#add(fd, this.#denoLoop, EPOLLIN | EPOLLET);
         } catch (e) {
           // Not fatal: the loop still yields every yieldEveryMs.
           log.debug("not watching epoll fd {fd}: {error}", { fd, error: (e as Error).message });
@@ -282,7 +257,7 @@ export class Reactor {
   static async create(opts: ReactorOptions = {}): Promise<Reactor> {
     const maxEvents = opts.maxEvents ?? 1024;
     if (!Number.isInteger(maxEvents) || maxEvents < 1) {
-      throw new Error(`maxEvents must be a positive integer, got ${maxEvents}`);
+      throw new RangeError(`maxEvents must be a positive integer, got ${maxEvents}`);
     }
     return new Reactor(
       await createBackend(opts.backend ?? "epoll", maxEvents),
@@ -303,30 +278,42 @@ export class Reactor {
     this.#tokens = tokens;
   }
 
-  /** Adds `fd` with `events` (EPOLL* bits, including EPOLLET/EPOLLONESHOT if wanted). */
-  register(fd: number, handler: Handler, events: number): void {
+  /** The backend bits for `interest`: a read interest also hears the peer's FIN. */
+  #bits(interest: Interest): number {
+    return (interest & Interest.READABLE) !== 0 ? interest | EPOLLRDHUP : interest;
+  }
+
+  #add(fd: number, handler: Handler, bits: number): void {
+    if (fd < 0) throw new RangeError(`Cannot register fd ${fd}`);
     this.#ensure(fd);
     const token = this.#nextToken;
     this.#nextToken = (token + 1) >>> 0 || 1;
-    this.backend.add(fd, events, token);
+    this.backend.add(fd, bits, token);
     while (this.#handlers.length <= fd) this.#handlers.push(NO_HANDLER);
     this.#handlers[fd] = handler;
-    this.#interest[fd] = events;
+    this.#interest[fd] = bits & ~EPOLLET;
     this.#tokens[fd] = token;
     if (this.backend.changesNeedWake && this.#parked) this.wake();
   }
 
-  /** Changes the events of a registered fd; a no-op when they are unchanged. */
-  modify(fd: number, events: number): void {
-    if (this.#interest[fd] === events && (events & EPOLLONESHOT) === 0) return;
-    this.backend.modify(fd, events, this.#tokens[fd]);
-    this.#interest[fd] = events;
-    if (this.backend.changesNeedWake && this.#parked) this.wake();
+  /**
+   * Adds `fd` with `handler` and `interest` (`Interest.READABLE`,
+   * `Interest.WRITABLE`, both, or `Interest.NONE`). In edge mode the fd is
+   * registered edge-triggered.
+   *
+   * @throws {SyscallError} if the backend refuses the fd (EEXIST, EBADF, EINVAL, select's FD_SETSIZE)
+   */
+  register(fd: number, handler: Handler, interest: Interest): void {
+    this.#add(fd, handler, this.#bits(interest) | this.#triggerBits);
   }
 
-  /** The events `fd` is registered with. */
-  interestOf(fd: number): number {
-    return this.#interest[fd];
+  /** Changes the interest of a registered fd; a no-op when it is unchanged. */
+  reregister(fd: number, interest: Interest): void {
+    const bits = this.#bits(interest);
+    if (this.#interest[fd] === bits) return;
+    this.backend.modify(fd, bits | this.#triggerBits, this.#tokens[fd]);
+    this.#interest[fd] = bits;
+    if (this.backend.changesNeedWake && this.#parked) this.wake();
   }
 
   /** Whether `fd` has a handler. */
@@ -334,14 +321,40 @@ export class Reactor {
     return this.#handlers[fd] != null;
   }
 
-  /** Removes `fd` (before it is closed). Results for it still in this batch are dropped. */
-  unregister(fd: number): void {
+  /**
+   * Removes `fd` (before its owner closes it); a no-op when it is not
+   * registered. Results for it still in this batch are dropped.
+   */
+  deregister(fd: number): void {
     if (this.#handlers[fd] == null) return;
     this.#handlers[fd] = NO_HANDLER;
     this.#interest[fd] = 0;
     this.#tokens[fd] = 0;
     this.backend.remove(fd);
     if (this.backend.changesNeedWake && this.#parked) this.wake();
+  }
+
+  /**
+   * Runs `task.runDeferred()` once no handler, timer or deferred callback is
+   * on the stack: at the end of the current dispatch or timer phase, or at
+   * once when called from outside the loop's callbacks (libuv's closing
+   * handles, redis's freeClientAsync). Close callbacks go here, so closing
+   * one connection never runs another's code inside the caller.
+   */
+  defer(task: Deferred): void {
+    if (this.#inCallback > 0) {
+      this.#deferred.push(task);
+      return;
+    }
+    this.#inCallback++;
+    try {
+      task.runDeferred();
+    } catch (error) {
+      this.#callbackThrew("deferred callback", error);
+    } finally {
+      this.#inCallback--;
+    }
+    this.#runDeferred();
   }
 
   /** Creates a timer that runs `callback` after `delayMs`. Keep it to reset or cancel it. */
@@ -395,8 +408,9 @@ export class Reactor {
 
   /** Releases the backend and the waker. Call after `run()` resolved. */
   close(): void {
-    if (this.#running) throw new Error("close() while the reactor runs: stop() and await run()");
-    this.unregister(this.#waker.fd);
+    if (this.#running) throw new Error("Cannot close a running reactor: stop() and await run()");
+    this.#runDeferred();
+    this.deregister(this.#waker.fd);
     close(this.#waker.fd);
     this.backend.close();
   }
@@ -452,17 +466,28 @@ export class Reactor {
       }
     } finally {
       this.#running = false;
+      this.#runDeferred();
     }
   }
 
   #runBeforeWait(): void {
     const hooks = this.#beforeWait;
-    for (let i = 0; i < hooks.length; i++) hooks[i]();
+    for (let i = 0; i < hooks.length; i++) {
+      try {
+        hooks[i]();
+      } catch (error) {
+        this.#callbackThrew("beforeWait hook", error);
+      }
+    }
   }
 
+  /** Phases after a wait: dispatch, deferred, timers, deferred. */
   #afterWait(n: number): void {
     this.now = performance.now();
-    if (n > 0) this.#dispatch(n);
+    if (n > 0) {
+      this.#dispatch(n);
+      this.#runDeferred();
+    }
     this.#runTimers();
   }
 
@@ -470,45 +495,75 @@ export class Reactor {
     const backend = this.backend;
     const handlers = this.#handlers;
     const tokens = this.#tokens;
-    this.counters.events += n;
+    const interest = this.#interest;
+    const counters = this.counters;
+    counters.events += n;
+    this.#inCallback++;
     for (let i = 0; i < n; i++) {
       const fd = backend.resultFd(i);
       const handler = handlers[fd];
-      if (handler == null || tokens[fd] !== backend.resultToken(i)) continue;
+      // Stale (the fd was closed, or closed and reused, earlier in this
+      // batch) or no longer asked for (an earlier callback changed the
+      // interest): one mask here, for every backend.
+      const ready = backend.resultEvents(i) & (interest[fd] | ALWAYS_REPORTED);
+      if (handler == null || tokens[fd] !== backend.resultToken(i) || ready === 0) {
+        counters.dropped++;
+        continue;
+      }
       try {
-        handler.ready(backend.resultEvents(i));
+        handler.ready(ready);
       } catch (error) {
         this.#crashed(fd, handler, error);
       }
     }
+    this.#inCallback--;
   }
 
+  /** A handler threw: log it once, deregister its fd, and let its owner release it. */
   #crashed(fd: number, handler: Handler, error: unknown): void {
-    this.counters.handlerErrors++;
-    log.error("handler for fd {fd} threw: {error}", { fd, error });
+    this.#callbackThrew(`handler of fd ${fd}`, error);
+    if (this.#handlers[fd] === handler) this.deregister(fd);
     if (handler.crashed) {
       try {
         handler.crashed(error);
-        return;
       } catch (again) {
-        log.error("crashed() for fd {fd} threw too: {error}", { fd, error: again });
+        this.#callbackThrew(`crashed() of fd ${fd}`, again);
       }
     }
-    if (this.#handlers[fd] === handler) {
-      this.unregister(fd);
-      close(fd);
+  }
+
+  #callbackThrew(what: string, error: unknown): void {
+    this.counters.handlerErrors++;
+    log.error("{what} threw: {error}", { what, error });
+  }
+
+  #runDeferred(): void {
+    if (this.#deferred.length === 0) return;
+    this.#inCallback++;
+    // A deferred callback may queue more (closing one side of a pair closes
+    // the other): run until the queue is empty. Each close queues once.
+    for (let i = 0; i < this.#deferred.length; i++) {
+      try {
+        this.#deferred[i].runDeferred();
+      } catch (error) {
+        this.#callbackThrew("deferred callback", error);
+      }
     }
+    this.#deferred.length = 0;
+    this.#inCallback--;
   }
 
   #runTimers(): void {
     let timer: Timer | undefined;
+    this.#inCallback++;
     while ((timer = this.#timers.popDue(this.now)) !== undefined) {
       try {
         timer.callback();
       } catch (error) {
-        this.counters.handlerErrors++;
-        log.error("timer callback threw: {error}", { error });
+        this.#callbackThrew("timer callback", error);
       }
     }
+    this.#inCallback--;
+    this.#runDeferred();
   }
 }

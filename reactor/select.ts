@@ -190,8 +190,9 @@ export class SelectBackend extends ScanningBackend implements Backend {
    * may be removed, closed and reused by a new connection before the result
    * is read. So the tokens are copied as the wait starts and reported from
    * the copy, and a result is dropped when its fd's registration changed
-   * (the reactor's token check would drop it anyway) or masked to the bits
-   * still asked for (EPOLLOUT disarmed meanwhile).
+   * (the reactor's token check would drop it anyway). Bits no longer asked
+   * for (EPOLLOUT disarmed meanwhile) are masked by the reactor at dispatch,
+   * as for every backend.
    */
   async waitBlocking(timeoutMs: number): Promise<number> {
     const nfds = this.#maxFd + 1;
@@ -217,7 +218,6 @@ export class SelectBackend extends ScanningBackend implements Backend {
     const x = this.#exceptSet;
     const registered = this.#registered;
     const liveTokens = this.#tokens;
-    const liveEvents = this.#events;
     const resultFds = this.ready.fds;
     const resultEvents = this.ready.events;
     const resultTokens = this.ready.tokens;
@@ -246,12 +246,9 @@ export class SelectBackend extends ScanningBackend implements Backend {
         const token = tokens[fd];
         // For a JS-thread wait tokens === liveTokens and nothing changed;
         // after a parked wait the registration may have.
+        // (Bits no longer asked for are masked by the reactor at dispatch.)
         if (registered[fd] && liveTokens[fd] === token) {
-          const asked = liveEvents[fd];
-          if ((asked & READ_INTEREST) === 0) events &= ~EPOLLIN;
-          if ((asked & EPOLLOUT) === 0) events &= ~EPOLLOUT;
-          if ((asked & EPOLLPRI) === 0) events &= ~EPOLLPRI;
-          if (events !== 0) {
+          {
             if (out === max) {
               this.ready.cursor = fd; // the first to report next time
               return out;

@@ -1,11 +1,12 @@
 /**
- * Builds a server from options: a listening socket, a Reactor, an Acceptor,
- * and a protocol per connection (echo, http, ...). Owns the connection set,
- * so it can cap it (`maxConnections`), drain it (`shutdown`) and report it
- * (`metrics`).
+ * Builds a server: a listening socket, a Reactor, a ConnectionContext, an
+ * Acceptor, and a protocol per connection, taken from the registry by name
+ * or given directly. Owns the connection set, so it can cap it
+ * (`maxConnections`), drain it (`shutdown`) and report it (`metrics`). It
+ * names no protocol.
  *
- * ```ts
- * const server = await Server.start({ app: "echo", host: "127.0.0.1", port: 0 });
+ * ```ts ignore
+ * const server = await Server.start({ app: "echo", port: 0 });
  * console.log(server.port);
  * await server.shutdown(10_000);
  * ```
@@ -16,70 +17,95 @@
 import { getLogger } from "@logtape/logtape";
 import { Reactor, type ReactorOptions } from "../reactor/reactor.ts";
 import { Acceptor } from "../handlers/accept.ts";
+import { type CloseReason, Connection, type Protocol } from "../handlers/connection.ts";
 import {
-  type CloseReason,
-  Connection,
+  ConnectionContext,
   type ConnectionLimits,
-  DEFAULT_LIMITS,
-  type Protocol,
+  DEFAULT_TIMEOUTS,
   type Timeouts,
-} from "../handlers/connection.ts";
-import type { AppName } from "../handlers/apps.ts";
-import { echoProtocol } from "../handlers/protocols/echo.ts";
-import { HttpApp, type HttpOptions } from "../handlers/protocols/http/http.ts";
-import { createProxy, type ProxyFactory } from "../handlers/protocols/proxy.ts";
+} from "../handlers/context.ts";
+import {
+  findProtocol,
+  type Metric,
+  type ProtocolDefinition,
+  type ProtocolInstance,
+  PROTOCOLS,
+} from "../handlers/protocols/mod.ts";
 import { close } from "../syscalls/libc.ts";
 import { formatAddress, listenTcp, localAddress } from "../syscalls/socket.ts";
+import { ensureLogging } from "./logging.ts";
+import { coreMetrics, prometheusText } from "./metrics.ts";
 
 const log = getLogger(["reactor", "server"]);
 
-export { type AppName, APPS } from "../handlers/apps.ts";
+/** Makes the protocol object for a new connection. */
+export type ProtocolFactory = (conn: Connection) => Protocol;
 
-/** Everything `Server.start` needs. */
+/** Everything `Server.create` takes; all optional. */
 export interface ServerOptions extends ReactorOptions {
-  /** Which protocol to serve. */
-  app: AppName;
-  /** Address to listen on. */
-  host: string;
-  /** Port; 0 picks a free one (see `Server.port`). */
-  port: number;
-  /** listen(2) backlog. */
+  /** A protocol of the registry by name (`http`, `echo`, `proxy`). Default `http`. */
+  app?: string;
+  /**
+   * Your own protocol instead of a named one: a definition (like the
+   * registry's) or simply a function that makes a `Protocol` per connection.
+   */
+  protocol?: ProtocolDefinition | ProtocolFactory;
+  /** Options for the protocol's `create` (e.g. `{ upstream: { host, port } }` for the proxy). */
+  protocolOptions?: Record<string, unknown>;
+  /** Address to listen on. Default 127.0.0.1. */
+  host?: string;
+  /** Port; 0 (the default) picks a free one (see `Server.port`). */
+  port?: number;
+  /** listen(2) backlog. Default 4096 (clamped by net.core.somaxconn). */
   backlog?: number;
   /** SO_REUSEPORT (several workers on one port). */
   reusePort?: boolean;
-  /** Per-connection buffer limits. */
+  /** Per-connection buffer limits. Default `DEFAULT_LIMITS`. */
   limits?: ConnectionLimits;
-  /** Connection timeouts; null or absent: none. */
+  /** Connection timeouts; null: none. Default `DEFAULT_TIMEOUTS` (idle 60 s, request 10 s, write 30 s). */
   timeouts?: Timeouts | null;
-  /** Stop accepting while this many connections are open (0: no cap). */
+  /** Stop accepting while this many connections are open (0, the default: no cap). */
   maxConnections?: number;
-  /** HTTP app settings. */
-  http?: Partial<HttpOptions>;
-  /** A custom protocol per connection; overrides `app` (for library users). */
-  protocol?: ProtocolFactory;
   /** A label for metrics and logs (e.g. the worker number). */
   worker?: number;
-  /** For the proxy app: where to forward. */
-  upstream?: { host: string; port: number };
+  /** Size of the shared read buffer. Default 64 KiB. */
+  readBufferSize?: number;
 }
 
-/** Makes the protocol object for a new connection. */
-export type ProtocolFactory = (conn: Connection) => Protocol;
+function definitionOf(opts: ServerOptions): ProtocolDefinition {
+  const p = opts.protocol;
+  if (typeof p === "function") {
+    return { name: "custom", summary: "", flags: [], create: () => ({ connect: p }) };
+  }
+  if (p !== undefined) return p;
+  const name = opts.app ?? "http";
+  const found = findProtocol(name);
+  if (found === undefined) {
+    throw new TypeError(
+      `Cannot serve "${name}": no such protocol (one of ${
+        PROTOCOLS.map((d) => d.name).join(", ")
+      })`,
+    );
+  }
+  return found;
+}
 
 /** A listening server on one reactor. */
 export class Server {
   /** The event loop. */
   readonly reactor: Reactor;
+  /** What the connections share: read buffer, counters, limits, timeouts. */
+  readonly context: ConnectionContext;
   /** The listening socket's handler. */
   readonly acceptor: Acceptor;
   /** The host it listens on. */
   readonly host: string;
   /** The port it listens on (the real one when 0 was asked). */
   readonly port: number;
-  /** The HTTP app, when `app` is http. */
-  readonly http: HttpApp | null = null;
-  /** The proxy, when `app` is proxy (its own counters: `proxy.counters`). */
-  readonly proxy: ProxyFactory | null = null;
+  /** The protocol's definition (its name: `protocol.name`). */
+  readonly protocol: ProtocolDefinition;
+  /** The protocol as set up on this server (the proxy's counters are on it, for one). */
+  readonly instance: ProtocolInstance;
   readonly #options: ServerOptions;
   readonly #connections = new Set<Connection>();
   readonly #listenFd: number;
@@ -89,78 +115,81 @@ export class Server {
   #drained: (() => void) | null = null;
   readonly #startedAt = Date.now();
 
-  private constructor(reactor: Reactor, listenFd: number, port: number, opts: ServerOptions) {
+  private constructor(
+    reactor: Reactor,
+    listenFd: number,
+    port: number,
+    definition: ProtocolDefinition,
+    opts: ServerOptions,
+  ) {
     this.reactor = reactor;
     this.#listenFd = listenFd;
-    this.host = opts.host;
+    this.host = opts.host ?? "127.0.0.1";
     this.port = port;
+    this.protocol = definition;
     this.#options = opts;
-    let factory: ProtocolFactory;
-    if (opts.protocol) {
-      factory = opts.protocol;
-    } else if (opts.app === "http") {
-      const routes = {
-        "/metrics": () => ({ status: 200, contentType: METRICS_TYPE, body: this.metrics() }),
-      };
-      const app = new HttpApp(reactor, {
-        ...opts.http,
-        routes: { ...routes, ...opts.http?.routes },
-      });
-      this.http = app;
-      factory = (conn) => app.protocol(conn);
-    } else if (opts.app === "proxy") {
-      if (!opts.upstream) throw new Error("the proxy app needs `upstream` (host and port)");
-      const proxy = createProxy(reactor, opts.upstream, { limits: opts.limits });
-      this.proxy = proxy;
-      factory = proxy;
-    } else {
-      factory = () => echoProtocol;
-    }
-    const limits = opts.limits ?? DEFAULT_LIMITS;
-    const timeouts = opts.timeouts ?? null;
+    const context = new ConnectionContext(reactor, {
+      limits: opts.limits,
+      timeouts: opts.timeouts === undefined ? DEFAULT_TIMEOUTS : opts.timeouts,
+      readBufferSize: opts.readBufferSize,
+    });
+    this.context = context;
+    this.instance = definition.create(
+      { context, metricsText: () => this.metrics() },
+      opts.protocolOptions ?? {},
+    );
     const onClose = (conn: Connection, _reason: CloseReason) => {
       this.#connections.delete(conn);
       if (this.#drained !== null && this.#connections.size === 0) this.#drained();
       // A freed fd or slot is the best moment to retry after EMFILE or the cap.
       else if (this.acceptor.paused && this.#listening) this.acceptor.resume();
     };
-    this.acceptor = new Acceptor(reactor, listenFd, (fd) => {
-      const conn = new Connection(reactor, fd, echoProtocol, limits, onClose);
-      conn.protocol = factory(conn);
-      conn.open(timeouts); // may throw (the backend refused the fd): the Acceptor closes it
+    const instance = this.instance;
+    this.acceptor = new Acceptor(reactor, listenFd, context.counters, (fd) => {
+      const conn = new Connection(context, fd, NO_PROTOCOL, onClose);
+      conn.protocol = instance.connect(conn);
+      conn.open(); // may throw (the backend refused the fd): the Acceptor closes it
       this.#connections.add(conn);
     });
     const max = opts.maxConnections ?? 0;
     if (max > 0) {
       this.acceptor.gate = () => {
         if (this.#connections.size < max) return true;
-        reactor.counters.connectionLimitHits++;
+        context.counters.connectionLimitHits++;
         return false;
       };
     }
     this.acceptor.open();
   }
 
-  /** Listens and registers; call `run()` (or use `start`) to run the loop. */
-  static async create(opts: ServerOptions): Promise<Server> {
+  /**
+   * Listens and registers; call `run()` (or use `start`) to run the loop.
+   *
+   * @throws {SyscallError} when the address cannot be listened on (EADDRINUSE, EACCES, ...)
+   * @throws {TypeError} for an unknown protocol name or bad protocol options
+   */
+  static async create(opts: ServerOptions = {}): Promise<Server> {
+    ensureLogging();
+    const definition = definitionOf(opts);
     const reactor = await Reactor.create(opts);
-    let fd: number;
+    let fd = -1;
     try {
       fd = listenTcp({
-        host: opts.host,
-        port: opts.port,
+        host: opts.host ?? "127.0.0.1",
+        port: opts.port ?? 0,
         backlog: opts.backlog,
         reusePort: opts.reusePort,
       });
+      return new Server(reactor, fd, localAddress(fd).port, definition, opts);
     } catch (e) {
+      if (fd >= 0) close(fd);
       reactor.close();
       throw e;
     }
-    return new Server(reactor, fd, localAddress(fd).port, opts);
   }
 
   /** `create` then `run`: returns once listening; the loop runs in the background. */
-  static async start(opts: ServerOptions): Promise<Server> {
+  static async start(opts: ServerOptions = {}): Promise<Server> {
     const server = await Server.create(opts);
     server.run();
     return server;
@@ -223,74 +252,38 @@ export class Server {
     this.reactor.stop();
     if (this.#running) await this.#running;
     for (const conn of [...this.#connections]) conn.close("shutdown");
-    this.proxy?.closeAll(); // upstreams still flushing for clients that already finished
+    this.instance.stop?.(); // e.g. upstreams still flushing for clients that already finished
     log.debug("server {address} stopped: {counters}", {
       address: this.address,
-      counters: this.reactor.counters.snapshot(),
+      counters: this.stats(),
     });
     this.reactor.close();
   }
 
-  /** Counters in the Prometheus text exposition format. */
-  metrics(): string {
-    const c = this.reactor.counters;
-    const labels = this.#options.worker !== undefined ? `{worker="${this.#options.worker}"}` : "";
-    const lines: string[] = [];
-    const metric = (name: string, type: string, help: string, value: number) => {
-      lines.push(`# HELP reactor_${name} ${help}`, `# TYPE reactor_${name} ${type}`);
-      lines.push(`reactor_${name}${labels} ${value}`);
-    };
-    metric("connections_open", "gauge", "Connections open now.", this.#connections.size);
-    metric("connections_accepted_total", "counter", "Connections accepted.", c.accepted);
-    metric("connections_closed_total", "counter", "Connections closed.", c.closed);
-    metric("requests_total", "counter", "HTTP requests answered.", this.http?.requests ?? 0);
-    metric("bytes_received_total", "counter", "Bytes read from peers.", c.bytesIn);
-    metric("bytes_sent_total", "counter", "Bytes sent to peers.", c.bytesOut);
-    metric("send_eagain_total", "counter", "Sends that hit EAGAIN or were partial.", c.sendEagain);
-    metric("writable_arms_total", "counter", "Times EPOLLOUT was armed.", c.writableArms);
-    metric("read_pauses_total", "counter", "Times backpressure paused reading.", c.readPauses);
-    metric("timeouts_total", "counter", "Connections closed by a timeout.", c.timeouts);
-    metric("overflows_total", "counter", "Connections closed at the output cap.", c.overflows);
-    metric(
-      "connection_limit_hits_total",
-      "counter",
-      "Accept pauses at the cap.",
-      c.connectionLimitHits,
+  /** Every metric: the connection layer's, the loop's, then the protocol's. */
+  metricList(): Metric[] {
+    const core = coreMetrics(
+      this.#connections.size,
+      this.context.counters,
+      this.reactor.counters,
+      this.#startedAt,
     );
-    metric("accept_limit_hits_total", "counter", "accept() out of fds/memory.", c.acceptLimitHits);
-    if (this.proxy) {
-      const p = this.proxy.counters;
-      metric("proxy_upstream_connects_total", "counter", "Upstream connects.", p.connects);
-      metric("proxy_upstream_connect_failures_total", "counter", "Failed.", p.connectFailures);
-      metric("proxy_upstream_errors_total", "counter", "Upstream resets.", p.upstreamErrors);
-      metric("proxy_pairs_open", "gauge", "Client/upstream pairs open.", p.active);
-    }
-    metric("waits_total", "counter", "Wait calls (epoll_wait, poll, select).", c.waits);
-    metric("events_total", "counter", "Readiness events dispatched.", c.events);
-    metric("handler_errors_total", "counter", "Handler exceptions caught.", c.handlerErrors);
-    const mem = Deno.memoryUsage();
-    metric("heap_used_bytes", "gauge", "JS heap in use.", mem.heapUsed);
-    metric("rss_bytes", "gauge", "Resident set size.", mem.rss);
-    metric(
-      "uptime_seconds",
-      "gauge",
-      "Seconds since start.",
-      (Date.now() - this.#startedAt) / 1000,
-    );
-    return lines.join("\n") + "\n";
+    return this.instance.metrics ? core.concat(this.instance.metrics()) : core;
   }
 
-  /** One line of counters for the periodic stats log. */
+  /** Counters in the Prometheus text exposition format. */
+  metrics(): string {
+    const worker = this.#options.worker;
+    return prometheusText(this.metricList(), worker !== undefined ? `{worker="${worker}"}` : "");
+  }
+
+  /** One flat object of counters for the periodic stats log. */
   stats(): Record<string, number> {
-    const mem = Deno.memoryUsage();
-    return {
-      open: this.#connections.size,
-      requests: this.http?.requests ?? 0,
-      ...this.reactor.counters.snapshot(),
-      heapUsed: mem.heapUsed,
-      rss: mem.rss,
-    };
+    const out: Record<string, number> = {};
+    for (const m of this.metricList()) out[m.name] = m.value;
+    return out;
   }
 }
 
-const METRICS_TYPE = "text/plain; version=0.0.4";
+/** Placeholder while the protocol's `connect` runs (it may look at the connection). */
+const NO_PROTOCOL: Protocol = { data() {} };

@@ -54,6 +54,19 @@ export const EHOSTUNREACH = 113;
 /** Nonblocking connect under way. */
 export const EINPROGRESS = 115;
 
+/** Protocol not available (accept: retry). */
+export const ENOPROTOOPT = 92;
+/** Operation not supported (accept: retry). */
+export const EOPNOTSUPP = 95;
+/** Network is down (accept: retry). */
+export const ENETDOWN = 100;
+/** Network is unreachable (accept: retry). */
+export const ENETUNREACH = 101;
+/** Host is down (accept: retry). */
+export const EHOSTDOWN = 112;
+/** Machine is not on the network (accept: retry). */
+export const ENONET = 64;
+
 const NAMES: Record<number, string> = {
   1: "EPERM",
   2: "ENOENT",
@@ -83,6 +96,7 @@ const NAMES: Record<number, string> = {
   34: "ERANGE",
   38: "ENOSYS",
   40: "ELOOP",
+  64: "ENONET",
   71: "EPROTO",
   88: "ENOTSOCK",
   89: "EDESTADDRREQ",
@@ -103,6 +117,7 @@ const NAMES: Record<number, string> = {
   107: "ENOTCONN",
   110: "ETIMEDOUT",
   111: "ECONNREFUSED",
+  112: "EHOSTDOWN",
   113: "EHOSTUNREACH",
   114: "EALREADY",
   115: "EINPROGRESS",

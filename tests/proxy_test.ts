@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { Server, type ServerOptions } from "../server/server.ts";
-import type { Connection, ConnectionLimits, Protocol } from "../handlers/connection.ts";
+import type { Connection, Protocol } from "../handlers/connection.ts";
+import type { ConnectionLimits } from "../handlers/context.ts";
 import { echoProtocol } from "../handlers/protocols/echo.ts";
-import { createProxy, type ProxyFactory, type ProxyOptions } from "../handlers/protocols/proxy.ts";
+import type { Proxy, ProxyOptions } from "../handlers/protocols/proxy.ts";
 import { close as closeFd, send, setsockopt, shutdown } from "../syscalls/libc.ts";
 import { MSG_NOSIGNAL, SHUT_WR, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
 import { connectTcp, listenTcp, localAddress } from "../syscalls/socket.ts";
@@ -28,7 +29,7 @@ const LIMITS: ConnectionLimits = {
 interface Proxied {
   proxy: Server;
   upstream: Server | null;
-  factory: ProxyFactory;
+  factory: Proxy;
 }
 
 /**
@@ -40,7 +41,7 @@ async function withProxy(
   opts: {
     edge?: boolean;
     limits?: ConnectionLimits;
-    proxy?: ProxyOptions;
+    proxy?: Partial<ProxyOptions>;
     upstream?: Partial<ServerOptions>;
     upstreamPort?: number;
   },
@@ -50,18 +51,18 @@ async function withProxy(
   const upstream = opts.upstreamPort === undefined
     ? await Server.start({ app: "echo", host: HOST, port: 0, limits, ...opts.upstream })
     : null;
-  const factory = createProxy(null, { host: HOST, port: opts.upstreamPort ?? upstream!.port }, {
-    limits,
-    ...opts.proxy,
-  });
   const proxy = await Server.start({
-    app: "echo",
+    app: "proxy",
+    protocolOptions: {
+      upstream: { host: HOST, port: opts.upstreamPort ?? upstream!.port },
+      ...opts.proxy,
+    },
     host: HOST,
     port: 0,
     edge: opts.edge,
     limits,
-    protocol: factory,
   });
+  const factory = proxy.instance as Proxy;
   try {
     await fn({ proxy, upstream, factory });
   } finally {
@@ -107,8 +108,8 @@ for (const trigger of ["level", "edge"] as const) {
       assert.equal(c.connected, 1);
       assert.equal(c.connectFailures, 0);
       // client -> proxy -> upstream -> proxy -> client: the proxy reads each byte twice.
-      assert.equal(p.proxy.reactor.counters.bytesIn, 2 * msg.length);
-      assert.equal(p.proxy.reactor.counters.bytesOut, 2 * msg.length);
+      assert.equal(p.proxy.context.counters.bytesIn, 2 * msg.length);
+      assert.equal(p.proxy.context.counters.bytesOut, 2 * msg.length);
       assert.equal(p.proxy.reactor.counters.handlerErrors, 0);
     });
   });
@@ -151,9 +152,9 @@ Deno.test("proxy: 256 MiB to an echo upstream and a slow reader, byte for byte, 
     const seconds = (performance.now() - started) / 1000;
     console.log(`256 MiB through the proxy in ${seconds.toFixed(1)} s`);
     assert.equal(got, total);
-    const c = p.proxy.reactor.counters;
+    const c = p.proxy.context.counters;
     assert.ok(c.readPauses > 0, "backpressure never paused reading");
-    const bound = LIMITS.highWaterMark + p.proxy.reactor.readBuffer.length;
+    const bound = LIMITS.highWaterMark + p.proxy.context.readBuffer.length;
     assert.ok(
       c.peakOutputBytes <= bound,
       `an output buffer reached ${c.peakOutputBytes} bytes, above high water + one read (${bound})`,
@@ -208,7 +209,7 @@ for (const trigger of ["level", "edge"] as const) {
         // Whether it fits depends on the kernel's buffer sizes and autotuning:
         // grow the response until it happens (at about 4 MiB here), checking
         // every byte of every size.
-        for (let size = 1 << 20; size <= 8 << 20 && p.proxy.reactor.counters.hangupParks === 0;) {
+        for (let size = 1 << 20; size <= 8 << 20 && p.proxy.context.counters.hangupParks === 0;) {
           response = pattern(size >> 16, size);
           const conn = await dial(p.proxy.port);
           await writeAll(conn, new Uint8Array([1]));
@@ -222,7 +223,7 @@ for (const trigger of ["level", "edge"] as const) {
           size += 256 << 10;
         }
         assert.ok(
-          p.proxy.reactor.counters.hangupParks > 0,
+          p.proxy.context.counters.hangupParks > 0,
           "no upstream FIN arrived while the proxy held it back",
         );
         assert.equal(p.factory.counters.upstreamErrors, 0);
@@ -416,14 +417,14 @@ Deno.test("proxy: bytes sent while the upstream connect is in flight are held, b
     limits: LIMITS,
   });
   const fillers = [connectTcp(HOST, upstream.port).fd, connectTcp(HOST, upstream.port).fd];
-  const factory = createProxy(null, { host: HOST, port: upstream.port }, { limits: LIMITS });
   const proxy = await Server.start({
-    app: "echo",
+    app: "proxy",
+    protocolOptions: { upstream: { host: HOST, port: upstream.port } },
     host: HOST,
     port: 0,
     limits: LIMITS,
-    protocol: factory,
   });
+  const factory = proxy.instance as Proxy;
   try {
     await sleep(50);
     const conn = await dial(proxy.port);
@@ -432,7 +433,7 @@ Deno.test("proxy: bytes sent while the upstream connect is in flight are held, b
     const reading = readExactly(conn, data.length);
     await sleep(300);
     assert.equal(factory.counters.connected, 0, "the connect was not held up: test set-up failed");
-    const c = proxy.reactor.counters;
+    const c = proxy.context.counters;
     assert.ok(c.readPauses > 0, "the client was not paused while its bytes waited");
     upstream.run(); // accepts the fillers; the retransmitted SYN gets in
     await writing;
@@ -440,7 +441,7 @@ Deno.test("proxy: bytes sent while the upstream connect is in flight are held, b
     conn.close();
     assert.ok(await waitFor(() => proxy.connectionCount === 0 && factory.counters.active === 0));
     assert.equal(factory.counters.connected, 1);
-    const bound = LIMITS.highWaterMark + proxy.reactor.readBuffer.length;
+    const bound = LIMITS.highWaterMark + proxy.context.readBuffer.length;
     assert.ok(c.peakOutputBytes <= bound, `peak output ${c.peakOutputBytes} > ${bound}`);
   } finally {
     factory.closeAll(); // while the reactor is open: closing unregisters fds
@@ -464,15 +465,15 @@ Deno.test("proxy: the idle timeout sees traffic both ways; an idle tunnel is clo
     },
   });
   const upstream = await Server.start({ app: "echo", host: HOST, port: 0, protocol: ticker });
-  const factory = createProxy(null, { host: HOST, port: upstream.port }, { limits: LIMITS });
   const proxy = await Server.start({
-    app: "echo",
+    app: "proxy",
+    protocolOptions: { upstream: { host: HOST, port: upstream.port } },
     host: HOST,
     port: 0,
     limits: LIMITS,
     timeouts: { idleMs: 300, requestMs: 0, writeMs: 0 },
-    protocol: factory,
   });
+  const factory = proxy.instance as Proxy;
   try {
     // 800 ms of download only: the client sends nothing after its first byte.
     const busy = await dial(proxy.port);

@@ -3,74 +3,49 @@
  * connection, and bytes flow both ways through the two connections' output
  * buffers.
  *
- * - Connect: nonblocking `connect`, the fd registered for EPOLLOUT, SO_ERROR
+ * - Connect: nonblocking `connect`, the fd registered for writable, SO_ERROR
  *   read when it turns writable; a reactor timer bounds the wait. On failure
  *   the client gets a FIN and no data (the Connection's lingering close, so
  *   not a reset even when it has sent bytes we never read).
  * - Early bytes: what the client sends while the connect is in flight waits
- *   in a pending buffer, under the same high-water mark as an output buffer.
- * - Backpressure, per direction: when the destination's pending output
- *   reaches `highWaterMark`, reading from the source pauses; it resumes once
- *   the destination is down to `lowWaterMark`. Each direction is independent,
- *   so a client that is slow to read still gets its uploads through.
+ *   in a pending buffer; reading from the client pauses at the high-water mark.
+ * - Backpressure, per direction, from the connections' own events: when the
+ *   upstream's output reaches high water (`highWater`), reading from the
+ *   client pauses; at low water (`lowWater`) it resumes. The same the other
+ *   way. The directions are independent: a client slow to read its downloads
+ *   still gets its uploads through.
+ * - Activity: a side paused by backpressure is waiting on us, not idle; the
+ *   upstream has the write timeout, so a stuck upstream is still caught.
  * - Half-close: a FIN from one side is passed on with `shutdown(SHUT_WR)` on
  *   the other once everything before it is flushed; the other direction keeps
  *   flowing. Both closed when both directions are done.
- * - Errors: a reset or an error on one side resets the other (a FIN would
- *   pass a truncated stream off as complete); a timeout closes both.
- *
- * ```ts
- * const proxy = createProxy(null, { host: "127.0.0.1", port: 9000 });
- * const server = await Server.start({ app: "proxy", host: "127.0.0.1", port: 0, protocol: proxy });
- * ```
+ * - Errors and cuts: a pair torn down with bytes still in flight (queued for
+ *   either side, or dropped at a close), or because one side reset, is reset
+ *   (RST) on both sides: a FIN would pass a truncated stream off as complete.
  *
  * @module
  */
 
 import { getLogger } from "@logtape/logtape";
+import { Interest, Ready } from "../../reactor/interest.ts";
 import type { Handler, Reactor } from "../../reactor/reactor.ts";
 import type { Timer } from "../../reactor/timers.ts";
-import {
-  EPOLLERR,
-  EPOLLOUT,
-  IPPROTO_TCP,
-  SHUT_WR,
-  SO_LINGER,
-  SOL_SOCKET,
-  TCP_NODELAY,
-} from "../../syscalls/constants.ts";
+import { IPPROTO_TCP, SHUT_WR, TCP_NODELAY } from "../../syscalls/constants.ts";
 import { errnoName, ETIMEDOUT, SyscallError } from "../../syscalls/errno.ts";
 import { close, errno, setsockopt, shutdown } from "../../syscalls/libc.ts";
 import { connectTcp, formatAddress, resolveHost, socketError } from "../../syscalls/socket.ts";
-import {
-  type CloseReason,
-  Connection,
-  type ConnectionLimits,
-  DEFAULT_LIMITS,
-  type Protocol,
-} from "../connection.ts";
+import { type CloseReason, Connection, type Protocol, type TimeoutKind } from "../connection.ts";
 import { OutputBuffer } from "../output_buffer.ts";
+import type { ProtocolDefinition, ProtocolInstance } from "./definition.ts";
 
 const log = getLogger(["reactor", "proxy"]);
 const one = new Uint8Array(new Int32Array([1]).buffer);
 const EIO = 5;
-const lingerZero = new Uint8Array(new Int32Array([1, 0]).buffer); // l_onoff 1, l_linger 0
-
-/**
- * Makes the next close() of `conn` send RST instead of FIN: the peer on the
- * other side reset, and its peer must not take the cut stream for a whole one.
- */
-function abortive(conn: Connection): void {
-  if (!conn.closed) setsockopt(conn.fd, SOL_SOCKET, SO_LINGER, lingerZero, 8);
-}
 
 /** Proxy settings. */
 export interface ProxyOptions {
-  /**
-   * Buffer limits for both directions; pass the server's `limits` (a client
-   * connection does not expose its own). Default `DEFAULT_LIMITS`.
-   */
-  limits?: ConnectionLimits;
+  /** Where to forward. */
+  upstream: { host: string; port: number };
   /** Give up on an upstream connect after this long (ETIMEDOUT). Default 5000 ms. */
   connectTimeoutMs?: number;
   /**
@@ -80,7 +55,7 @@ export interface ProxyOptions {
   flushTimeoutMs?: number;
 }
 
-/** Proxy-specific counters; bytes, pauses and closes are in the reactor's counters. */
+/** Proxy-specific counters; bytes, pauses and closes are in the connection counters. */
 export class ProxyCounters {
   /** Upstream connects started (one per client). */
   connects = 0;
@@ -94,6 +69,8 @@ export class ProxyCounters {
   upstreamErrors = 0;
   /** Pairs cut because the client reset or errored mid-stream. */
   clientErrors = 0;
+  /** Pairs reset on both sides because bytes were still in flight when they were torn down. */
+  resets = 0;
   /** FINs passed on with shutdown(SHUT_WR), either way. */
   halfCloses = 0;
   /** Client/upstream pairs alive now. */
@@ -105,8 +82,8 @@ export class ProxyCounters {
   }
 }
 
-/** The protocol factory `createProxy` returns; pass it as `ServerOptions.protocol`. */
-export type ProxyFactory = ((client: Connection) => Protocol) & {
+/** A proxy set up on a server: the per-connection factory plus its counters. */
+export interface Proxy extends ProtocolInstance {
   /** Proxy-specific counters. */
   readonly counters: ProxyCounters;
   /** Where clients are forwarded, as "host:port". */
@@ -114,32 +91,19 @@ export type ProxyFactory = ((client: Connection) => Protocol) & {
   /**
    * Closes every pair now. Closing a client closes its upstream too, except
    * where the client has already finished and its upstream is still
-   * flushing: a server that stops should call this before it closes its
-   * reactor (or before `Server.stop()`).
+   * flushing: the server calls this (as `stop`) after its loop ends.
    */
   closeAll(): void;
-};
+}
 
 /** Settings and state shared by every pair of one proxy. */
 interface Shared {
   readonly host: string;
   readonly port: number;
   readonly address: string;
-  readonly limits: ConnectionLimits;
-  /**
-   * The upstream connections' own limits: the Connection's built-in
-   * backpressure (pause reading this peer when its own output is full, resume
-   * at low water) would couple the two directions, and can deadlock against a
-   * peer that does the same (each waits for the other to read). The proxy
-   * pauses and resumes explicitly, per direction, so it is switched off here;
-   * the hard cap stays.
-   */
-  readonly upstreamLimits: ConnectionLimits;
   readonly connectTimeoutMs: number;
   readonly flushTimeoutMs: number;
   readonly counters: ProxyCounters;
-  /** Per reactor: pairs with a direction paused, re-checked before every wait. */
-  readonly pressured: Map<Reactor, Set<Pair>>;
   /** Every pair alive, for `closeAll`. */
   readonly pairs: Set<Pair>;
   lastFailureLog: number;
@@ -156,6 +120,12 @@ const State = {
 } as const;
 type State = typeof State[keyof typeof State];
 
+/** Close reasons that mean a side was cut, not finished. */
+function isFailure(reason: CloseReason): boolean {
+  return reason === "reset" || reason === "hangup" || reason === "error" ||
+    reason === "overflow";
+}
+
 /**
  * One client and its upstream. The protocol of both connections (told apart
  * by identity) and, while connecting, the handler of the upstream fd.
@@ -171,15 +141,11 @@ class Pair implements Protocol, Handler {
   /** The connect timeout; later, the flush timeout after one side finished. */
   #timer: Timer | null = null;
   /** Client bytes that arrived before the upstream connected. */
-  #pending: OutputBuffer | null;
+  #pending: OutputBuffer | null = new OutputBuffer();
   #clientEof = false;
   #upstreamEof = false;
   #clientShut = false;
   #upstreamShut = false;
-  /** We hold client reading paused: the upstream (or pending) side is full. */
-  #holdClient = false;
-  /** We hold upstream reading paused: the client's output is full. */
-  #holdUpstream = false;
   /** Graceful shutdown asked: close once nothing is buffered either way. */
   #draining = false;
 
@@ -187,7 +153,6 @@ class Pair implements Protocol, Handler {
     this.#shared = shared;
     this.#reactor = client.reactor;
     this.client = client;
-    this.#pending = new OutputBuffer(shared.limits.maxOutputBytes);
   }
 
   /** Starts the upstream connect. Runs before the client is registered: never closes it here. */
@@ -202,7 +167,7 @@ class Pair implements Protocol, Handler {
       const { fd } = connectTcp(shared.host, shared.port);
       try {
         // Registered for writable even when connect returned 0 at once: one path.
-        reactor.register(fd, this, EPOLLOUT);
+        reactor.register(fd, this, Interest.WRITABLE);
       } catch (e) {
         close(fd);
         throw e;
@@ -222,7 +187,8 @@ class Pair implements Protocol, Handler {
 
   // ---- connecting: the upstream fd's handler ----
 
-  ready(events: number): void {
+  /** The connect finished (writable) or failed (error). */
+  ready(ready: number): void {
     const fd = this.#connectFd;
     if (fd < 0) return;
     let code: number;
@@ -231,7 +197,7 @@ class Pair implements Protocol, Handler {
     } catch (e) {
       code = e instanceof SyscallError ? e.errno : EIO;
     }
-    if (code === 0 && (events & EPOLLERR) !== 0) code = EIO;
+    if (code === 0 && (ready & Ready.ERROR) !== 0) code = EIO;
     if (code !== 0) {
       this.#fail(code);
       return;
@@ -239,56 +205,53 @@ class Pair implements Protocol, Handler {
     this.#connected(fd);
   }
 
-  crashed(error: unknown): void {
-    log.error("upstream {upstream}: connect handler threw: {error}", {
-      upstream: this.#shared.address,
-      error,
-    });
-    this.#teardown();
+  /** The connect handler threw (the reactor logged it): drop the pair. */
+  crashed(): void {
+    this.#teardown("error");
   }
 
   #connected(fd: number): void {
     const shared = this.#shared;
     const reactor = this.#reactor;
-    reactor.unregister(fd);
+    reactor.deregister(fd);
     this.#connectFd = -1;
     this.#cancelTimer();
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4);
-    // A hang-up while this side is paused (its FIN after ours, bytes still
-    // unread) is handled by Connection itself: it leaves the interest list
-    // until reading resumes, then reads to the EOF.
-    const upstream = new Connection(reactor, fd, this, shared.upstreamLimits);
+    const client = this.client;
+    const upstream = new Connection(client.context, fd, this);
     this.upstream = upstream;
     this.#state = State.Open;
     shared.counters.connected++;
-    upstream.open();
+    // The upstream gets the write timeout only: it is idle whenever the
+    // client is, and the client's own timeouts cover that.
+    const t = client.context.timeouts;
+    upstream.open(
+      t !== null && t.writeMs > 0 ? { idleMs: 0, requestMs: 0, writeMs: t.writeMs } : null,
+    );
     const pending = this.#pending!;
     this.#pending = null;
-    if (pending.length > 0) {
-      upstream.write(pending.pending(), 0, pending.length);
-      if (this.#state !== State.Open) return; // the write failed and closed both
+    // Below high water after the early bytes: the client may send more.
+    if (pending.length === 0 || upstream.write(pending.pending(), 0, pending.length)) {
+      client.resumeReading();
     }
-    this.#relieve();
     if (this.#clientEof) this.#shutUpstreamIfFlushed();
     this.#finishIfDone();
   }
 
   #fail(code: number): void {
     if (this.#state !== State.Connecting) return;
-    const shared = this.#shared;
-    const counters = shared.counters;
+    const counters = this.#shared.counters;
     counters.connectFailures++;
     if (code === ETIMEDOUT) counters.connectTimeouts++;
     this.#logFailure(code);
     this.#cancelTimer();
     if (this.#connectFd >= 0) {
-      this.#reactor.unregister(this.#connectFd);
+      this.#reactor.deregister(this.#connectFd);
       close(this.#connectFd);
       this.#connectFd = -1;
     }
     this.#pending = null;
     this.#state = State.Failed;
-    this.#holdClient = false;
     // FIN, then read and drop until the client closes (a close with its
     // bytes unread would send a reset); the closed hook ends the pair.
     if (this.client.closed) this.#teardown();
@@ -315,89 +278,98 @@ class Pair implements Protocol, Handler {
 
   // ---- Protocol, for both connections ----
 
+  /** Bytes from either side: forward them to the other. */
   data(conn: Connection, data: Uint8Array, start: number, end: number): void {
-    const hwm = this.#shared.limits.highWaterMark;
     if (conn === this.client) {
       if (this.#state === State.Open) {
-        const upstream = this.upstream!;
-        this.#forward(upstream, data, start, end);
-        if (upstream.output.length >= hwm && !upstream.closed) this.#pauseClient();
+        this.#forward(this.upstream!, data, start, end);
       } else if (this.#state === State.Connecting) {
         const pending = this.#pending!;
-        if (!pending.append(data, start, end)) {
-          // Cannot happen while the pause works; never buffer without bound.
-          log.warn("upstream {upstream}: pending bytes over the cap, closing the client", {
-            upstream: this.#shared.address,
-          });
-          this.#teardown();
-          return;
-        }
-        if (pending.length >= hwm) this.#pauseClient();
+        pending.append(data, start, end);
+        if (pending.length >= conn.context.limits.highWaterMark) conn.pauseReading();
       }
       return;
     }
-    const client = this.client;
-    // The client's idle timeout watches its reads only; a tunnel that only
+    // The client's idle timeout watches its own traffic; a tunnel that only
     // downloads is not idle.
-    client.lastRead = this.#reactor.now;
-    this.#forward(client, data, start, end);
-    if (client.closed) return;
-    if (client.output.length >= hwm) this.#pauseUpstream();
-    // The client's Connection also paused *its own* reading when its output
-    // filled up (echo-style backpressure). Undo that: client -> upstream is
-    // a separate direction, held back only by the upstream's buffer.
-    if (client.readingPaused && !this.#holdClient) client.setReading(true);
+    this.client.lastRead = this.#reactor.now;
+    this.#forward(this.client, data, start, end);
   }
 
+  #forward(dest: Connection, data: Uint8Array, start: number, end: number): void {
+    // Straight from the shared read buffer by its pointer, as echo does.
+    const ctx = dest.context;
+    if (start === 0 && data === ctx.readBuffer) {
+      dest.writeFrom(ctx.readBufferPointer, data, end);
+    } else {
+      dest.write(data, start, end);
+    }
+  }
+
+  /** `conn`'s output is full: stop reading from the side that feeds it. */
+  highWater(conn: Connection): void {
+    const source = conn === this.client ? this.upstream : this.client;
+    source?.pauseReading();
+  }
+
+  /** `conn`'s output is down to low water: read from the side that feeds it again. */
+  lowWater(conn: Connection): void {
+    const source = conn === this.client ? this.upstream : this.client;
+    source?.resumeReading();
+  }
+
+  /** A side sent FIN. */
   end(conn: Connection): void {
     if (conn === this.client) {
       this.#clientEof = true;
-      this.#holdClient = false;
       if (this.#state === State.Open) this.#shutUpstreamIfFlushed();
     } else {
       this.#upstreamEof = true;
-      this.#holdUpstream = false;
       this.#shutClientIfFlushed();
     }
     this.#finishIfDone();
   }
 
+  /** A side's output drained: pass on a FIN that waited for it. */
   drained(conn: Connection): void {
     if (this.#state !== State.Open) return;
     if (conn === this.upstream) this.#shutUpstreamIfFlushed();
     else this.#shutClientIfFlushed();
-    if (this.#state !== State.Open) return;
-    this.#relieve();
     this.#finishIfDone();
     if (this.#draining) this.#closeIfQuiet();
   }
 
+  /** A timeout of either side: tear the pair down (reset if bytes are in flight). */
+  timedOut(conn: Connection, what: TimeoutKind): void {
+    log.debug("{side} {what} timeout; closing the pair", {
+      side: conn === this.client ? "client" : "upstream",
+      what,
+    });
+    this.#teardown("timeout");
+  }
+
+  /** A side closed (deferred: after the close). */
   closed(conn: Connection, reason: CloseReason): void {
     if (this.#state === State.Closed) return;
     const isClient = conn === this.client;
-    // A side that finished both ways closes by itself (EPOLLHUP after our
+    // A side that finished both ways closes by itself (a hang-up after our
     // shutdown and its FIN): the other side may still be flushing to its peer.
     const finished = isClient
       ? this.#clientEof && this.#clientShut
       : this.#upstreamEof && this.#upstreamShut;
-    if (finished) {
+    if (finished && conn.unsentAtClose === 0) {
       const other = isClient ? this.upstream : this.client;
       if (other !== null && !other.closed) {
         this.#cancelTimer();
-        this.#timer = this.#reactor.setTimer(
-          this.#shared.flushTimeoutMs,
-          () => this.#teardown(),
-        );
+        this.#timer = this.#reactor.setTimer(this.#shared.flushTimeoutMs, () => this.#teardown());
         this.#finishIfDone();
         return;
       }
     } else if (this.#state === State.Open) {
       const counters = this.#shared.counters;
-      const other = isClient ? this.upstream! : this.client;
       if (reason === "reset" || reason === "hangup") {
         if (isClient) counters.clientErrors++;
         else counters.upstreamErrors++;
-        abortive(other);
       }
       if (isClient) {
         log.debug("client closed ({reason}) mid-stream; closing its upstream", { reason });
@@ -408,7 +380,7 @@ class Pair implements Protocol, Handler {
         });
       }
     }
-    this.#teardown(reason === "reset" || reason === "hangup" ? "reset" : "local");
+    this.#teardown(reason);
   }
 
   /**
@@ -425,73 +397,7 @@ class Pair implements Protocol, Handler {
     else this.#closeIfQuiet();
   }
 
-  // ---- forwarding, backpressure, half-close ----
-
-  #forward(dest: Connection, data: Uint8Array, start: number, end: number): void {
-    const reactor = this.#reactor;
-    // Straight from the shared read buffer by its pointer, as echo does.
-    if (start === 0 && data === reactor.readBuffer) {
-      dest.writeFrom(reactor.readBufferPointer, data, end);
-    } else {
-      dest.write(data, start, end);
-    }
-  }
-
-  #pauseClient(): void {
-    if (!this.#holdClient) {
-      this.#holdClient = true;
-      this.#markPressured();
-    }
-    this.client.setReading(false);
-  }
-
-  #pauseUpstream(): void {
-    if (!this.#holdUpstream) {
-      this.#holdUpstream = true;
-      this.#markPressured();
-    }
-    this.upstream!.setReading(false);
-  }
-
-  #markPressured(): void {
-    const pressured = this.#shared.pressured.get(this.#reactor);
-    if (pressured !== undefined) pressured.add(this);
-  }
-
-  /**
-   * Resumes a paused direction whose destination is down to low water, and
-   * re-asserts a pause that still holds: the client's Connection resumes
-   * itself when *its own* output drains, which says nothing about the
-   * upstream's. Returns whether a direction is still held.
-   */
-  relieveCheck(): boolean {
-    if (this.#state === State.Closed) return false;
-    this.#relieve();
-    return this.#holdClient || this.#holdUpstream;
-  }
-
-  #relieve(): void {
-    const lwm = this.#shared.limits.lowWaterMark;
-    if (this.#holdClient) {
-      const queued = this.upstream !== null
-        ? this.upstream.output.length
-        : (this.#pending?.length ?? 0);
-      if (queued <= lwm) {
-        this.#holdClient = false;
-        this.client.setReading(true);
-      } else if (!this.client.readingPaused) {
-        this.client.setReading(false);
-      }
-    }
-    if (this.#holdUpstream && this.upstream !== null) {
-      if (this.client.output.length <= lwm) {
-        this.#holdUpstream = false;
-        this.upstream.setReading(true);
-      } else if (!this.upstream.readingPaused) {
-        this.upstream.setReading(false);
-      }
-    }
-  }
+  // ---- half-close, teardown ----
 
   #shutUpstreamIfFlushed(): void {
     const upstream = this.upstream;
@@ -534,9 +440,8 @@ class Pair implements Protocol, Handler {
 
   /** Closes the upstream, and the client with a FIN and a lingering close. */
   #closeGracefully(): void {
-    const client = this.client;
     this.#teardown("shutdown", false);
-    client.closeAfterFlush();
+    this.client.closeAfterFlush();
   }
 
   #cancelTimer(): void {
@@ -546,6 +451,14 @@ class Pair implements Protocol, Handler {
     }
   }
 
+  /** Whether tearing down now would lose bytes: queued for a side, or dropped at a close. */
+  #bytesInFlight(): boolean {
+    const c = this.client;
+    const u = this.upstream;
+    return c.output.length > 0 || c.unsentAtClose > 0 || (this.#pending?.length ?? 0) > 0 ||
+      (u !== null && (u.output.length > 0 || u.unsentAtClose > 0));
+  }
+
   /** Closes both connections (and a connect in flight) now. */
   close(): void {
     this.#teardown();
@@ -553,83 +466,121 @@ class Pair implements Protocol, Handler {
 
   /**
    * Closes everything this pair holds (the client too unless `closeClient`
-   * is false). Idempotent.
+   * is false). A pair cut short (a failure, or bytes still in flight) is
+   * reset on both sides. Idempotent.
    */
   #teardown(reason: CloseReason = "local", closeClient = true): void {
     if (this.#state === State.Closed) return;
+    const cut = (this.#state === State.Open && isFailure(reason)) || this.#bytesInFlight();
     this.#state = State.Closed;
-    this.#shared.counters.active--;
-    this.#shared.pairs.delete(this);
+    const shared = this.#shared;
+    shared.counters.active--;
+    shared.pairs.delete(this);
     this.#cancelTimer();
-    this.#shared.pressured.get(this.#reactor)?.delete(this);
     if (this.#connectFd >= 0) {
-      this.#reactor.unregister(this.#connectFd);
+      this.#reactor.deregister(this.#connectFd);
       close(this.#connectFd);
       this.#connectFd = -1;
     }
     this.#pending = null;
-    if (closeClient) this.client.close(reason);
-    this.upstream?.close(reason);
+    if (cut) shared.counters.resets++;
+    const sides = closeClient ? [this.client, this.upstream] : [this.upstream];
+    for (const side of sides) {
+      if (side === null || side.closed) continue;
+      if (cut) side.abort(reason === "eof" ? "reset" : reason);
+      else side.close(reason);
+    }
   }
 }
 
 /**
- * Creates a TCP proxy to `upstream`: a protocol factory for
- * `ServerOptions.protocol` that gives each client its own upstream
- * connection on the client's reactor.
+ * Creates a TCP proxy to `options.upstream`: a protocol instance whose
+ * `connect` gives each client its own upstream connection on the client's
+ * reactor. Proxy-specific counters are on the result (`.counters`).
  *
- * `reactor` may be null: `Server.start` creates its reactor after it takes
- * the factory, and each client brings its own anyway. Proxy-specific
- * counters are on the returned factory (`.counters`).
+ * @throws {Error} when the upstream host is not an IP address
  */
-export function createProxy(
-  reactor: Reactor | null,
-  upstream: { host: string; port: number },
-  opts: ProxyOptions = {},
-): ProxyFactory {
+export function createProxy(options: ProxyOptions): Proxy {
+  const { upstream } = options;
   resolveHost(upstream.host); // a bad address fails here, not once per client
-  const limits = opts.limits ?? DEFAULT_LIMITS;
   const shared: Shared = {
     host: upstream.host,
     port: upstream.port,
     address: formatAddress(upstream.host, upstream.port),
-    limits,
-    upstreamLimits: {
-      highWaterMark: Infinity,
-      lowWaterMark: -1,
-      maxOutputBytes: limits.maxOutputBytes,
-    },
-    connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
-    flushTimeoutMs: opts.flushTimeoutMs ?? 30_000,
+    connectTimeoutMs: options.connectTimeoutMs ?? 5000,
+    flushTimeoutMs: options.flushTimeoutMs ?? 30_000,
     counters: new ProxyCounters(),
-    pressured: new Map(),
     pairs: new Set(),
     lastFailureLog: -Infinity,
     failuresNotLogged: 0,
   };
-  const watch = (r: Reactor) => {
-    if (shared.pressured.has(r)) return;
-    const pressured = new Set<Pair>();
-    shared.pressured.set(r, pressured);
-    // Before every wait: resume directions that drained to low water (the
-    // `drained` hook only fires at zero) and re-pause clients that resumed
-    // themselves. Costs a size check when nothing is held back.
-    r.beforeWait(() => {
-      if (pressured.size === 0) return;
-      for (const pair of pressured) {
-        if (!pair.relieveCheck()) pressured.delete(pair);
-      }
-    });
-  };
-  if (reactor !== null) watch(reactor);
-  const factory = (client: Connection): Protocol => {
-    watch(client.reactor);
-    const pair = new Pair(shared, client);
-    pair.start();
-    return pair;
-  };
   const closeAll = () => {
     for (const pair of [...shared.pairs]) pair.close();
   };
-  return Object.assign(factory, { counters: shared.counters, upstream: shared.address, closeAll });
+  const c = shared.counters;
+  return {
+    counters: c,
+    upstream: shared.address,
+    closeAll,
+    connect(client: Connection): Protocol {
+      const pair = new Pair(shared, client);
+      pair.start();
+      return pair;
+    },
+    metrics: () => [
+      {
+        name: "proxy_upstream_connects_total",
+        type: "counter",
+        help: "Upstream connects.",
+        value: c.connects,
+      },
+      {
+        name: "proxy_upstream_connect_failures_total",
+        type: "counter",
+        help: "Failed upstream connects.",
+        value: c.connectFailures,
+      },
+      {
+        name: "proxy_upstream_errors_total",
+        type: "counter",
+        help: "Pairs cut by an upstream reset.",
+        value: c.upstreamErrors,
+      },
+      {
+        name: "proxy_resets_total",
+        type: "counter",
+        help: "Pairs reset on both sides with bytes in flight.",
+        value: c.resets,
+      },
+      {
+        name: "proxy_pairs_open",
+        type: "gauge",
+        help: "Client/upstream pairs open.",
+        value: c.active,
+      },
+    ],
+    stop: closeAll,
+  };
 }
+
+/** `--app proxy`: forwards every client to `--upstream`. */
+export const proxy: ProtocolDefinition = {
+  name: "proxy",
+  summary: "TCP proxy: every client gets its own connection to --upstream",
+  flags: [{
+    name: "upstream",
+    key: "upstream",
+    kind: "address",
+    help: "where the proxy forwards (HOST:PORT)",
+    required: true,
+  }],
+  create(_setup, options) {
+    const upstream = options.upstream as ProxyOptions["upstream"] | undefined;
+    if (upstream === undefined || typeof upstream.host !== "string") {
+      throw new TypeError(
+        "Cannot create the proxy: the upstream option ({ host, port }) is missing",
+      );
+    }
+    return createProxy({ ...(options as Partial<ProxyOptions>), upstream });
+  },
+};

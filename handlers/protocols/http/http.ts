@@ -18,7 +18,9 @@
 
 import { getLogger } from "@logtape/logtape";
 import type { Reactor } from "../../../reactor/reactor.ts";
+import type { Timer } from "../../../reactor/timers.ts";
 import type { Connection, Protocol, TimeoutKind } from "../../connection.ts";
+import { type ProtocolDefinition, PROMETHEUS_TEXT_TYPE } from "../definition.ts";
 import {
   HttpParser,
   type HttpParserLimits,
@@ -135,6 +137,7 @@ export class HttpApp {
   #requests = 0;
   readonly #dynamic: { path: Uint8Array; reply: () => HttpReply }[];
   #dynamicHit = 0;
+  #dateTimer: Timer;
 
   constructor(reactor: Reactor, options: Partial<HttpOptions> = {}) {
     this.options = { ...DEFAULTS, ...options };
@@ -149,6 +152,12 @@ export class HttpApp {
       reactor.resetTimer(timer, 1000 - (Date.now() % 1000));
     };
     const timer = reactor.setTimer(1000 - (Date.now() % 1000), tick);
+    this.#dateTimer = timer;
+  }
+
+  /** Stops the Date timer (the server stopped). */
+  close(): void {
+    this.#reactor.cancelTimer(this.#dateTimer);
   }
 
   /** Requests answered so far. */
@@ -396,6 +405,10 @@ class HttpConnection implements Protocol, HttpParserSink {
   #memoWords: Int32Array | null = null;
   #memoLength = 0;
   #memoKey = -1;
+  /** The peer sent FIN. */
+  #peerEnded = false;
+  /** Unparsed bytes of a read cut short at high water. */
+  #stash: Uint8Array | null = null;
   /** What the request just parsed was answered with: a respondAgain key, -1, or -2 (none yet). */
   #answered = -2;
 
@@ -416,6 +429,14 @@ class HttpConnection implements Protocol, HttpParserSink {
     this.#answeredInRead = false;
     let i = start;
     while (i < end && !this.#closing) {
+      if (conn.outputFull) {
+        // The peer is not reading its answers: stop parsing (the connection
+        // has stopped reading too) and keep the rest of this read until the
+        // output falls to low water (lowWater). A client that pipelines and
+        // never reads costs at most one read and the high-water mark.
+        this.#stash = data.slice(i, end);
+        break;
+      }
       const len = this.#memoLength;
       if (len > 0 && parser.idle && end - i >= len && !this.#draining && this.#matches(data, i)) {
         // The same bytes as the last simple request, from the same (idle)
@@ -444,6 +465,21 @@ class HttpConnection implements Protocol, HttpParserSink {
       const t = conn.timeouts;
       if (t !== null && t.requestMs > 0) conn.pullTimer(this.#requestStart + t.requestMs);
     }
+  }
+
+  /** The output fell to low water: answer what was kept, then read again. */
+  lowWater(conn: Connection): void {
+    const stash = this.#stash;
+    if (stash !== null) {
+      this.#stash = null;
+      this.data(conn, stash, 0, stash.length);
+      if (conn.closed || this.#stash !== null) return; // full again: wait for the next lowWater
+      if (this.#peerEnded) {
+        conn.closeAfterFlush();
+        return;
+      }
+    }
+    conn.resumeReading();
   }
 
   /** Whether data[at...] starts with the remembered request: four bytes per step. */
@@ -496,8 +532,10 @@ class HttpConnection implements Protocol, HttpParserSink {
   }
 
   end(conn: Connection): void {
-    // The peer finished sending: answer what was complete, then close.
-    conn.closeAfterFlush();
+    // The peer finished sending: answer what was complete, then close (after
+    // the requests kept at high water, if any: lowWater comes back here).
+    this.#peerEnded = true;
+    if (this.#stash === null) conn.closeAfterFlush();
   }
 
   requestStartedAt(): number {
@@ -526,3 +564,51 @@ class HttpConnection implements Protocol, HttpParserSink {
     conn.close("timeout");
   }
 }
+
+/** `--app http`: the built-in HTTP/1.1 app (TechEmpower routes, /health, /metrics). */
+export const http: ProtocolDefinition = {
+  name: "http",
+  summary: "HTTP/1.1: /, /plaintext, /json, /health, /metrics",
+  flags: [
+    {
+      name: "max-body",
+      key: "maxBody",
+      kind: "integer",
+      help: "largest HTTP request body in bytes, 413 above",
+      default: DEFAULTS.maxBody,
+      min: 0,
+      max: 2 ** 40,
+    },
+    {
+      name: "max-header-bytes",
+      key: "maxHeaderBytes",
+      kind: "integer",
+      help: "largest HTTP header section in bytes, 431 above",
+      default: DEFAULTS.maxHeaderBytes,
+      min: 256,
+      max: 1 << 24,
+    },
+  ],
+  create(setup, options) {
+    const metricsRoute = () => ({
+      status: 200,
+      contentType: PROMETHEUS_TEXT_TYPE,
+      body: setup.metricsText(),
+    });
+    const routes = options.routes as HttpOptions["routes"];
+    const app = new HttpApp(setup.context.reactor, {
+      ...(options as Partial<HttpOptions>),
+      routes: { "/metrics": metricsRoute, ...routes },
+    });
+    return {
+      connect: (conn) => app.protocol(conn),
+      metrics: () => [{
+        name: "requests_total",
+        type: "counter",
+        help: "HTTP requests answered.",
+        value: app.requests,
+      }],
+      stop: () => app.close(),
+    };
+  },
+};

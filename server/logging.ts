@@ -7,6 +7,7 @@
 
 import {
   configureSync,
+  getConfig,
   getJsonLinesFormatter,
   getTextFormatter,
   type LogLevel,
@@ -31,4 +32,14 @@ export function setUpLogging(level: LogLevel, format: "text" | "json"): void {
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
     ],
   });
+}
+
+/**
+ * For library use: when the program has configured no logging at all,
+ * route the `reactor` category to stderr at `warning` and above, so a
+ * protocol that throws or an accept error is never silent. A program that
+ * configured LogTape itself is left alone.
+ */
+export function ensureLogging(): void {
+  if (getConfig() === null) setUpLogging("warning", "text");
 }
