@@ -6,9 +6,9 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "../log/mod.ts";
 import type { ServeCommand } from "./args.ts";
-import { setUpLogging } from "../server/logging.ts";
+import { setUpLogging } from "../log/mod.ts";
 import { Server } from "../server/server.ts";
 import { DEFAULT_LIMITS } from "../handlers/context.ts";
 import { SyscallError } from "../syscalls/errno.ts";

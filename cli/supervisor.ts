@@ -8,7 +8,7 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "../log/mod.ts";
 import type { ServeCommand } from "./args.ts";
 import { SO_REUSEPORT, SOCK_CLOEXEC, SOCK_STREAM, SOL_SOCKET } from "../syscalls/constants.ts";
 import { bind, close, socket } from "../syscalls/libc.ts";

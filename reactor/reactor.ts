@@ -33,7 +33,7 @@
  */
 
 import { setImmediate } from "node:timers";
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "../log/mod.ts";
 import { close, errno, eventfd, read, write } from "../syscalls/libc.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK, EPOLLET, EPOLLIN, EPOLLRDHUP } from "../syscalls/constants.ts";
 import { SyscallError } from "../syscalls/errno.ts";

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "../log/mod.ts";
 import { Reactor, type ReactorOptions } from "../reactor/reactor.ts";
 import { Acceptor } from "../handlers/accept.ts";
 import { type CloseReason, Connection, type Protocol } from "../handlers/connection.ts";
@@ -33,7 +33,7 @@ import {
 } from "../handlers/protocols/mod.ts";
 import { close } from "../syscalls/libc.ts";
 import { formatAddress, listenTcp, localAddress } from "../syscalls/socket.ts";
-import { ensureLogging } from "./logging.ts";
+import { ensureLogging } from "../log/mod.ts";
 import { coreMetrics, prometheusText } from "./metrics.ts";
 
 const log = getLogger(["reactor", "server"]);

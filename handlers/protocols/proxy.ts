@@ -26,7 +26,7 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "../../log/mod.ts";
 import { Interest, Ready } from "../../reactor/interest.ts";
 import type { Handler, Reactor } from "../../reactor/reactor.ts";
 import type { Timer } from "../../reactor/timers.ts";

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
+import { getLogger } from "../../../log/mod.ts";
 import type { Reactor } from "../../../reactor/reactor.ts";
 import type { Timer } from "../../../reactor/timers.ts";
 import type { Connection, Protocol, TimeoutKind } from "../../connection.ts";

@@ -1,6 +1,12 @@
 /**
- * Logging set-up: LogTape with one synchronous stderr sink, so a line is out
+ * The logging door: every module logs through `getLogger` from here, and the
+ * CLI (or a library user's program, by default) routes the `reactor`
+ * category to stderr: LogTape with one synchronous sink, so a line is out
  * before the process exits, in text or JSON Lines.
+ *
+ * LogTape is imported here by its full `npm:` specifier, and only here: a
+ * program in another folder that imports `mod.ts` does not see this repo's
+ * import map, so a bare `@logtape/logtape` would not resolve there.
  *
  * @module
  */
@@ -9,10 +15,15 @@ import {
   configureSync,
   getConfig,
   getJsonLinesFormatter,
+  getLogger,
   getTextFormatter,
+  type Logger,
   type LogLevel,
   type LogRecord,
-} from "@logtape/logtape";
+  // deno-lint-ignore no-import-prefix -- see the module comment: library use from any folder
+} from "npm:@logtape/logtape@2.4.2";
+
+export { getLogger, type Logger, type LogLevel };
 
 /** Routes the `reactor` log category to stderr at `level` and above. */
 export function setUpLogging(level: LogLevel, format: "text" | "json"): void {
