@@ -1,0 +1,672 @@
+/**
+ * Connection on a real reactor and a real loopback TCP pair: one end is the
+ * Connection, the other (the "peer") is read and written by the test with
+ * nonblocking recv/send, usually from a plain handler on the same reactor.
+ *
+ * Outcomes are decided by events and counters, never by how long something
+ * took: every wait is bounded generously and fails the test instead of
+ * hanging it, and "the loop turned N more times" is N reactor timers fired
+ * one after the other.
+ */
+import assert from "node:assert/strict";
+import { Interest } from "../reactor/interest.ts";
+import { type Handler, Reactor } from "../reactor/reactor.ts";
+import {
+  SO_RCVBUF,
+  SO_SNDBUF,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOL_SOCKET,
+} from "../syscalls/constants.ts";
+import { EAGAIN, ECONNRESET, errnoName, SyscallError } from "../syscalls/errno.ts";
+import { accept4, close, errno, recv, send } from "../syscalls/libc.ts";
+import { connectTcp, listenTcp, localAddress, setIntOption } from "../syscalls/socket.ts";
+import { type CloseReason, Connection, type Protocol } from "./connection.ts";
+import {
+  ConnectionContext,
+  type ConnectionContextOptions,
+  type ConnectionLimits,
+  DEFAULT_LIMITS,
+} from "./context.ts";
+
+const MiB = 1 << 20;
+const CHUNK = 64 << 10;
+
+/** Bytes of a stream: byte i is a function of i (period 251, a prime). */
+function bytes(length: number, offset = 0): Uint8Array {
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) out[i] = (offset + i) % 251;
+  return out;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Fails (instead of hanging) when `p` does not settle within `ms`. */
+async function within<T>(p: Promise<T>, what: string, ms = 15_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not within ${ms} ms: ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls `cond` until it holds; fails after `ms`. */
+async function until(cond: () => boolean, what: string, ms = 15_000): Promise<void> {
+  const end = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
+    await sleep(2);
+  }
+}
+
+/** Resolves once `n` reactor timers fired one after another: at least `n` more waits. */
+function turns(reactor: Reactor, n: number): Promise<void> {
+  return within(
+    new Promise<void>((resolve) => {
+      let left = n;
+      const tick = () => {
+        if (--left <= 0) resolve();
+        else reactor.setTimer(1, tick);
+      };
+      reactor.setTimer(1, tick);
+    }),
+    `${n} turns of the loop`,
+  );
+}
+
+/** A connected loopback TCP pair, both ends nonblocking: [ours, peer]. */
+async function tcpPair(): Promise<[number, number]> {
+  const listener = listenTcp({ host: "127.0.0.1", port: 0 });
+  try {
+    const { fd: peer } = connectTcp("127.0.0.1", localAddress(listener).port);
+    const end = performance.now() + 10_000;
+    for (;;) {
+      const fd = accept4(listener, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd >= 0) return [fd, peer];
+      const e = errno();
+      if (e !== EAGAIN || performance.now() > end) {
+        close(peer);
+        throw new SyscallError("accept4", e, "loopback pair");
+      }
+      await sleep(1); // the handshake has not reached the accept queue yet
+    }
+  } finally {
+    close(listener);
+  }
+}
+
+/**
+ * Small kernel buffers on both sides, so "the peer does not read" fills them
+ * after a few hundred KB instead of several MB (Linux doubles the values).
+ */
+function smallKernelBuffers(ours: number, peer: number): void {
+  setIntOption(ours, SOL_SOCKET, SO_SNDBUF, 32 << 10);
+  setIntOption(peer, SOL_SOCKET, SO_RCVBUF, 32 << 10);
+}
+
+/** Reads the peer end steadily (to EAGAIN on every event), checking bytes against `expected`. */
+class PeerReader implements Handler {
+  received = 0;
+  eof = false;
+  error = 0;
+  /** The offset of the first byte that differed from `expected`, or -1. */
+  mismatchAt = -1;
+  readonly #buf = new Uint8Array(256 << 10);
+
+  constructor(
+    readonly reactor: Reactor,
+    readonly fd: number,
+    readonly expected: Uint8Array | null = null,
+  ) {}
+
+  start(): this {
+    this.reactor.register(this.fd, this, Interest.READABLE);
+    return this;
+  }
+
+  ready(): void {
+    const buf = this.#buf;
+    for (;;) {
+      const n = recv(this.fd, buf, buf.length, 0);
+      if (n > 0) {
+        const expected = this.expected;
+        if (expected !== null && this.mismatchAt < 0) {
+          for (let i = 0; i < n; i++) {
+            if (buf[i] !== expected[this.received + i]) {
+              this.mismatchAt = this.received + i;
+              break;
+            }
+          }
+        }
+        this.received += n;
+        continue;
+      }
+      if (n < 0 && errno() === EAGAIN) return;
+      if (n < 0) this.error = errno();
+      else this.eof = true;
+      this.reactor.deregister(this.fd);
+      return;
+    }
+  }
+}
+
+/** A reactor, a context, and what to release at the end. */
+class Rig {
+  readonly fds: number[] = [];
+  readonly conns: Connection[] = [];
+  running: Promise<void> | null = null;
+
+  private constructor(readonly reactor: Reactor, readonly ctx: ConnectionContext) {}
+
+  static async create(options: ConnectionContextOptions = {}): Promise<Rig> {
+    const reactor = await Reactor.create();
+    return new Rig(reactor, new ConnectionContext(reactor, { timeouts: null, ...options }));
+  }
+
+  /** An open Connection on one end of a fresh loopback pair; returns it and the peer fd. */
+  async connect(
+    protocol: Protocol,
+    onClose: ((conn: Connection, reason: CloseReason) => void) | null = null,
+  ): Promise<{ conn: Connection; peer: number }> {
+    const [ours, peer] = await tcpPair();
+    this.fds.push(peer);
+    const conn = new Connection(this.ctx, ours, protocol, onClose);
+    this.conns.push(conn);
+    conn.open();
+    return { conn, peer };
+  }
+
+  run(): void {
+    this.running = this.reactor.run();
+  }
+
+  async dispose(): Promise<void> {
+    this.reactor.stop();
+    if (this.running) await within(this.running, "run() to resolve after stop()");
+    for (const conn of this.conns) conn.close("shutdown");
+    for (const fd of this.fds) close(fd);
+    this.reactor.close();
+  }
+}
+
+/** Writes `chunk`-sized pieces of `data` from `offset` until write() returns false; returns the new offset. */
+function writeUntilFull(conn: Connection, data: Uint8Array, offset: number, chunk = CHUNK): number {
+  while (offset < data.length) {
+    const end = Math.min(offset + chunk, data.length);
+    const more = conn.write(data, offset, end);
+    offset = end;
+    if (!more) return offset;
+  }
+  throw new Error(`write() never returned false in ${data.length} bytes`);
+}
+
+Deno.test("Connection: a single 40 MB write to a peer that reads steadily arrives whole and byte-exact (more than maxOutputBytes is never cut)", async () => {
+  const rig = await Rig.create({ limits: DEFAULT_LIMITS });
+  try {
+    const total = 40 * MiB;
+    const data = bytes(total);
+    let drained = 0;
+    let closedWith: CloseReason | null = null;
+    const { conn, peer } = await rig.connect({
+      data() {},
+      drained: () => drained++,
+      closed: (_, reason) => (closedWith = reason),
+    });
+    const t0 = performance.now();
+    const more = conn.write(data);
+    assert.equal(more, false, "40 MB cannot all go at once: high water reached");
+    assert.equal(conn.closed, false, "not cut");
+    assert.ok(
+      conn.output.length > DEFAULT_LIMITS.maxOutputBytes,
+      `more than maxOutputBytes waits (${conn.output.length} bytes): the old code cut here`,
+    );
+    const reader = new PeerReader(rig.reactor, peer, data).start();
+    rig.run();
+    await until(
+      () => reader.received >= total || reader.eof || reader.error !== 0,
+      "the peer to read 40 MB",
+      60_000,
+    );
+    console.log(`40 MB through loopback in ${(performance.now() - t0).toFixed(0)} ms`);
+    assert.equal(reader.error, 0, `peer recv failed: ${errnoName(reader.error)}`);
+    assert.equal(reader.eof, false);
+    assert.equal(reader.received, total);
+    assert.equal(reader.mismatchAt, -1, `byte ${reader.mismatchAt} differs`);
+    assert.equal(closedWith, null);
+    assert.equal(conn.closed, false);
+    assert.equal(conn.output.length, 0);
+    assert.equal(conn.output.capacity, 0, "the drained buffer was released");
+    assert.ok(drained >= 1, "drained() ran");
+    assert.equal(rig.ctx.counters.overflows, 0);
+    assert.equal(rig.ctx.counters.bytesOut, total);
+    assert.ok(rig.ctx.counters.peakOutputBytes > DEFAULT_LIMITS.maxOutputBytes);
+  } finally {
+    await rig.dispose();
+  }
+});
+
+/**
+ * Marks far above what one flush can move through the small kernel buffers
+ * (a few hundred KB at most), so "fell to low water" and "emptied" are
+ * different moments.
+ */
+const MARKS: ConnectionLimits = {
+  highWaterMark: 2 * MiB,
+  lowWaterMark: 1 * MiB,
+  maxOutputBytes: 256 * MiB,
+};
+
+Deno.test("Connection: write() returns false at high water and highWater fires once; lowWater fires once at low water and whenWritable() resolves", async () => {
+  const rig = await Rig.create({ limits: MARKS });
+  try {
+    const events: string[] = [];
+    let outputAtLow = -1;
+    const { conn, peer } = await rig.connect({
+      data() {},
+      highWater: () => events.push("high"),
+      lowWater: (c) => {
+        events.push("low");
+        outputAtLow = c.output.length;
+      },
+    });
+    smallKernelBuffers(conn.fd, peer);
+    rig.run();
+    const data = bytes(64 * MiB);
+    let written = writeUntilFull(conn, data, 0);
+    assert.ok(conn.output.length >= MARKS.highWaterMark, `${conn.output.length} waiting`);
+    assert.deepEqual(events, ["high"]);
+    assert.equal(conn.outputFull, true);
+    const beforeLast = conn.output.length;
+    assert.equal(conn.write(data, written, written + CHUNK), false, "still false above high water");
+    written += CHUNK;
+    assert.equal(conn.output.length, beforeLast + CHUNK, "and the bytes were taken");
+    assert.deepEqual(events, ["high"], "highWater fired once");
+    assert.equal(
+      conn.readingPaused,
+      false,
+      "with a highWater hook, reading is the protocol's call",
+    );
+    assert.equal(rig.ctx.counters.readPauses, 0);
+
+    let writable = false;
+    const whenWritable = conn.whenWritable().then(() => {
+      writable = true;
+      events.push("writable");
+    });
+    await turns(rig.reactor, 5); // the peer does not read: nothing moves
+    assert.equal(writable, false, "whenWritable() waits while the peer does not read");
+    assert.deepEqual(events, ["high"]);
+
+    const reader = new PeerReader(rig.reactor, peer, data).start();
+    await within(whenWritable, "whenWritable() once the peer reads");
+    assert.deepEqual(events, ["high", "low", "writable"]);
+    assert.ok(
+      outputAtLow > 0 && outputAtLow <= MARKS.lowWaterMark,
+      `lowWater ran with ${outputAtLow} bytes waiting: not as it fell to low water`,
+    );
+    assert.equal(conn.outputFull, false);
+    await until(() => reader.received >= written || reader.eof, "the peer to read everything");
+    assert.equal(reader.received, written);
+    assert.equal(reader.mismatchAt, -1, `byte ${reader.mismatchAt} differs`);
+    assert.deepEqual(events, ["high", "low", "writable"], "each fired once");
+    assert.equal(rig.ctx.counters.highWaterHits, 1);
+    assert.equal(conn.closed, false);
+  } finally {
+    await rig.dispose();
+  }
+});
+
+Deno.test("Connection: without highWater/lowWater hooks, reading pauses at high water and resumes at low water", async () => {
+  const rig = await Rig.create({ limits: MARKS });
+  try {
+    let got = "";
+    let outputWhenRead = -1;
+    const { conn, peer } = await rig.connect({
+      data(c, buf, start, end) {
+        got += new TextDecoder().decode(buf.subarray(start, end));
+        outputWhenRead = c.output.length;
+      },
+    });
+    smallKernelBuffers(conn.fd, peer);
+    rig.run();
+    const data = bytes(64 * MiB);
+    const written = writeUntilFull(conn, data, 0);
+    assert.equal(conn.readingPaused, true, "paused at high water");
+    assert.equal(rig.ctx.counters.readPauses, 1);
+
+    const hello = new TextEncoder().encode("hello");
+    assert.equal(send(peer, hello, hello.length, 0), hello.length);
+    await turns(rig.reactor, 5);
+    assert.equal(got, "", "nothing read while paused, though bytes wait");
+
+    const reader = new PeerReader(rig.reactor, peer, data).start();
+    await until(() => got === "hello", "the paused bytes to be read after low water");
+    assert.ok(
+      outputWhenRead <= MARKS.lowWaterMark,
+      `read again with ${outputWhenRead} bytes still waiting (low water ${MARKS.lowWaterMark})`,
+    );
+    assert.equal(conn.readingPaused, false);
+    assert.equal(rig.ctx.counters.readPauses, 1, "paused once");
+    await until(() => reader.received >= written || reader.eof, "the peer to read everything");
+    assert.equal(reader.received, written);
+    assert.equal(reader.mismatchAt, -1);
+  } finally {
+    await rig.dispose();
+  }
+});
+
+const SMALL_MAX: ConnectionLimits = {
+  highWaterMark: 64 << 10,
+  lowWaterMark: 16 << 10,
+  maxOutputBytes: 1 * MiB,
+};
+
+Deno.test('Connection: a writer that keeps writing while maxOutputBytes wait for a peer that does not read is closed with "overflow" (one large write alone is taken whole)', async () => {
+  const rig = await Rig.create({ limits: SMALL_MAX });
+  try {
+    const reasons: CloseReason[] = [];
+    const { conn, peer } = await rig.connect({ data() {}, closed: (_, r) => reasons.push(r) });
+    smallKernelBuffers(conn.fd, peer);
+    rig.run();
+    // One write of 4x maxOutputBytes is taken whole...
+    const big = bytes(4 * MiB);
+    assert.equal(conn.write(big), false);
+    assert.equal(conn.closed, false, "one large write is not cut");
+    assert.ok(conn.output.length > SMALL_MAX.maxOutputBytes, `${conn.output.length} waiting`);
+    await turns(rig.reactor, 3);
+    assert.equal(conn.closed, false);
+    assert.deepEqual(reasons, []);
+    // ...but writing on while that much waits (write() keeps saying false)
+    // ignores backpressure, and is cut within maxOutputBytes more.
+    let more = 0;
+    while (!conn.closed && more <= 8 * MiB) {
+      assert.equal(conn.write(big, 0, 1024), false);
+      more += 1024;
+    }
+    assert.deepEqual(reasons, ["overflow"]);
+    assert.ok(more <= SMALL_MAX.maxOutputBytes + 1024, `cut after ${more} more bytes`);
+    assert.equal(rig.ctx.counters.overflows, 1);
+    assert.ok(conn.unsentAtClose >= 4 * MiB - (1 * MiB), `${conn.unsentAtClose} never sent`);
+    assert.equal(conn.write(big, 0, 10), false, "a closed connection takes nothing");
+  } finally {
+    await rig.dispose();
+  }
+});
+
+Deno.test('Connection: small writes that ignore write()\'s false are cut with "overflow", not before maxOutputBytes wait and not long after', async () => {
+  const rig = await Rig.create({ limits: SMALL_MAX });
+  try {
+    const reasons: CloseReason[] = [];
+    let waitingAtClose = -1;
+    const { conn, peer } = await rig.connect({ data() {}, closed: (_, r) => reasons.push(r) });
+    smallKernelBuffers(conn.fd, peer);
+    rig.run();
+    const data = bytes(CHUNK);
+    for (let i = 0; i < 10_000 && !conn.closed; i++) {
+      waitingAtClose = conn.output.length;
+      conn.write(data);
+    }
+    assert.deepEqual(reasons, ["overflow"]);
+    assert.ok(
+      waitingAtClose >= SMALL_MAX.maxOutputBytes,
+      `cut with ${waitingAtClose} bytes waiting, under maxOutputBytes`,
+    );
+    assert.ok(
+      waitingAtClose <= SMALL_MAX.highWaterMark + SMALL_MAX.maxOutputBytes + CHUNK,
+      `cut only with ${waitingAtClose} bytes waiting`,
+    );
+  } finally {
+    await rig.dispose();
+  }
+});
+
+Deno.test("Connection: a writer that waits for whenWritable() after each false, even one write late, is never cut, however much it writes in all", async () => {
+  const rig = await Rig.create({ limits: SMALL_MAX });
+  try {
+    const reasons: CloseReason[] = [];
+    const { conn, peer } = await rig.connect({ data() {}, closed: (_, r) => reasons.push(r) });
+    smallKernelBuffers(conn.fd, peer);
+    const total = 16 * SMALL_MAX.maxOutputBytes;
+    const data = bytes(total);
+    const reader = new PeerReader(rig.reactor, peer, data).start();
+    rig.run();
+    let offset = 0;
+    let waits = 0;
+    let late = false;
+    while (offset < total && !conn.closed) {
+      const end = Math.min(offset + CHUNK, total);
+      const more = conn.write(data, offset, end);
+      offset = end;
+      if (!more && !late && offset < total) {
+        late = true; // one more piece past the stop, as a sloppy writer would
+        continue;
+      }
+      if (!more) {
+        waits++;
+        late = false;
+        await within(conn.whenWritable(), "whenWritable()");
+      }
+    }
+    await until(() => reader.received >= total || reader.eof, "the peer to read everything");
+    assert.deepEqual(reasons, []);
+    assert.equal(reader.received, total);
+    assert.equal(reader.mismatchAt, -1);
+    // Each late piece alone is well under maxOutputBytes, all of them together far over it.
+    assert.ok(waits * CHUNK > 4 * SMALL_MAX.maxOutputBytes, `write() said stop ${waits} times`);
+    assert.equal(rig.ctx.counters.overflows, 0);
+  } finally {
+    await rig.dispose();
+  }
+});
+
+Deno.test("Connection: close() inside a handler runs Protocol.closed in the deferred phase, after the handler returned, exactly once, with the reason", async () => {
+  const rig = await Rig.create();
+  try {
+    const order: string[] = [];
+    const waitsAt: number[] = [];
+    rig.reactor.beforeWait(() => {
+      if (order.length > 0 && !order.includes("wait")) order.push("wait");
+    });
+    const { conn, peer } = await rig.connect({
+      data(c) {
+        order.push("data start");
+        waitsAt.push(rig.reactor.counters.waits);
+        c.close("local");
+        order.push(`fd after close: ${c.fd}`);
+        c.close("error"); // idempotent: the first reason stands
+        order.push("data end");
+      },
+      closed(_, reason) {
+        order.push(`closed: ${reason}`);
+        waitsAt.push(rig.reactor.counters.waits);
+      },
+    }, (_, reason) => order.push(`listener: ${reason}`));
+    rig.run();
+    send(peer, new Uint8Array(1), 1, 0);
+    await until(() => order.includes("wait"), "the wait after the close");
+    await turns(rig.reactor, 3);
+    conn.close("timeout"); // and once more from outside
+    assert.deepEqual(order, [
+      "data start",
+      "fd after close: -1",
+      "data end",
+      "closed: local",
+      "listener: local",
+      "wait",
+    ]);
+    assert.equal(waitsAt[0], waitsAt[1], "closed() ran before the next wait");
+    assert.equal(rig.ctx.counters.closed, 1);
+    assert.equal(rig.reactor.isRegistered(peer), false);
+  } finally {
+    await rig.dispose();
+  }
+});
+
+Deno.test("Connection: close() from outside the loop runs Protocol.closed before it returns", async () => {
+  const rig = await Rig.create();
+  try {
+    const order: string[] = [];
+    const { conn } = await rig.connect({
+      data() {},
+      closed: (_, reason) => order.push(`closed: ${reason}`),
+    });
+    rig.run();
+    await turns(rig.reactor, 2);
+    conn.close("shutdown");
+    order.push("close() returned");
+    assert.deepEqual(order, ["closed: shutdown", "close() returned"]);
+  } finally {
+    await rig.dispose();
+  }
+});
+
+Deno.test("Connection: closing connection A from inside B's data() does not run A's closed() before B's data() returns", async () => {
+  const rig = await Rig.create();
+  try {
+    const order: string[] = [];
+    const a = await rig.connect({
+      data() {},
+      closed: (_, reason) => order.push(`A closed: ${reason}`),
+    });
+    const b = await rig.connect({
+      data() {
+        order.push("B data start");
+        a.conn.close("local");
+        order.push(`B sees A closed: ${a.conn.closed}`);
+        order.push("B data end");
+      },
+      closed: (_, reason) => order.push(`B closed: ${reason}`),
+    });
+    rig.run();
+    send(b.peer, new Uint8Array(1), 1, 0);
+    await until(() => order.length >= 4, "A's closed()");
+    await turns(rig.reactor, 3);
+    assert.deepEqual(order, [
+      "B data start",
+      "B sees A closed: true",
+      "B data end",
+      "A closed: local",
+    ]);
+    assert.equal(b.conn.closed, false);
+  } finally {
+    await rig.dispose();
+  }
+});
+
+/** Reads the peer until something other than EAGAIN: returns recv's result and errno. */
+async function peerOutcome(fd: number): Promise<{ n: number; errno: number }> {
+  const buf = new Uint8Array(1024);
+  let outcome: { n: number; errno: number } | null = null;
+  await until(() => {
+    const n = recv(fd, buf, buf.length, 0);
+    const e = n < 0 ? errno() : 0;
+    if (n < 0 && e === EAGAIN) return false;
+    outcome = { n, errno: e };
+    return true;
+  }, "the peer to see the end");
+  return outcome!;
+}
+
+Deno.test("Connection: abort() makes the peer see ECONNRESET (RST) where close() gives it EOF", async () => {
+  const rig = await Rig.create();
+  try {
+    const reasons: CloseReason[] = [];
+    const aborted = await rig.connect({ data() {}, closed: (_, r) => reasons.push(r) });
+    const closed = await rig.connect({ data() {}, closed: (_, r) => reasons.push(r) });
+    rig.run();
+    await turns(rig.reactor, 2);
+    aborted.conn.abort();
+    closed.conn.close();
+    const rst = await peerOutcome(aborted.peer);
+    assert.equal(rst.n, -1);
+    assert.equal(rst.errno, ECONNRESET, `abort: the peer got ${errnoName(rst.errno)}`);
+    const fin = await peerOutcome(closed.peer);
+    assert.deepEqual(fin, { n: 0, errno: 0 }, "close: a plain EOF");
+    assert.deepEqual(reasons, ["reset", "local"]);
+  } finally {
+    await rig.dispose();
+  }
+});
+
+Deno.test('Connection: a protocol whose data() throws closes that connection with "error" and counts it', async () => {
+  const rig = await Rig.create();
+  try {
+    const reasons: CloseReason[] = [];
+    let otherGot = 0;
+    const bad = await rig.connect({
+      data() {
+        throw new Error("protocol bug");
+      },
+      closed: (_, r) => reasons.push(r),
+    });
+    const good = await rig.connect({ data: (_c, _b, start, end) => (otherGot += end - start) });
+    rig.run();
+    send(bad.peer, new Uint8Array(1), 1, 0);
+    await until(() => reasons.length > 0, "the failing connection to close");
+    assert.deepEqual(reasons, ["error"]);
+    assert.equal(bad.conn.closed, true);
+    assert.equal(rig.ctx.counters.protocolErrors, 1);
+    assert.equal(rig.reactor.counters.handlerErrors, 1);
+    const end = await peerOutcome(bad.peer);
+    assert.equal(end.n, 0, "the peer sees the connection end");
+    send(good.peer, new Uint8Array(3), 3, 0);
+    await until(() => otherGot === 3, "the other connection still served");
+    await turns(rig.reactor, 2);
+    assert.deepEqual(reasons, ["error"], "closed once");
+  } finally {
+    await rig.dispose();
+  }
+});
+
+Deno.test("Connection: the idle timeout closes an idle connection but not one whose reading we paused; resumeReading() restarts its idle clock", async () => {
+  const idleMs = 150;
+  const rig = await Rig.create({ timeouts: { idleMs, requestMs: 0, writeMs: 0 } });
+  try {
+    const closedAt = new Map<string, { reason: CloseReason; at: number }>();
+    const protocol = (name: string): Protocol => ({
+      data() {},
+      closed: (c, reason) => closedAt.set(name, { reason, at: c.reactor.now }),
+    });
+    const paused = await rig.connect(protocol("paused")); // opened first: its deadline is the earliest
+    paused.conn.pauseReading();
+    const idle = await rig.connect(protocol("idle"));
+    const t0 = performance.now();
+    rig.run();
+    await until(() => closedAt.has("idle"), "the idle connection to time out");
+    assert.equal(closedAt.get("idle")!.reason, "timeout");
+    // One more full idle period, measured by a connection opened now.
+    const later = await rig.connect(protocol("later"));
+    await until(() => closedAt.has("later"), "a later idle connection to time out");
+    assert.equal(closedAt.get("later")!.reason, "timeout");
+    assert.equal(paused.conn.closed, false, "the paused connection outlived two idle periods");
+    assert.equal(rig.ctx.counters.timeouts, 2);
+    assert.ok(idle.conn.closed && later.conn.closed);
+
+    // Resume from inside the loop (a reactor timer), where reactor.now is current.
+    let resumedAt = -1;
+    rig.reactor.setTimer(1, () => {
+      paused.conn.resumeReading();
+      resumedAt = rig.reactor.now;
+    });
+    await until(() => closedAt.has("paused"), "the resumed connection to time out");
+    const { reason, at } = closedAt.get("paused")!;
+    assert.equal(reason, "timeout");
+    const afterResume = at - resumedAt;
+    console.log(
+      `idle ${idleMs} ms: resumed connection closed ${afterResume.toFixed(1)} ms after resuming, ` +
+        `${(performance.now() - t0).toFixed(0)} ms after start`,
+    );
+    assert.ok(
+      afterResume >= idleMs,
+      `closed ${afterResume.toFixed(1)} ms after resuming: the idle clock did not restart`,
+    );
+    assert.ok(afterResume < 10_000);
+    assert.equal(rig.ctx.counters.timeouts, 3);
+  } finally {
+    await rig.dispose();
+  }
+});
