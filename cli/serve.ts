@@ -12,6 +12,12 @@ import { setUpLogging } from "../log/mod.ts";
 import { Server } from "../server/server.ts";
 import { DEFAULT_LIMITS } from "../handlers/context.ts";
 import { SyscallError } from "../syscalls/errno.ts";
+import {
+  type AdminListener,
+  listenErrorCode,
+  reportAdminPort,
+  startAdmin,
+} from "../server/admin.ts";
 import { formatAddress, openFileLimit, setOpenFileLimit } from "../syscalls/socket.ts";
 
 const log = getLogger(["reactor", "main"]);
@@ -68,6 +74,18 @@ export async function serve(cmd: ServeCommand): Promise<number> {
   } catch (e) {
     return setUpFailure(cmd, e);
   }
+  // --metrics: the admin listener. In a worker (started by the supervisor
+  // with --metrics 127.0.0.1:0) its port goes to the supervisor on stdout.
+  let admin: AdminListener | null = null;
+  if (cmd.metrics !== null) {
+    try {
+      admin = startAdmin({ ...cmd.metrics, metrics: () => server.metrics() });
+    } catch (e) {
+      await server.stop();
+      return metricsFailure(cmd.metrics, e);
+    }
+    if (cmd.workerId !== null) reportAdminPort(admin.port);
+  }
   raiseOpenFileLimit();
   let stopping: Promise<unknown> | null = null;
   let firstSignalAt = 0;
@@ -83,6 +101,7 @@ export async function serve(cmd: ServeCommand): Promise<number> {
     }
     firstSignalAt = Date.now();
     log.info("{signal}: draining, at most {s} s", { signal, s: cmd.shutdownTimeoutMs / 1000 });
+    admin?.close();
     stopping = server.shutdown(cmd.shutdownTimeoutMs);
   };
   const listeners: [Deno.Signal, () => void][] = [
@@ -107,12 +126,31 @@ export async function serve(cmd: ServeCommand): Promise<number> {
     pid: Deno.pid,
     worker: cmd.workerId === null ? "" : `, worker ${cmd.workerId}`,
   });
+  if (admin !== null && cmd.workerId === null) {
+    log.info("admin endpoint {url} (GET /metrics, GET /health)", { url: admin.url });
+  } else if (admin !== null) {
+    log.debug("worker {id} admin endpoint {url}", { id: cmd.workerId, url: admin.url });
+  }
   await server.run();
   await (stopping ?? server.stop());
+  await admin?.close();
   log.debug("final stats {stats}", { stats: server.stats() });
   for (const [sig, fn] of listeners) Deno.removeSignalListener(sig, fn);
   log.info("stopped");
   return 0;
+}
+
+/**
+ * The admin address of --metrics could not be listened on: one line, exit
+ * code 1 (as for the main port).
+ */
+export function metricsFailure(metrics: { host: string; port: number }, e: unknown): number {
+  const code = listenErrorCode(e);
+  const why = code === null ? (e as Error).message : LISTEN_HINTS[code] ?? code;
+  console.error(
+    `reactor: cannot listen on ${formatAddress(metrics.host, metrics.port)} (--metrics): ${why}`,
+  );
+  return 1;
 }
 
 function setUpFailure(cmd: ServeCommand, e: unknown): number {
