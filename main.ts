@@ -5,6 +5,7 @@
  */
 
 import { parseCommandLine, UsageError } from "./cli/args.ts";
+import { LIBC_ERROR } from "./syscalls/libc.ts";
 
 function fail(message: string, code: number): never {
   console.error(`reactor: ${message}`);
@@ -26,11 +27,14 @@ async function main(argv: string[]): Promise<void> {
   if (Deno.build.os !== "linux" || !["x86_64", "aarch64"].includes(Deno.build.arch)) {
     fail(`needs Linux on x86_64 or aarch64 (epoll via libc); this is ${Deno.build.target}`, 1);
   }
+  // Importing syscalls/ never throws: without a usable libc every binding
+  // would throw when called, so say why once, here.
+  if (LIBC_ERROR !== null) fail(LIBC_ERROR, 1);
   if (cmd.command === "probe") {
     const { probe } = await import("./cli/probe.ts");
     Deno.exit(await probe(cmd));
   }
-  // Loaded only now: these modules open libc, which fails on other systems.
+  // Loaded only when needed: the server's modules, or the probe's.
   const { serve } = await import("./cli/serve.ts");
   Deno.exit(await serve(cmd));
 }

@@ -113,7 +113,7 @@ serve options (default in brackets):
   --header-timeout S          a request must arrive whole within S s (slowloris) [10]
   --write-timeout S           close a peer that takes no bytes for S s [30]
   --max-connections N         stop accepting while N are open; 0 = no cap [0]
-  --max-output-bytes BYTES    close a peer that leaves this much unread while more is written [16777216]
+  --max-output-bytes BYTES    close a writer that adds this much past the high-water mark [16777216]
   --stats-interval S          log counters every S s; 0 = never [0]
 ${
   PROTOCOLS.map((p) =>

@@ -11,9 +11,10 @@
  *   high-water mark, `write` returns false and `Protocol.highWater` runs (by
  *   default: stop reading from this peer); when it falls to the low-water
  *   mark, `Protocol.lowWater` runs (by default: read again) and
- *   `whenWritable()` resolves. A writer that ignores this while
- *   `maxOutputBytes` are waiting is cut ("overflow"); one large write to a
- *   peer that reads is not.
+ *   `whenWritable()` resolves. A writer that goes on writing after `write`
+ *   said stop, past `maxOutputBytes` more, is cut ("overflow"); one large
+ *   write (of any size) to a peer that reads is not. A peer that takes no
+ *   bytes at all is caught by the write timeout.
  * - Close: the fd is closed at once; the protocol's `closed` and the owner's
  *   callback run in the reactor's deferred phase, never inside the caller.
  * - Half-close: after the peer's FIN, pending output is flushed, then close.
@@ -129,6 +130,7 @@ export class Connection implements Handler, Deferred {
   #readingStopped = false; // for good: FIN seen or closing
   #writing = false; // writable interest armed <=> output pending
   #outputFull = false; // reached high water, not yet back to low water
+  #ignoredBytes = 0; // queued while #outputFull: writes that ignored backpressure
   #closeWhenDrained = false;
   #peerFinished = false; // FIN (or an error) seen: nothing more will arrive
   #lingering = false; // our FIN is sent; reading only to discard
@@ -163,9 +165,11 @@ export class Connection implements Handler, Deferred {
   open(timeouts: Timeouts | null = this.context.timeouts): void {
     this.reactor.register(this.fd, this, this.#interest());
     this.lastRead = this.lastWrite = this.reactor.now;
-    const first = timeouts ? this.#nextDeadline(timeouts) : Infinity;
-    if (timeouts && first < Infinity) {
+    if (timeouts && (timeouts.idleMs > 0 || timeouts.requestMs > 0 || timeouts.writeMs > 0)) {
+      // One timer for every kind, even when none is due yet (only a write
+      // timeout, say): queued output pulls it in then.
       this.#timeouts = timeouts;
+      const first = this.#nextDeadline(timeouts);
       this.#timer = this.reactor.setTimer(first - this.reactor.now, () => this.#checkTimeouts());
     }
   }
@@ -460,16 +464,19 @@ export class Connection implements Handler, Deferred {
     const out = this.output;
     const limits = this.#limits;
     const counters = this.context.counters;
-    if (out.length >= limits.maxOutputBytes) {
-      // Writing on while this much waits: the writer ignores backpressure and
-      // the peer does not read. Never buffer without bound.
-      log.warn("fd {fd}: peer is not reading; {bytes} bytes pending, closing", {
-        fd: this.fd,
-        bytes: out.length,
-      });
-      counters.overflows++;
-      this.close("overflow");
-      return false;
+    if (this.#outputFull) {
+      // Written after write() said stop: the writer ignores backpressure.
+      // Tolerate up to maxOutputBytes of that; never buffer without bound.
+      this.#ignoredBytes += end - start;
+      if (this.#ignoredBytes > limits.maxOutputBytes) {
+        log.warn(
+          "fd {fd}: {ignored} bytes written past the high-water mark, {bytes} pending; closing",
+          { fd: this.fd, ignored: this.#ignoredBytes, bytes: out.length },
+        );
+        counters.overflows++;
+        this.close("overflow");
+        return false;
+      }
     }
     out.append(data, start, end);
     if (out.length > counters.peakOutputBytes) counters.peakOutputBytes = out.length;
@@ -537,6 +544,7 @@ export class Connection implements Handler, Deferred {
     const relieved = this.#outputFull && out.length <= this.#limits.lowWaterMark;
     if (relieved) {
       this.#outputFull = false;
+      this.#ignoredBytes = 0;
       if (!this.protocol.lowWater && this.#readingPaused && !this.#readingStopped) {
         this.#readingPaused = false;
         this.lastRead = this.reactor.now;

@@ -32,9 +32,11 @@ export interface ConnectionLimits {
   /** Output bytes at which it is told it may go on (`Protocol.lowWater`). */
   lowWaterMark: number;
   /**
-   * A writer that goes on writing while this much is already waiting is not
-   * honouring backpressure and its peer is not reading: the connection closes
-   * ("overflow"). One large write to a peer that reads is never cut.
+   * How much a writer may go on writing after `write` returned false (the
+   * output at high water) before the connection closes ("overflow"): a
+   * writer that ignores backpressure is bounded. One large write, of any
+   * size, is never cut; a peer that takes nothing is caught by the write
+   * timeout.
    */
   maxOutputBytes: number;
 }

@@ -41,8 +41,10 @@ export class OutputBuffer {
       this.#buf.copyWithin(0, this.#head, this.#tail);
     } else {
       // Empty: exactly what is needed (one large write is not rounded up to
-      // the next power of two). Growing: double, so appends stay amortised O(1).
-      let cap = Math.max(MIN_CAPACITY, pending === 0 ? need : this.#buf.length);
+      // the next power of two). Growing: at least double, so appends stay
+      // amortised O(1) (starting from the same size would copy everything
+      // again on every small append to a full buffer).
+      let cap = Math.max(MIN_CAPACITY, pending === 0 ? need : this.#buf.length * 2);
       while (cap < need) cap *= 2;
       const next = new Uint8Array(cap);
       next.set(this.#buf.subarray(this.#head, this.#tail));

@@ -94,14 +94,46 @@ const SYMBOLS = {
   },
 } as const satisfies Deno.ForeignLibraryInterface;
 
-function openLibc() {
-  if (Deno.build.os !== "linux") {
-    throw new Error(`reactor needs Linux (epoll); this is ${Deno.build.os}`);
+type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+/** Which libc to open: `REACTOR_LIBC` if set (and readable), else glibc's soname. */
+function libcPath(): string {
+  try {
+    return Deno.env.get("REACTOR_LIBC") || "libc.so.6";
+  } catch {
+    return "libc.so.6"; // no --allow-env: the default
   }
-  return Deno.dlopen("libc.so.6", SYMBOLS);
+}
+
+/**
+ * Opens libc, or explains why it cannot. Importing this module never throws:
+ * on another OS, or a Linux without glibc, every binding throws `LIBC_ERROR`
+ * when called, so a command line can still parse flags, print --help and
+ * fail with one clear line (main.ts checks `LIBC_ERROR` first).
+ */
+function openLibc(): { symbols: Symbols; error: string | null } {
+  let error: string;
+  if (Deno.build.os !== "linux") {
+    error = `reactor needs Linux (epoll); this is ${Deno.build.os}`;
+  } else {
+    const path = libcPath();
+    try {
+      return { symbols: Deno.dlopen(path, SYMBOLS).symbols, error: null };
+    } catch (e) {
+      error = `cannot open libc (${path}): ${(e as Error).message}`;
+    }
+  }
+  const unavailable = () => {
+    throw new Error(error);
+  };
+  const symbols = Object.fromEntries(Object.keys(SYMBOLS).map((k) => [k, unavailable]));
+  return { symbols: symbols as unknown as Symbols, error };
 }
 
 const libc = openLibc();
+
+/** Why libc could not be opened (another OS, no glibc), or null when it is bound. */
+export const LIBC_ERROR: string | null = libc.error;
 
 /** The bound libc functions. Destructure what you need once, at module scope. */
 export const {
@@ -142,9 +174,13 @@ export const {
   __errno_location_blocking,
 } = libc.symbols;
 
-const errnoAddress = libc.symbols.__errno_location();
-if (errnoAddress === null) throw new Error("__errno_location returned NULL");
-const errnoCell = new Int32Array(Deno.UnsafePointerView.getArrayBuffer(errnoAddress, 4));
+const errnoCell = LIBC_ERROR === null ? errnoView() : new Int32Array(1);
+
+function errnoView(): Int32Array {
+  const address = libc.symbols.__errno_location();
+  if (address === null) throw new Error("__errno_location returned NULL");
+  return new Int32Array(Deno.UnsafePointerView.getArrayBuffer(address, 4));
+}
 
 /**
  * errno of the main thread. Read it right after a call returned -1, before
