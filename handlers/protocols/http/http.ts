@@ -20,7 +20,7 @@ import { getLogger } from "../../../log/mod.ts";
 import type { Reactor } from "../../../reactor/reactor.ts";
 import type { Timer } from "../../../reactor/timers.ts";
 import type { Connection, Protocol, TimeoutKind } from "../../connection.ts";
-import { type ProtocolDefinition, PROMETHEUS_TEXT_TYPE } from "../definition.ts";
+import { PROMETHEUS_TEXT_TYPE, type ProtocolDefinition } from "../definition.ts";
 import {
   HttpParser,
   type HttpParserLimits,
