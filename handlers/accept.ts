@@ -85,6 +85,8 @@ export class Acceptor implements Handler {
   gate: (() => boolean) | null = null;
 
   /**
+   * Makes an acceptor for `fd`; `open()` registers it.
+   *
    * @param reactor the loop to register with
    * @param fd a listening nonblocking socket (the caller keeps owning it)
    * @param counters where accepts and accept errors are counted

@@ -139,6 +139,8 @@ export class Connection implements Handler, Deferred {
   #writableWaiters: (() => void)[] | null = null;
 
   /**
+   * Wraps a connected socket; `open()` registers it.
+   *
    * @param context the reactor, read buffer, counters and limits it shares
    * @param fd a connected nonblocking socket, now owned by this connection
    * @param protocol what its bytes are fed to

@@ -125,6 +125,8 @@ export class ConnectionContext {
   readonly timeouts: Timeouts | null;
 
   /**
+   * Allocates the shared read buffer and checks the limits.
+   *
    * @param reactor the loop the connections will live on
    * @param options limits, timeouts, read buffer size
    */

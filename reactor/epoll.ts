@@ -42,6 +42,12 @@ export class EpollBackend implements Backend {
   readonly #ctl: Uint8Array;
   readonly #ctlWords: Uint32Array;
 
+  /**
+   * Creates the epoll instance and its events array.
+   *
+   * @param maxEvents the events array's size (epoll_wait's maxevents)
+   * @throws {SyscallError} when epoll_create1 fails (EMFILE, ENOMEM)
+   */
   constructor(maxEvents: number) {
     const layout = epollEventLayout();
     this.epfd = epoll_create1(EPOLL_CLOEXEC);

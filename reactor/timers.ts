@@ -13,10 +13,11 @@ export class Timer {
   /** Deadline in `performance.now()` milliseconds. */
   at = 0;
   /** Position in the heap, -1 when not scheduled. */
-  index = -1;
+  index: number = -1;
   /** What runs at the deadline. */
   callback: () => void;
 
+  /** A timer that will run `callback`; not scheduled until `TimerHeap.schedule`. */
   constructor(callback: () => void) {
     this.callback = callback;
   }

@@ -141,6 +141,13 @@ export class SyscallError extends Error {
   /** errno's name, e.g. `"EADDRINUSE"`. */
   readonly code: string;
 
+  /**
+   * Describes the failed `call` by its errno.
+   *
+   * @param call the libc function that failed, e.g. `"bind"`
+   * @param errno errno as read right after the call
+   * @param detail what it was called on, e.g. an address
+   */
   constructor(call: string, errno: number, detail?: string) {
     const code = errnoName(errno);
     super(`${call}${detail ? ` ${detail}` : ""}: ${code} (errno ${errno})`);

@@ -44,8 +44,11 @@ export interface HttpOptions {
 
 /** A dynamic route's answer. */
 export interface HttpReply {
+  /** The status code, e.g. 200. */
   status: number;
+  /** The Content-Type header's value. */
   contentType: string;
+  /** The body (a string is sent as UTF-8). */
   body: string | Uint8Array;
 }
 
@@ -107,6 +110,7 @@ const CONNECTION_HEADER = ["", "Connection: keep-alive\r\n", "Connection: close\
  * the Date timer. One per server; `protocol()` makes the per-connection part.
  */
 export class HttpApp {
+  /** The settings in force (defaults filled in). */
   readonly options: HttpOptions;
   readonly #reactor: Reactor;
   /** [route][variant][head?] prebuilt for the current Date; null = rebuild on use. */
@@ -139,6 +143,7 @@ export class HttpApp {
   #dynamicHit = 0;
   #dateTimer: Timer;
 
+  /** Sets the app up on `reactor` (its Date timer runs there). */
   constructor(reactor: Reactor, options: Partial<HttpOptions> = {}) {
     this.options = { ...DEFAULTS, ...options };
     this.#reactor = reactor;

@@ -218,7 +218,7 @@ const LIST_CONNECTION = 2;
  */
 export class HttpParser {
   /** METHOD_* code of the current request. */
-  method = METHOD_OTHER;
+  method: number = METHOD_OTHER;
   /** Bytes of the request target; valid: [0, targetLength). Grows up to maxHeaderBytes. */
   target: Uint8Array;
   /** Length of the request target in {@link HttpParser.target}. */
@@ -231,7 +231,7 @@ export class HttpParser {
    */
   keepAlive = false;
   /** The Content-Length, or -1 when absent. */
-  contentLength = -1;
+  contentLength: number = -1;
   /** Whether the body uses the chunked transfer coding. */
   chunked = false;
   /** Body bytes seen for the current request (decoded size for chunked). */
@@ -276,6 +276,8 @@ export class HttpParser {
   private chunkLineLeft = 0;
 
   /**
+   * Makes a parser that feeds `sink`.
+   *
    * @param sink receives requests and errors.
    * @param limits overrides of the default limits.
    * @throws {RangeError} when a limit is not a usable integer.
@@ -303,6 +305,7 @@ export class HttpParser {
     return this.state === S_START;
   }
 
+  /** Doubles the target buffer until `need` bytes fit (up to maxHeaderBytes). */
   private growTarget(need: number): Uint8Array {
     let size = this.target.length * 2;
     while (size < need) size *= 2;
@@ -799,6 +802,7 @@ export class HttpParser {
     this.remaining = 0;
   }
 
+  /** One element of a Connection / Transfer-Encoding list ended: apply it. */
   private endListElement(): void {
     const matched = this.wordPos === this.wordEnd;
     if (this.listKind === LIST_TE) {
@@ -855,6 +859,7 @@ export class HttpParser {
     return i;
   }
 
+  /** Fails the request with `status` and returns the state that means "failed". */
   private failState(status: number, reason: string): number {
     this.fail(0, status, reason);
     return S_DEAD;
