@@ -6,7 +6,7 @@
  * names no protocol.
  *
  * ```ts ignore
- * const server = await Server.start({ app: "echo", port: 0 });
+ * const server = await Server.start({ port: 0 }); // the registry's first protocol
  * console.log(server.port);
  * await server.shutdown(10_000);
  * ```
@@ -43,7 +43,7 @@ export type ProtocolFactory = (conn: Connection) => Protocol;
 
 /** Everything `Server.create` takes; all optional. */
 export interface ServerOptions extends ReactorOptions {
-  /** A protocol of the registry by name (`http`, `echo`, `proxy`). Default `http`. */
+  /** A protocol of the registry by name (`http`, `echo`, `proxy`). Default: the registry's first. */
   app?: string;
   /**
    * Your own protocol instead of a named one: a definition (like the
@@ -78,7 +78,7 @@ function definitionOf(opts: ServerOptions): ProtocolDefinition {
     return { name: "custom", summary: "", flags: [], create: () => ({ connect: p }) };
   }
   if (p !== undefined) return p;
-  const name = opts.app ?? "http";
+  const name = opts.app ?? PROTOCOLS[0].name;
   const found = findProtocol(name);
   if (found === undefined) {
     throw new TypeError(
