@@ -50,7 +50,12 @@ Deno.test("echo: 64 MiB to a slow reader arrives in order, EPOLLOUT armed and di
     const conn = await dial(server.port);
     const c = server.reactor.counters;
     const writer = writePattern(conn, 7, total);
-    await sleep(300); // read nothing yet: the server's sends must hit EAGAIN
+    // Read nothing until the server's sends hit EAGAIN and it paused reading:
+    // waiting for that, not a fixed time a loaded machine may not honour.
+    assert.ok(
+      await waitFor(() => c.writableArms >= 1 && c.readPauses >= 1, 15000),
+      `no backpressure while nobody read: ${c.writableArms} arms, ${c.readPauses} pauses`,
+    );
     const got = await readPatternSlowly(conn, 7, total);
     await writer;
     assert.equal(got, total);

@@ -14,15 +14,34 @@ Deno.test("EMFILE: more clients than fds; the server survives without spinning a
       answered.add(i);
     });
     await sleep(500);
+    // CPU time against the wall time actually measured: other processes on a
+    // loaded machine stretch the window but do not add to the server's CPU.
+    // 0-1% is typical, loaded or not; an acceptor that retries at once burnt
+    // a whole core, and still 31-50% of one while 3 busy loops shared the 2
+    // cores, so the bound sits well below that and far above the real figure.
     const cpu0 = cpuSeconds(cli.pid);
+    const wall0 = performance.now();
     await sleep(1000);
     const cpu = cpuSeconds(cli.pid) - cpu0;
+    const wall = (performance.now() - wall0) / 1000;
+    const share = cpu / wall;
     const servedWhileFull = answered.size;
+    console.log(
+      `out of fds: served ${servedWhileFull} of 80, ` +
+        `${cpu.toFixed(2)} s of CPU in ${wall.toFixed(2)} s (${
+          (share * 100).toFixed(0)
+        }% of a core)`,
+    );
     assert.ok(
       servedWhileFull > 0 && servedWhileFull < 80,
       `served ${servedWhileFull} of 80 at 48 fds`,
     );
-    assert.ok(cpu < 0.3, `the server burnt ${cpu}s of CPU in 1 s while out of fds (busy loop?)`);
+    assert.ok(
+      share < 0.15,
+      `the server burnt ${cpu.toFixed(2)} s of CPU in ${
+        wall.toFixed(2)
+      } s while out of fds (busy loop?)`,
+    );
     assert.match(cli.stderr, /EMFILE/);
     // Free fds: the clients waiting in the backlog are served in turn.
     const closed = new Set<number>();

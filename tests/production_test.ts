@@ -37,19 +37,60 @@ async function metric(port: number, name: string): Promise<number> {
   return Number(m[1]);
 }
 
+/** Polls a metric every 50 ms until `ok(value)` or `ms` pass; returns the last value. */
+async function waitMetric(
+  port: number,
+  name: string,
+  ok: (value: number) => boolean,
+  ms = 15000,
+): Promise<number> {
+  const end = performance.now() + ms;
+  let value = await metric(port, name);
+  while (!ok(value) && performance.now() < end) {
+    await sleep(50);
+    value = await metric(port, name);
+  }
+  return value;
+}
+
+/**
+ * `p`, or a rejection naming `what` after `ms`: a server that never closes a
+ * connection fails the test instead of hanging it.
+ */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: still waiting after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1];
+}
+
 Deno.test("production: 9,000 concurrent connections held and served, then no fd left", async () => {
   const { cli, port } = await startCli(["--app", "http"]);
   try {
     await sleep(100);
     const baseline = openFdCount(cli.pid);
     const conns: Deno.TcpConn[] = [];
+    const t0 = performance.now();
     for (let i = 0; i < 9000; i += 500) {
       conns.push(...await Promise.all(Array.from({ length: 500 }, () => dial(port))));
     }
+    // Generous deadlines (a few seconds is typical on a loaded machine): a
+    // server that stops accepting or leaks fds never gets there at all.
     assert.ok(
-      await waitFor(() => openFdCount(cli.pid) >= baseline + 9000, 10000),
-      "not all accepted",
+      await waitFor(() => openFdCount(cli.pid) >= baseline + 9000, 30000),
+      `not all accepted: ${openFdCount(cli.pid) - baseline} fds`,
     );
+    console.log(`9,000 connected and accepted in ${(performance.now() - t0).toFixed(0)} ms`);
     // Every held connection is served.
     for (let i = 0; i < conns.length; i += 500) {
       await Promise.all(
@@ -61,11 +102,13 @@ Deno.test("production: 9,000 concurrent connections held and served, then no fd 
       );
     }
     assert.equal(await metric(port, "connections_open"), 9001);
+    const t1 = performance.now();
     for (const c of conns) c.close();
     assert.ok(
-      await waitFor(() => openFdCount(cli.pid) <= baseline, 10000),
+      await waitFor(() => openFdCount(cli.pid) <= baseline, 30000),
       `fds: ${baseline} before, ${openFdCount(cli.pid)} after`,
     );
+    console.log(`9,000 closed and released in ${(performance.now() - t1).toFixed(0)} ms`);
     assert.equal(await metric(port, "connections_closed_total"), 9000 + 1);
   } finally {
     assert.equal(await stop(cli), 0);
@@ -73,40 +116,60 @@ Deno.test("production: 9,000 concurrent connections held and served, then no fd 
 });
 
 Deno.test("production: slowloris clients are closed at the header timeout; others are served", async () => {
+  const headerTimeout = 2000;
   const { cli, port } = await startCli(["--app", "http", "--header-timeout", "2"]);
   try {
     const started = performance.now();
-    const closedAt: number[] = [];
+    // Each slow client's time from its first byte to the server's close: the
+    // server cannot start the timeout before that byte, so time the dial
+    // takes on a loaded machine is not counted against the server.
+    const closedAfter: number[] = [];
     const slow = Array.from({ length: 500 }, async () => {
       const conn = await dial(port);
       const head = bytes("GET / HTTP/1.1\r\nHost: t\r\nX-Slow: 1\r\n\r\n");
+      const firstByte = performance.now();
       const reader = readToEnd(conn).then((b) => {
-        closedAt.push(performance.now() - started);
+        closedAfter.push(performance.now() - firstByte);
         return new TextDecoder().decode(b);
       });
       for (let i = 0; i < head.length; i++) {
-        if (closedAt.length === 500) break;
+        if (closedAfter.length === 500) break;
         const ok = await conn.write(head.subarray(i, i + 1)).then(() => true, () => false);
         if (!ok) break;
         await Promise.race([sleep(1000), reader]);
         if (performance.now() - started > 6000) break;
       }
-      const text = await reader;
+      const text = await within(reader, 20000, "a slowloris client was never closed");
       conn.close();
       return text;
     });
-    // Meanwhile, normal clients get prompt answers.
+    // Meanwhile, normal clients get prompt answers: a few ms is typical. A
+    // server that made them queue behind the slow clients would answer only
+    // when those time out (2 s), so the worst must stay well under that.
+    const waits: number[] = [];
     for (let i = 0; i < 10; i++) {
       const t = performance.now();
       assert.equal((await get(port)).status, 200);
-      assert.ok(performance.now() - t < 500, "a normal client waited");
+      waits.push(performance.now() - t);
       await sleep(200);
     }
     const answers = await Promise.all(slow);
-    assert.equal(closedAt.length, 500);
-    const latest = Math.max(...closedAt);
-    assert.ok(latest < 4500, `last slowloris closed after ${latest.toFixed(0)} ms`);
-    assert.ok(Math.min(...closedAt) > 1500, "closed before the timeout");
+    const list = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(", ");
+    console.log(`normal clients answered in [${list(waits)}] ms`);
+    console.log(
+      `slowloris closed ${list([Math.min(...closedAfter), median(closedAfter)])}, ` +
+        `${Math.max(...closedAfter).toFixed(0)} ms (min, median, max) after their first byte`,
+    );
+    assert.ok(Math.max(...waits) < headerTimeout / 2, `a normal client waited: [${list(waits)}]`);
+    assert.equal(closedAfter.length, 500);
+    // Never before the timeout (noise only delays a close); after it, within
+    // one more timeout for 500 408s and closes on a loaded machine.
+    assert.ok(Math.min(...closedAfter) >= headerTimeout - 100, "closed before the timeout");
+    const latest = Math.max(...closedAfter);
+    assert.ok(
+      latest < headerTimeout * 2,
+      `a slowloris client was closed ${latest.toFixed(0)} ms after its first byte`,
+    );
     assert.ok(answers.every((a) => a.startsWith("HTTP/1.1 408 ")), "each got 408");
     assert.ok(await metric(port, "timeouts_total") >= 500);
   } finally {
@@ -213,10 +276,15 @@ Deno.test("production: SIGTERM while 50 clients are mid-request: every response 
   });
   const half = await Promise.all(partial);
   const slow = await Promise.all(heavy);
-  await sleep(200);
+  // The signal must find all 50 accepted (plus this /metrics client), or
+  // they are no longer in flight; a fixed pause is not enough when loaded.
+  const open = await waitMetric(port, "connections_open", (n) => n >= 51);
+  assert.equal(open, 51, "not every client was accepted before the signal");
+  await sleep(100); // and their bytes read: they were readable since accepted
   const t0 = performance.now();
   cli.kill("SIGTERM");
-  await sleep(300);
+  // Finish the requests only once the server drains, however late it gets to the signal.
+  await cli.waitOutput(/SIGTERM: draining/);
   // The in-flight requests finish after the signal and still get answered.
   for (const c of half) await writeAll(c, bytes("\r\n"));
   const halfAnswers = half.map(async (c) => {
@@ -236,8 +304,14 @@ Deno.test("production: SIGTERM while 50 clients are mid-request: every response 
   });
   await Promise.all([...halfAnswers, ...slowAnswers]);
   assert.equal(await cli.exit(), 0);
-  assert.ok(performance.now() - t0 < 5500, "exited after the shutdown timeout");
-  assert.match(cli.stderr, /draining/);
+  // About 2 s is typical: these clients never close their side, so each
+  // close waits out the server's 2 s lingering close. The bound is the 5 s
+  // shutdown timeout plus room for a loaded machine to end the process; a
+  // server that ignored the timeout would wait for its clients far longer.
+  const took = performance.now() - t0;
+  console.log(`SIGTERM to exit: ${took.toFixed(0)} ms (shutdown timeout 5000 ms)`);
+  assert.ok(took < 5000 + 2500, `exited ${took.toFixed(0)} ms after SIGTERM`);
+  assert.doesNotMatch(cli.stderr, /shutdown timeout: closing/, "the drain was cut short");
 });
 
 Deno.test("production: kill -9 of one worker: it is replaced and the port keeps answering", async () => {
@@ -266,12 +340,17 @@ Deno.test("production: an idle keep-alive connection is closed at --idle-timeout
   try {
     const conn = await dial(port);
     const reader = new ResponseReader(conn);
+    // Timed from before the request: the server's idle clock starts after it
+    // read the request, so the close cannot come sooner than 500 ms after
+    // this, however late this process gets to read the response.
+    const t = performance.now();
     await writeAll(conn, bytes(GET("/")));
     assert.equal((await reader.next()).status, 200);
-    const t = performance.now();
-    assert.ok(await reader.closed(), "the server closed the idle connection");
+    assert.ok(await within(reader.closed(), 10000, "the idle connection"), "bytes after the close");
     const after = performance.now() - t;
-    assert.ok(after > 400 && after < 2000, `closed after ${after.toFixed(0)} ms`);
+    console.log(`idle connection closed ${after.toFixed(0)} ms after its request (timeout 500)`);
+    // Up to 3 timeouts late is allowed on a loaded machine; never early.
+    assert.ok(after >= 490 && after < 2000, `closed after ${after.toFixed(0)} ms`);
     conn.close();
   } finally {
     assert.equal(await stop(cli), 0);
@@ -279,7 +358,15 @@ Deno.test("production: an idle keep-alive connection is closed at --idle-timeout
 });
 
 Deno.test("production: a peer that never reads is closed (write timeout), memory bounded", async () => {
-  const { cli, port } = await startCli(["--app", "http", "--write-timeout", "0.5"]);
+  // Debug logs name the kind of each timeout; /metrics only counts them.
+  const { cli, port } = await startCli([
+    "--app",
+    "http",
+    "--write-timeout",
+    "0.5",
+    "--log-level",
+    "debug",
+  ]);
   try {
     const conn = await dial(port);
     // 400k pipelined requests: ~40 MB of answers the client never reads.
@@ -292,13 +379,11 @@ Deno.test("production: a peer that never reads is closed (write timeout), memory
       }
     })();
     await Promise.race([writer, sleep(3000)]);
-    assert.ok(await waitFor(() => /timeout/.test(cli.stderr) || true, 100));
-    let closed = false;
-    for (let i = 0; i < 60 && !closed; i++) {
-      await sleep(100);
-      closed = (await metric(port, "timeouts_total")) >= 1;
-    }
-    assert.ok(closed, "the stalled reader was not closed");
+    const timeouts = await waitMetric(port, "timeouts_total", (n) => n >= 1);
+    assert.equal(timeouts, 1, "the stalled reader was not closed, or more than it timed out");
+    // It was the write timeout: the idle (60 s) and header (10 s) ones cannot be due yet.
+    await cli.waitOutput(/fd \d+: write timeout/);
+    assert.doesNotMatch(cli.stderr, /fd \d+: (idle|request) timeout/);
     const rss = await metric(port, "rss_bytes");
     assert.ok(rss < 300 << 20, `RSS ${rss} bytes`);
     assert.ok(wrote < 20, "the server kept reading from a peer that does not read");
@@ -318,6 +403,9 @@ Deno.test("production: --max-connections stops accepting at the cap, resumes bel
       const b = new Uint8Array(1);
       if (await c.read(b) === 1) served.add(i);
     });
+    // Wait for the 10 under the cap however slow the machine is, then give
+    // the server time to (wrongly) serve an 11th.
+    assert.ok(await waitFor(() => served.size >= 10), `served ${served.size} of the first 10`);
     await sleep(500);
     assert.equal(served.size, 10, "served beyond the cap");
     const first = [...served];
