@@ -27,10 +27,10 @@ for (const trigger of ["level", "edge"] as const) {
       assert.deepEqual(await readExactly(conn, msg.length), msg);
       conn.close();
       assert.ok(await waitFor(() => server.connectionCount === 0), "server did not see the close");
-      assert.equal(server.reactor.counters.accepted, 1);
-      assert.equal(server.reactor.counters.closed, 1);
-      assert.equal(server.reactor.counters.bytesIn, msg.length);
-      assert.equal(server.reactor.counters.bytesOut, msg.length);
+      assert.equal(server.context.counters.accepted, 1);
+      assert.equal(server.context.counters.closed, 1);
+      assert.equal(server.context.counters.bytesIn, msg.length);
+      assert.equal(server.context.counters.bytesOut, msg.length);
     });
   });
 
@@ -38,7 +38,7 @@ for (const trigger of ["level", "edge"] as const) {
     await withServer({ edge }, async (server) => {
       await echoClients(server.port, 200, (i) => 16384 + i * 37);
       assert.ok(await waitFor(() => server.connectionCount === 0));
-      assert.equal(server.reactor.counters.accepted, 200);
+      assert.equal(server.context.counters.accepted, 200);
     });
   });
 }
@@ -48,7 +48,7 @@ Deno.test("echo: 64 MiB to a slow reader arrives in order, EPOLLOUT armed and di
   await withServer({ limits }, async (server) => {
     const total = 64 << 20;
     const conn = await dial(server.port);
-    const c = server.reactor.counters;
+    const c = server.context.counters;
     const writer = writePattern(conn, 7, total);
     // Read nothing until the server's sends hit EAGAIN and it paused reading:
     // waiting for that, not a fixed time a loaded machine may not honour.
@@ -63,7 +63,7 @@ Deno.test("echo: 64 MiB to a slow reader arrives in order, EPOLLOUT armed and di
     assert.ok(c.readPauses >= 1, "backpressure never paused reading");
     assert.ok(await waitFor(() => c.writableDisarms === c.writableArms), "EPOLLOUT left armed");
     assert.ok(
-      c.peakOutputBytes <= limits.highWaterMark + server.reactor.readBuffer.length,
+      c.peakOutputBytes <= limits.highWaterMark + server.context.readBuffer.length,
       `output buffer reached ${c.peakOutputBytes} bytes, above high water + one read`,
     );
     conn.close();
@@ -81,8 +81,8 @@ Deno.test("echo: 2,000 connect/write/close cycles leak no fd", async () => {
       conn.close();
     }
     assert.ok(await waitFor(() => server.connectionCount === 0), "connections left open");
-    assert.equal(server.reactor.counters.accepted, 2000);
-    assert.equal(server.reactor.counters.closed, 2000);
+    assert.equal(server.context.counters.accepted, 2000);
+    assert.equal(server.context.counters.closed, 2000);
     assert.ok(await waitFor(() => openFdCount() <= before), `fds: ${before} -> ${openFdCount()}`);
   });
 });

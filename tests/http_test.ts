@@ -13,7 +13,7 @@ async function exchange(server: Server, raw: string) {
 }
 
 const http = (fn: (server: Server) => Promise<void>) =>
-  withServer({ app: "http", http: { maxBody: 1024, maxHeaderBytes: 2048 } }, fn);
+  withServer({ app: "http", protocolOptions: { maxBody: 1024, maxHeaderBytes: 2048 } }, fn);
 
 Deno.test("http: GET / answers Hello, World! with Date, Server, Content-Type", async () => {
   await http(async (server) => {
@@ -82,7 +82,7 @@ Deno.test("http: keep-alive by default, many requests on one connection", async 
       assert.equal(r.status, 200);
       assert.equal(r.headers.has("connection"), false);
     }
-    assert.equal(server.reactor.counters.accepted, 1);
+    assert.equal(server.context.counters.accepted, 1);
     conn.close();
   });
 });
@@ -98,7 +98,7 @@ Deno.test("http: 100 pipelined requests are answered in order, in few sends", as
       if (p === "/health") assert.equal(r.body, "OK");
       if (p === "/json") assert.match(r.body, /message/);
     }
-    assert.ok(server.reactor.counters.bytesOut > 0);
+    assert.ok(server.context.counters.bytesOut > 0);
     conn.close();
   });
 });
@@ -275,7 +275,7 @@ Deno.test("http: answers sent from a prebuilt run survive a reader that stalls (
     // Start reading once a send was cut short, not after a fixed pause that
     // a loaded machine may spend before the server sent anything.
     assert.ok(
-      await waitFor(() => server.reactor.counters.sendEagain > 0, 15000),
+      await waitFor(() => server.context.counters.sendEagain > 0, 15000),
       "no send was cut short while the client did not read",
     );
     const reader = new ResponseReader(conn);
@@ -284,7 +284,7 @@ Deno.test("http: answers sent from a prebuilt run survive a reader that stalls (
     }
     await writer;
     assert.ok(
-      server.reactor.counters.sendEagain > 0,
+      server.context.counters.sendEagain > 0,
       "no send was cut short: the test did not stall",
     );
     conn.close();
