@@ -157,18 +157,24 @@ export class Acceptor implements Handler {
           ms: ACCEPT_RETRY_MS,
         });
       }
-    } else {
-      counters.acceptErrors++;
-      if (now - this.#lastErrorLog > 1000) {
-        this.#lastErrorLog = now;
-        log.error("accept on fd {fd}: {code}; retrying in {ms} ms", {
-          fd: this.fd,
-          code: errnoName(e),
-          ms: ACCEPT_RETRY_MS,
-        });
-      }
+      this.pause(ACCEPT_RETRY_MS);
+      return;
     }
-    this.pause(ACCEPT_RETRY_MS);
+    counters.acceptErrors++;
+    if (now - this.#lastErrorLog > 1000) {
+      this.#lastErrorLog = now;
+      log.error("accept on fd {fd}: {code}; retrying in {ms} ms", {
+        fd: this.fd,
+        code: errnoName(e),
+        ms: ACCEPT_RETRY_MS,
+      });
+    }
+    // A listener in a state accept(2) does not describe (shut down, say) may
+    // report a hang-up, which no interest masks: leave the interest list
+    // altogether, so it cannot spin the loop, and register again on retry.
+    this.#paused = true;
+    this.#reactor.deregister(this.fd);
+    this.#scheduleRetry(ACCEPT_RETRY_MS);
   }
 
   /**
@@ -202,7 +208,7 @@ export class Acceptor implements Handler {
   pause(retryMs: number): void {
     if (!this.#paused) {
       this.#paused = true;
-      this.#reactor.reregister(this.fd, Interest.NONE);
+      if (this.#reactor.isRegistered(this.fd)) this.#reactor.reregister(this.fd, Interest.NONE);
     }
     if (retryMs >= 0) this.#scheduleRetry(retryMs);
   }

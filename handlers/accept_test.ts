@@ -10,9 +10,15 @@
 import assert from "node:assert/strict";
 import { Interest } from "../reactor/interest.ts";
 import { Reactor } from "../reactor/reactor.ts";
-import { IPPROTO_TCP, SOCK_CLOEXEC, SOCK_NONBLOCK, TCP_NODELAY } from "../syscalls/constants.ts";
+import {
+  IPPROTO_TCP,
+  SHUT_RD,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  TCP_NODELAY,
+} from "../syscalls/constants.ts";
 import { EAGAIN } from "../syscalls/errno.ts";
-import { accept4, close, errno, fcntl, getsockopt, recv } from "../syscalls/libc.ts";
+import { accept4, close, errno, fcntl, getsockopt, recv, shutdown } from "../syscalls/libc.ts";
 import {
   connectTcp,
   getIntOption,
@@ -268,6 +274,35 @@ Deno.test("Acceptor: close() deregisters the listener but leaves it open and lis
     // Out of the backend too: registering it again does not fail with EEXIST.
     rig.reactor.register(rig.listener, { ready() {} }, Interest.NONE);
     rig.reactor.deregister(rig.listener);
+  } finally {
+    await rig.dispose();
+  }
+});
+
+Deno.test("Acceptor: an accept errno outside accept(2)'s list is logged and retried: never fatal, no spin, the listener left open", async () => {
+  // shutdown(SHUT_RD) on a listener leaves it in a state accept(2) does not
+  // describe: accept4 fails with EINVAL and the socket reports a hang-up
+  // that no interest masks. The old Acceptor threw (the reactor then closed
+  // the listener, and the server closed the same fd number again later).
+  const rig = await Rig.create();
+  try {
+    rig.acceptor.open();
+    rig.run();
+    assert.equal(shutdown(rig.listener, SHUT_RD), 0);
+    await until(() => rig.counters.acceptErrors >= 1, "the EINVAL to be seen");
+    const calls = rig.acceptor.calls;
+    const errors = rig.counters.acceptErrors;
+    let later = false;
+    rig.reactor.setTimer(350, () => (later = true));
+    await until(() => later, "350 ms of the loop");
+    const spun = rig.acceptor.calls - calls;
+    const retried = rig.counters.acceptErrors - errors;
+    console.log(`in 350 ms: ${spun} ready() calls, ${retried} more accept attempts`);
+    assert.ok(retried >= 1, "the acceptor stopped retrying");
+    assert.ok(retried <= 6, `retried ${retried} times in 350 ms: not paced at 100 ms`);
+    assert.ok(spun <= retried + 1, `${spun} ready() calls in 350 ms: the hang-up spins the loop`);
+    assert.equal(rig.reactor.counters.handlerErrors, 0, "accept threw");
+    assert.ok(fcntl(rig.listener, F_GETFD, 0) >= 0, "the listening fd was closed by someone");
   } finally {
     await rig.dispose();
   }
