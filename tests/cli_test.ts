@@ -55,6 +55,32 @@ Deno.test("cli: --version and --help", async () => {
   assert.match(h.stdout, /--trigger level\|edge/);
 });
 
+Deno.test("cli: serve --help (deno task start --help) prints every flag and each protocol's own, exit 0", async () => {
+  const h = await run(["serve", "--help"]);
+  assert.equal(h.code, 0, h.stderr);
+  for (
+    const flag of [
+      "--app",
+      "--workers",
+      "--metrics",
+      "--max-output-bytes",
+      "--max-body",
+      "--upstream",
+    ]
+  ) {
+    assert.ok(h.stdout.includes(flag), `--help does not mention ${flag}`);
+  }
+  // A protocol's flag with another protocol is a usage error naming its owner.
+  assert.throws(
+    () => parseCommandLine(["serve", "--app", "echo", "--max-body", "10"]),
+    /--max-body is only for --app http/,
+  );
+  assert.throws(
+    () => parseCommandLine(["serve", "--app", "proxy"]),
+    /--app proxy needs --upstream/,
+  );
+});
+
 Deno.test("cli: a bad flag is one line on stderr and exit code 2", async () => {
   const r = await run(["serve", "--port", "-1"]);
   assert.equal(r.code, 2);
