@@ -28,6 +28,7 @@ import {
 } from "../syscalls/socket.ts";
 import { Acceptor } from "./accept.ts";
 import { ConnectionCounters } from "./context.ts";
+import { sleep, until } from "../tests/support/net.ts";
 
 /** fcntl(2)'s F_GETFD: fails with EBADF on a closed fd. */
 const F_GETFD = 1;
@@ -44,17 +45,6 @@ function acceptQueue(listener: number): { state: number; queued: number } {
   const len = new Uint32Array([info.length]);
   assert.equal(getsockopt(listener, IPPROTO_TCP, TCP_INFO, info, new Uint8Array(len.buffer)), 0);
   return { state: info[0], queued: new DataView(info.buffer).getUint32(24, true) };
-}
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Polls `cond` until it holds; fails after `ms`. */
-async function until(cond: () => boolean, what: string, ms = 15_000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
-    await sleep(2);
-  }
 }
 
 /** Resolves once `n` reactor timers fired one after another: at least `n` more waits. */

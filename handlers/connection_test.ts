@@ -28,6 +28,7 @@ import {
   type ConnectionLimits,
   DEFAULT_LIMITS,
 } from "./context.ts";
+import { sleep, until, within } from "../tests/support/net.ts";
 
 const MiB = 1 << 20;
 const CHUNK = 64 << 10;
@@ -37,30 +38,6 @@ function bytes(length: number, offset = 0): Uint8Array {
   const out = new Uint8Array(length);
   for (let i = 0; i < length; i++) out[i] = (offset + i) % 251;
   return out;
-}
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Fails (instead of hanging) when `p` does not settle within `ms`. */
-async function within<T>(p: Promise<T>, what: string, ms = 15_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`not within ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Polls `cond` until it holds; fails after `ms`. */
-async function until(cond: () => boolean, what: string, ms = 15_000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
-    await sleep(2);
-  }
 }
 
 /** Resolves once `n` reactor timers fired one after another: at least `n` more waits. */

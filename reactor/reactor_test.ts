@@ -14,6 +14,7 @@ import { close, fcntl, recv, send } from "../syscalls/libc.ts";
 import { socketPair } from "../syscalls/socket.ts";
 import { Interest, Ready } from "./interest.ts";
 import { type Deferred, Reactor } from "./reactor.ts";
+import { sleep, until, within } from "../tests/support/net.ts";
 
 /** fcntl(2)'s F_GETFD (syscalls/constants.ts has no need for it): fails with EBADF on a closed fd. */
 const F_GETFD = 1;
@@ -49,28 +50,6 @@ function drain(fd: number): number {
     const n = recv(fd, SCRATCH, SCRATCH.length, 0);
     if (n <= 0) return total;
     total += n;
-  }
-}
-
-/** Fails (instead of hanging) when `p` does not settle within `ms`. */
-async function within<T>(p: Promise<T>, what: string, ms = 10_000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`not within ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Polls `cond` (on Deno's loop, which the reactor yields to) until it holds; fails after `ms`. */
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
   }
 }
 

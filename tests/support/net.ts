@@ -205,3 +205,25 @@ export async function startCli(args: string[]): Promise<{ cli: Cli; port: number
   const m = await cli.waitOutput(/listening on [^\s]*:(\d+)/);
   return { cli, port: Number(m[1]) };
 }
+
+/** Resolves as `p` does, or fails naming `what` after `ms`. */
+export async function within<T>(p: Promise<T>, what: string, ms = 15_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not within ${ms} ms: ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls `cond` (every 2 ms, on Deno's loop) until it holds; fails naming `what` after `ms`. */
+export async function until(cond: () => boolean, what: string, ms = 15_000): Promise<void> {
+  const end = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
+    await sleep(2);
+  }
+}
