@@ -112,6 +112,12 @@ export interface ReactorOptions {
 }
 
 const NO_HANDLER = null;
+/**
+ * Microtask turns the loop gives in-flight handler promises after each
+ * dispatch: enough for a chain of awaits on resolved values (a Hono app
+ * passes ~6-10); each costs well under a microsecond.
+ */
+const MICROTASK_TURNS = 16;
 /** The longest timeout an i32 millisecond argument holds (~24.8 days). */
 const MAX_WAIT_MS = 0x7fffffff;
 
@@ -126,6 +132,14 @@ function createBackend(name: BackendName, maxEvents: number): Promise<Backend> |
     default:
       throw new Error(`unknown backend ${name}`);
   }
+}
+
+function checkMaxEvents(opts: ReactorOptions): number {
+  const maxEvents = opts.maxEvents ?? 1024;
+  if (!Number.isInteger(maxEvents) || maxEvents < 1) {
+    throw new RangeError(`maxEvents must be a positive integer, got ${maxEvents}`);
+  }
+  return maxEvents;
 }
 
 const yieldToDeno = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -223,6 +237,8 @@ export class Reactor {
   /** > 0 while a handler, timer or deferred callback runs. */
   #inCallback = 0;
   #deferred: Deferred[] = [];
+  /** Handler promises in flight (`asyncStarted` minus `asyncSettled`). */
+  #awaiting = 0;
   readonly #syncWaitMs: number;
   readonly #yieldEveryMs: number;
   readonly #beforeWait: (() => void)[] = [];
@@ -255,15 +271,25 @@ export class Reactor {
 
   /** Creates a reactor (async because the poll/select backends load on demand). */
   static async create(opts: ReactorOptions = {}): Promise<Reactor> {
-    const maxEvents = opts.maxEvents ?? 1024;
-    if (!Number.isInteger(maxEvents) || maxEvents < 1) {
-      throw new RangeError(`maxEvents must be a positive integer, got ${maxEvents}`);
-    }
     return new Reactor(
-      await createBackend(opts.backend ?? "epoll", maxEvents),
+      await createBackend(opts.backend ?? "epoll", checkMaxEvents(opts)),
       opts,
       DENO_EPOLL_FDS,
     );
+  }
+
+  /**
+   * Creates an epoll reactor synchronously (for APIs that must listen before
+   * they return, like `Deno.serve`).
+   *
+   * @throws {TypeError} for another backend (poll and select load on demand)
+   */
+  static createSync(opts: ReactorOptions = {}): Reactor {
+    const backend = opts.backend ?? "epoll";
+    if (backend !== "epoll") {
+      throw new TypeError(`Cannot create a ${backend} reactor synchronously: use Reactor.create`);
+    }
+    return new Reactor(new EpollBackend(checkMaxEvents(opts)), opts, DENO_EPOLL_FDS);
   }
 
   #ensure(fd: number): void {
@@ -357,6 +383,36 @@ export class Reactor {
     this.#runDeferred();
   }
 
+  /**
+   * A handler started work that settles outside the loop (it returned a
+   * promise). While any is in flight the loop lets the microtask queue run
+   * after each dispatch and never waits on the JS thread, so an awaiting
+   * handler is not held back by the reactor. Pair with `asyncSettled`.
+   */
+  asyncStarted(): void {
+    this.#awaiting++;
+  }
+
+  /** The work `asyncStarted` announced has settled. */
+  asyncSettled(): void {
+    this.#awaiting--;
+  }
+
+  /** Handler promises in flight. */
+  get awaiting(): number {
+    return this.#awaiting;
+  }
+
+  /**
+   * Lets queued promise reactions run: each await is one microtask turn, and
+   * an async handler may need several (one per await it passes through on
+   * already-resolved values). Stops as soon as nothing is in flight; what
+   * waits on a timer or IO settles later, in Deno's loop.
+   */
+  async #drainMicrotasks(): Promise<void> {
+    for (let i = 0; i < MICROTASK_TURNS && this.#awaiting > 0; i++) await undefined;
+  }
+
   /** Creates a timer that runs `callback` after `delayMs`. Keep it to reset or cancel it. */
   setTimer(delayMs: number, callback: () => void): Timer {
     const t = new Timer(callback);
@@ -440,12 +496,18 @@ export class Reactor {
           this.now = sliceStart = performance.now();
         }
         this.#runBeforeWait();
-        const timeout = this.#timeout(this.#syncWaitMs);
+        // With handler promises in flight, never hold the JS thread: look
+        // (timeout 0), and park at once when nothing is ready, so Deno's
+        // loop runs their timers and IO with no added delay.
+        const awaiting = this.#awaiting > 0;
+        const cap = awaiting ? 0 : this.#syncWaitMs;
+        const timeout = this.#timeout(cap);
         const n = backend.wait(timeout);
         counters.waits++;
         this.#afterWait(n);
+        if (this.#awaiting > 0) await this.#drainMicrotasks();
         if (!this.#running) break;
-        const idle = n === 0 && timeout === this.#syncWaitMs;
+        const idle = n === 0 && timeout === cap;
         if (!idle && !denoLoop.pending) continue;
         // Park off the JS thread: we are idle, or Deno's loop has IO
         // waiting, which only a real turn of its loop will process.
@@ -462,6 +524,7 @@ export class Reactor {
         counters.waits++;
         counters.parkedWaits++;
         this.#afterWait(m);
+        if (this.#awaiting > 0) await this.#drainMicrotasks();
         sliceStart = this.now;
       }
     } finally {

@@ -30,6 +30,7 @@ import {
   type ProtocolDefinition,
   type ProtocolInstance,
   PROTOCOLS,
+  type ProtocolSetup,
 } from "../handlers/protocols/mod.ts";
 import { close } from "../syscalls/libc.ts";
 import { formatAddress, listenTcp, localAddress } from "../syscalls/socket.ts";
@@ -118,33 +119,25 @@ export class Server {
   private constructor(
     reactor: Reactor,
     listenFd: number,
-    port: number,
     definition: ProtocolDefinition,
+    context: ConnectionContext,
+    instance: ProtocolInstance,
     opts: ServerOptions,
   ) {
     this.reactor = reactor;
     this.#listenFd = listenFd;
     this.host = opts.host ?? "127.0.0.1";
-    this.port = port;
+    this.port = localAddress(listenFd).port;
     this.protocol = definition;
     this.#options = opts;
-    const context = new ConnectionContext(reactor, {
-      limits: opts.limits,
-      timeouts: opts.timeouts === undefined ? DEFAULT_TIMEOUTS : opts.timeouts,
-      readBufferSize: opts.readBufferSize,
-    });
     this.context = context;
-    this.instance = definition.create(
-      { context, metricsText: () => this.metrics() },
-      opts.protocolOptions ?? {},
-    );
+    this.instance = instance;
     const onClose = (conn: Connection, _reason: CloseReason) => {
       this.#connections.delete(conn);
       if (this.#drained !== null && this.#connections.size === 0) this.#drained();
       // A freed fd or slot is the best moment to retry after EMFILE or the cap.
       else if (this.acceptor.paused && this.#listening) this.acceptor.resume();
     };
-    const instance = this.instance;
     this.acceptor = new Acceptor(reactor, listenFd, context.counters, (fd) => {
       const conn = new Connection(context, fd, NO_PROTOCOL, onClose);
       conn.protocol = instance.connect(conn);
@@ -163,6 +156,50 @@ export class Server {
   }
 
   /**
+   * The steps both `create` and `createSync` take: listen, build the
+   * connection context, set the protocol up (`make` may await it), assemble.
+   * On failure everything opened is closed again.
+   */
+  static #assemble(
+    reactor: Reactor,
+    opts: ServerOptions,
+    definition: ProtocolDefinition,
+    finish: (
+      made: ProtocolInstance | Promise<ProtocolInstance>,
+      build: (instance: ProtocolInstance) => Server,
+    ) => Server | Promise<Server>,
+  ): Server | Promise<Server> {
+    let fd = -1;
+    const cleanUp = (e: unknown): never => {
+      if (fd >= 0) close(fd);
+      reactor.close();
+      throw e;
+    };
+    try {
+      fd = listenTcp({
+        host: opts.host ?? "127.0.0.1",
+        port: opts.port ?? 0,
+        backlog: opts.backlog,
+        reusePort: opts.reusePort,
+      });
+      const context = new ConnectionContext(reactor, {
+        limits: opts.limits,
+        timeouts: opts.timeouts === undefined ? DEFAULT_TIMEOUTS : opts.timeouts,
+        readBufferSize: opts.readBufferSize,
+      });
+      let server: Server | null = null;
+      const setup: ProtocolSetup = { context, metricsText: () => server?.metrics() ?? "" };
+      const made = definition.create(setup, opts.protocolOptions ?? {});
+      const build = (instance: ProtocolInstance) =>
+        server = new Server(reactor, fd, definition, context, instance, opts);
+      const done = finish(made, build);
+      return done instanceof Promise ? done.catch(cleanUp) : done;
+    } catch (e) {
+      return cleanUp(e);
+    }
+  }
+
+  /**
    * Listens and registers; call `run()` (or use `start`) to run the loop.
    *
    * @throws {SyscallError} when the address cannot be listened on (EADDRINUSE, EACCES, ...)
@@ -172,20 +209,32 @@ export class Server {
     ensureLogging();
     const definition = definitionOf(opts);
     const reactor = await Reactor.create(opts);
-    let fd = -1;
-    try {
-      fd = listenTcp({
-        host: opts.host ?? "127.0.0.1",
-        port: opts.port ?? 0,
-        backlog: opts.backlog,
-        reusePort: opts.reusePort,
-      });
-      return new Server(reactor, fd, localAddress(fd).port, definition, opts);
-    } catch (e) {
-      if (fd >= 0) close(fd);
-      reactor.close();
-      throw e;
-    }
+    return await Server.#assemble(
+      reactor,
+      opts,
+      definition,
+      async (made, build) => build(await made),
+    );
+  }
+
+  /**
+   * `create` without awaiting, for APIs that must listen before they return
+   * (`serve()`, like `Deno.serve`): epoll only, and the protocol's `create`
+   * must not return a promise.
+   *
+   * @throws {TypeError} for another backend, or a protocol that sets up asynchronously
+   */
+  static createSync(opts: ServerOptions = {}): Server {
+    ensureLogging();
+    const definition = definitionOf(opts);
+    const reactor = Reactor.createSync(opts);
+    return Server.#assemble(reactor, opts, definition, (made, build) => {
+      if (made instanceof Promise) {
+        made.catch(() => {}); // refused below; do not leave it unhandled
+        throw new TypeError(`Cannot set up "${definition.name}" synchronously`);
+      }
+      return build(made);
+    }) as Server;
   }
 
   /** `create` then `run`: returns once listening; the loop runs in the background. */

@@ -88,8 +88,13 @@ export interface ProtocolDefinition {
   /**
    * Sets the protocol up on a server. `options` holds the flags' values by
    * `key` (defaults applied by the CLI; library callers pass what they want).
+   * It may return a promise (loading a user's module, say); `Server.create`
+   * awaits it, `Server.createSync` refuses it.
    *
    * @throws {TypeError} when a required option is missing or malformed
    */
-  create(setup: ProtocolSetup, options: Record<string, unknown>): ProtocolInstance;
+  create(
+    setup: ProtocolSetup,
+    options: Record<string, unknown>,
+  ): ProtocolInstance | Promise<ProtocolInstance>;
 }
