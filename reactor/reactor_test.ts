@@ -487,18 +487,19 @@ Deno.test("Reactor: tasks deferred during dispatch run before the timers due in 
       reactor.defer({ runDeferred: () => order.push("deferred") });
     },
   }, Interest.READABLE);
+  // Before the loop runs: the byte is ready and the timer due when the first
+  // wait returns, so that one iteration dispatches, runs the deferred task,
+  // then the timers. (Armed while the loop ran, a wait could return between
+  // the send and the timer and run the timer first: a race, not an order.)
+  send(b, BYTE, 1, 0);
+  const fired = new Promise<void>((resolve) =>
+    reactor.setTimer(0, () => {
+      order.push("timer");
+      resolve();
+    })
+  );
   const running = reactor.run();
   try {
-    await until(() => reactor.counters.parkedWaits >= 1, "a parked wait to end");
-    // From outside the loop: the byte is ready before the timer exists, and
-    // the timer is due at once, so one iteration dispatches, then runs timers.
-    send(b, BYTE, 1, 0);
-    const fired = new Promise<void>((resolve) =>
-      reactor.setTimer(0, () => {
-        order.push("timer");
-        resolve();
-      })
-    );
     await within(fired, "the timer");
     assert.deepEqual(order, ["handler", "deferred", "timer"]);
   } finally {
