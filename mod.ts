@@ -79,4 +79,12 @@ export {
   type ProxyOptions,
 } from "./handlers/protocols/proxy.ts";
 export { type ProtocolFactory, Server, type ServerOptions } from "./server/server.ts";
+export {
+  type FetchApp,
+  type FetchHandler,
+  type FetchHandlerInfo,
+  type HttpServer,
+  serve,
+  type ServeOptions,
+} from "./server/serve.ts";
 export { SyscallError } from "./syscalls/errno.ts";

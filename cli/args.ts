@@ -55,6 +55,8 @@ export interface ServeCommand {
   statsIntervalMs: number;
   /** `--metrics HOST:PORT`: the admin listener serving /metrics for every worker, or null. */
   metrics: { host: string; port: number } | null;
+  /** `--module FILE`: serve its default export's `fetch` (deno serve's convention), or null. */
+  module: string | null;
 }
 
 /** `probe` settings: one HTTP GET, exit 0 on 200. */
@@ -108,6 +110,7 @@ serve options (default in brackets):
   --log-format text|json      log line format on stderr [text]
   --workers N|auto            worker processes on one port (SO_REUSEPORT); auto = cores [1]
   --metrics HOST:PORT         admin listener: GET /metrics covers every worker [off]
+  --module FILE               serve FILE's default export { fetch } (as deno serve) [off]
   --shutdown-timeout S        on SIGTERM/SIGINT, finish in-flight work for at most S s [10]
   --idle-timeout S            close a keep-alive connection idle for S s; 0 = never [60]
   --header-timeout S          a request must arrive whole within S s (slowloris) [10]
@@ -232,6 +235,7 @@ const COMMON_FLAGS = [
   "workers",
   "worker-id",
   "metrics",
+  "module",
   "shutdown-timeout",
   "idle-timeout",
   "header-timeout",
@@ -267,6 +271,13 @@ function protocolFlagValue(spec: FlagSpec, raw: string): unknown {
       if (raw === "") throw new UsageError(`--${spec.name} must not be empty`);
       return raw;
   }
+}
+
+function moduleFlag(raw: string | undefined, app: string): string | null {
+  if (raw === undefined) return null;
+  if (raw === "") throw new UsageError("--module must not be empty");
+  if (app !== "http") throw new UsageError(`--module is only for --app http, not --app ${app}`);
+  return raw;
 }
 
 function parseServe(rest: string[]): ServeCommand | { command: "help"; text: string } {
@@ -321,6 +332,7 @@ function parseServe(rest: string[]): ServeCommand | { command: "help"; text: str
       ? null
       : integer("worker-id", v["worker-id"], 0, 0, 1024),
     metrics: v.metrics === undefined ? null : hostPort("metrics", v.metrics, 0),
+    module: moduleFlag(v.module, app),
     shutdownTimeoutMs: seconds("shutdown-timeout", v["shutdown-timeout"], 10),
     idleTimeoutMs: seconds("idle-timeout", v["idle-timeout"], 60),
     headerTimeoutMs: seconds("header-timeout", v["header-timeout"], 10),

@@ -11,6 +11,7 @@ import type { ServeCommand } from "./args.ts";
 import { setUpLogging } from "../log/mod.ts";
 import { Server } from "../server/server.ts";
 import { DEFAULT_LIMITS } from "../handlers/context.ts";
+import { loadModule, ModuleError } from "./module.ts";
 import { SyscallError } from "../syscalls/errno.ts";
 import {
   type AdminListener,
@@ -52,8 +53,13 @@ export async function serve(cmd: ServeCommand): Promise<number> {
   }
   let server: Server;
   try {
+    const protocol = cmd.module === null ? undefined : await loadModule(cmd.module, {
+      maxBody: cmd.protocolOptions.maxBody as number | undefined,
+      maxHeaderBytes: cmd.protocolOptions.maxHeaderBytes as number | undefined,
+    });
     server = await Server.create({
       app: cmd.app,
+      protocol,
       protocolOptions: cmd.protocolOptions,
       host: cmd.host,
       port: cmd.port,
@@ -119,7 +125,7 @@ export async function serve(cmd: ServeCommand): Promise<number> {
     const timer = server.reactor.setTimer(cmd.statsIntervalMs, tick);
   }
   log.info("{app} listening on {address} ({backend}, {trigger}-triggered, pid {pid}{worker})", {
-    app: cmd.app,
+    app: cmd.module === null ? cmd.app : `--module ${cmd.module}`,
     address: server.address,
     backend: cmd.backend,
     trigger: cmd.trigger,
@@ -154,6 +160,10 @@ export function metricsFailure(metrics: { host: string; port: number }, e: unkno
 }
 
 function setUpFailure(cmd: ServeCommand, e: unknown): number {
+  if (e instanceof ModuleError) {
+    console.error(`reactor: ${e.message}`);
+    return 2;
+  }
   if (e instanceof SyscallError && (e.call === "bind" || e.call === "listen")) {
     const why = LISTEN_HINTS[e.code] ?? e.code;
     console.error(`reactor: cannot listen on ${formatAddress(cmd.host, cmd.port)}: ${why}`);

@@ -188,7 +188,11 @@ export class Server {
         readBufferSize: opts.readBufferSize,
       });
       let server: Server | null = null;
-      const setup: ProtocolSetup = { context, metricsText: () => server?.metrics() ?? "" };
+      const setup: ProtocolSetup = {
+        context,
+        metricsText: () => server?.metrics() ?? "",
+        address: { host: opts.host ?? "127.0.0.1", port: localAddress(fd).port },
+      };
       const made = definition.create(setup, opts.protocolOptions ?? {});
       const build = (instance: ProtocolInstance) =>
         server = new Server(reactor, fd, definition, context, instance, opts);

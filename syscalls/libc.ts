@@ -35,6 +35,7 @@ const SYMBOLS = {
   accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
   connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   recv: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
   send: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
   // The same calls taking a raw pointer: for long-lived buffers whose address
@@ -146,6 +147,7 @@ export const {
   accept4,
   connect,
   getsockname,
+  getpeername,
   recv,
   send,
   recv_ptr,

@@ -15,6 +15,7 @@ import {
   errno,
   fcntl,
   getrlimit,
+  getpeername,
   getsockname,
   getsockopt,
   listen,
@@ -125,6 +126,14 @@ export function localAddress(fd: number): { host: string; port: number; family: 
   const sa = new Uint8Array(SOCKADDR_STORAGE_SIZE);
   const len = new Uint32Array([SOCKADDR_STORAGE_SIZE]);
   check("getsockname", getsockname(fd, sa, new Uint8Array(len.buffer)), `fd ${fd}`);
+  return decodeSockaddr(sa);
+}
+
+/** The address of a connected socket's peer (`getpeername`). */
+export function peerAddress(fd: number): { host: string; port: number; family: number } {
+  const sa = new Uint8Array(SOCKADDR_STORAGE_SIZE);
+  const len = new Uint32Array([SOCKADDR_STORAGE_SIZE]);
+  check("getpeername", getpeername(fd, sa, new Uint8Array(len.buffer)), `fd ${fd}`);
   return decodeSockaddr(sa);
 }
 

@@ -65,6 +65,8 @@ export interface ProtocolSetup {
   readonly context: ConnectionContext;
   /** The server's whole `/metrics` text (for a protocol that serves it). */
   metricsText(): string;
+  /** Where the server listens (the real port when 0 was asked). */
+  readonly address: { readonly host: string; readonly port: number };
 }
 
 /** A protocol set up on one server: makes the per-connection part. */

@@ -1,0 +1,574 @@
+/**
+ * A fetch handler on the reactor: each HTTP/1.1 request becomes a web
+ * `Request` (built lazily: see request.ts), goes to the user's
+ * `(request, info) => Response | Promise<Response>`, and the `Response` is
+ * written back (response.ts). The same contract as `Deno.serve`.
+ *
+ * - Order: requests on one connection may be pipelined and their handlers
+ *   run concurrently, but answers leave in request order. Each request is an
+ *   `Exchange` in the connection's queue; the head of the queue is written
+ *   as soon as it is settled, then the next.
+ * - Bodies: request bodies stream into the request as the parser delivers
+ *   them, bounded by `maxBody` (413) and paused at 64 KiB unread (the
+ *   connection stops reading until the handler takes them). Response bodies:
+ *   response.ts (streams pulled only below the connection's high-water mark).
+ * - Async: a handler that returns a promise is announced to the reactor
+ *   (`asyncStarted`), which then lets microtasks run after each dispatch and
+ *   never waits on the JS thread while any is in flight.
+ * - Errors: a handler that throws or rejects is logged once; `onError`
+ *   decides the response (default: 500). The server serves on.
+ * - Lifecycle: `request.signal` aborts when the client goes away before its
+ *   response is complete; `info.completed` resolves when the response has
+ *   been handed to the connection in full, and rejects if the client went
+ *   away first.
+ *
+ * @module
+ */
+
+import { getLogger } from "../../../log/mod.ts";
+import type { Reactor } from "../../../reactor/reactor.ts";
+import type { Timer } from "../../../reactor/timers.ts";
+import { peerAddress } from "../../../syscalls/socket.ts";
+import type { CloseReason, Connection, Protocol, TimeoutKind } from "../../connection.ts";
+import type { ProtocolDefinition, ProtocolInstance } from "../definition.ts";
+import { HttpParser, type HttpParserSink } from "./http_parser.ts";
+import { BodySource, latin1, ServerRequest } from "./request.ts";
+import { writeResponse } from "./response.ts";
+
+const log = getLogger(["reactor", "http", "app"]);
+
+/** What a fetch handler gets besides the request (as `Deno.ServeHandlerInfo`). */
+export interface FetchHandlerInfo {
+  /** The client's address. */
+  readonly remoteAddr: Deno.NetAddr;
+  /** Resolves once the response has been sent in full; rejects if the client went away first. */
+  readonly completed: Promise<void>;
+}
+
+/** A fetch handler, as `Deno.serve` takes it. */
+export type FetchHandler = (
+  request: Request,
+  info: FetchHandlerInfo,
+) => Response | Promise<Response>;
+
+/** Settings of a fetch app. */
+export interface FetchAppOptions {
+  /** The handler. */
+  handler: FetchHandler;
+  /** Makes the response when the handler throws or rejects (default: 500). */
+  onError?: (error: unknown) => Response | Promise<Response>;
+  /**
+   * Largest request body (413 above). Default: no limit beyond the parser's
+   * 2^48, as Deno.serve (the CLI's `--max-body` sets 1 MiB).
+   */
+  maxBody?: number;
+  /** Largest request header section (431 above). Default 16 KiB. */
+  maxHeaderBytes?: number;
+  /** `http://host:port` for requests without a Host field (HTTP/1.0). */
+  origin: string;
+}
+
+/** Requests one connection may have in flight (parsed, not yet answered) before it stops reading. */
+const MAX_IN_FLIGHT = 32;
+
+const encoder = new TextEncoder();
+
+const REASONS: Record<number, string> = {
+  400: "Bad Request",
+  408: "Request Timeout",
+  413: "Content Too Large",
+  414: "URI Too Long",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  503: "Service Unavailable",
+  505: "HTTP Version Not Supported",
+};
+
+/** A resolved-or-rejected promise made only when someone asks for it. */
+class LazyCompletion {
+  #promise: Promise<void> | null = null;
+  #resolve: (() => void) | null = null;
+  #reject: ((e: unknown) => void) | null = null;
+  /** 0 pending, 1 resolved, 2 rejected. */
+  #state = 0;
+  #error: unknown = null;
+
+  get promise(): Promise<void> {
+    if (this.#promise === null) {
+      if (this.#state === 1) this.#promise = Promise.resolve();
+      else if (this.#state === 2) {
+        this.#promise = Promise.reject(this.#error);
+        this.#promise.catch(() => {});
+      } else {
+        this.#promise = new Promise<void>((resolve, reject) => {
+          this.#resolve = resolve;
+          this.#reject = reject;
+        });
+        this.#promise.catch(() => {}); // a rejection nobody awaits is not an error
+      }
+    }
+    return this.#promise;
+  }
+
+  resolve(): void {
+    if (this.#state !== 0) return;
+    this.#state = 1;
+    this.#resolve?.();
+  }
+
+  reject(error: unknown): void {
+    if (this.#state !== 0) return;
+    this.#state = 2;
+    this.#error = error;
+    this.#reject?.(error);
+  }
+}
+
+/** One request and its response, in the connection's queue. */
+class Exchange implements FetchHandlerInfo {
+  readonly request: ServerRequest;
+  readonly body: BodySource | null;
+  readonly #conn: FetchConnection;
+  readonly head: boolean;
+  readonly http10: boolean;
+  keepAlive: boolean;
+  response: Response | null = null;
+  settled = false;
+  readonly completion = new LazyCompletion();
+
+  constructor(
+    conn: FetchConnection,
+    request: ServerRequest,
+    body: BodySource | null,
+    head: boolean,
+    http10: boolean,
+    keepAlive: boolean,
+  ) {
+    this.#conn = conn;
+    this.request = request;
+    this.body = body;
+    this.head = head;
+    this.http10 = http10;
+    this.keepAlive = keepAlive;
+  }
+
+  get remoteAddr(): Deno.NetAddr {
+    return this.#conn.remoteAddr;
+  }
+
+  get completed(): Promise<void> {
+    return this.completion.promise;
+  }
+}
+
+/** The per-server part of a fetch app: options, the Date header, counters. */
+export class FetchApp {
+  readonly options: Required<Omit<FetchAppOptions, "onError">> & Pick<FetchAppOptions, "onError">;
+  readonly reactor: Reactor;
+  /** The IMF-fixdate of this second, for the Date header. */
+  date: string = new Date().toUTCString();
+  #dateTimer: Timer;
+  /** Requests answered. */
+  requests = 0;
+  /** Handler exceptions and rejections. */
+  errors = 0;
+
+  constructor(reactor: Reactor, options: FetchAppOptions) {
+    this.reactor = reactor;
+    this.options = {
+      maxBody: 2 ** 48,
+      maxHeaderBytes: 16 << 10,
+      ...options,
+    };
+    const tick = () => {
+      this.date = new Date().toUTCString();
+      reactor.resetTimer(this.#dateTimer, 1000 - (Date.now() % 1000));
+    };
+    this.#dateTimer = reactor.setTimer(1000 - (Date.now() % 1000), tick);
+  }
+
+  /** The protocol object for a new connection. */
+  connect(conn: Connection): Protocol {
+    return new FetchConnection(this, conn);
+  }
+
+  /** Stops the Date timer. */
+  close(): void {
+    this.reactor.cancelTimer(this.#dateTimer);
+  }
+
+  /** The response for a handler that threw `error`: onError's, else a 500. */
+  errorResponse(error: unknown): Response | Promise<Response> {
+    this.errors++;
+    log.error("handler threw: {error}", { error });
+    const onError = this.options.onError;
+    if (onError) {
+      try {
+        return onError(error);
+      } catch (again) {
+        log.error("onError threw too: {error}", { error: again });
+      }
+    }
+    return new Response("Internal Server Error", { status: 500 });
+  }
+}
+
+/** One connection's HTTP state: its parser and its queue of exchanges. */
+class FetchConnection implements Protocol, HttpParserSink {
+  readonly #app: FetchApp;
+  readonly #conn: Connection;
+  readonly #parser: HttpParser;
+  /** Exchanges in request order; the head is the one being answered. */
+  readonly #queue: Exchange[] = [];
+  /** The exchange whose body is being parsed. */
+  #current: Exchange | null = null;
+  /** A response is being written asynchronously (a stream): the queue waits. */
+  #writing = false;
+  /** No more requests: close once the queue is answered. */
+  #closing = false;
+  /** Unparsed bytes kept while the connection does not read (too many in flight). */
+  #stash: Uint8Array | null = null;
+  #requestStart = -1;
+  #remoteAddr: Deno.NetAddr | null = null;
+
+  constructor(app: FetchApp, conn: Connection) {
+    this.#app = app;
+    this.#conn = conn;
+    this.#parser = new HttpParser(this, {
+      maxBody: app.options.maxBody,
+      maxHeaderBytes: app.options.maxHeaderBytes,
+      captureHeaders: true,
+    });
+  }
+
+  get remoteAddr(): Deno.NetAddr {
+    if (this.#remoteAddr === null) {
+      try {
+        const a = peerAddress(this.#conn.fd);
+        this.#remoteAddr = { transport: "tcp", hostname: a.host, port: a.port };
+      } catch {
+        this.#remoteAddr = { transport: "tcp", hostname: "", port: 0 }; // already closed
+      }
+    }
+    return this.#remoteAddr;
+  }
+
+  // ---- input ----
+
+  data(conn: Connection, data: Uint8Array, start: number, end: number): void {
+    if (this.#closing) return;
+    if (this.#stash !== null) {
+      // Reading resumed with bytes kept: those first.
+      const kept = this.#stash;
+      this.#stash = null;
+      this.#parse(kept, 0, kept.length);
+    }
+    this.#parse(data, start, end);
+    void conn;
+  }
+
+  #parse(data: Uint8Array, start: number, end: number): void {
+    const parser = this.#parser;
+    if (parser.idle && this.#requestStart < 0) this.#requestStart = this.#app.reactor.now;
+    let i = start;
+    while (i < end && !this.#closing) {
+      if (this.#queue.length >= MAX_IN_FLIGHT) {
+        // Enough answers pending: stop parsing, keep the rest, stop reading.
+        this.#stash = data.slice(i, end);
+        this.#conn.pauseReading();
+        return;
+      }
+      const before = i;
+      i = parser.execute(data, i, end);
+      if (i === before) break;
+    }
+    if (parser.idle) this.#requestStart = -1;
+    else if (this.#requestStart < 0) this.#requestStart = this.#app.reactor.now;
+  }
+
+  /** The head of a request is complete: make the exchange and call the handler. */
+  onHead(p: HttpParser): boolean {
+    const fieldCount = p.fieldCount;
+    const used = fieldCount === 0 ? 0 : p.fields[fieldCount * 4 - 1];
+    // As Deno.serve: GET and HEAD have a null body, every other method a
+    // stream (empty when nothing follows the head).
+    const method = p.method;
+    const body = method === 1 /* GET */ || method === 2 /* HEAD */ ? null : new BodySource();
+    const hasBody = p.chunked || p.contentLength > 0;
+    const request = new ServerRequest({
+      method: p.methodString(),
+      target: latin1(p.target, 0, p.targetLength),
+      origin: this.#app.options.origin,
+      head: p.headBytes.slice(0, used),
+      fields: p.fields.slice(0, fieldCount * 4),
+      fieldCount,
+      body,
+    });
+    const head = method === 2; // METHOD_HEAD
+    const ex = new Exchange(this, request, body, head, p.versionMinor === 0, p.keepAlive);
+    if (body !== null) {
+      body.onDrain = () => {
+        if (!this.#closing && this.#queue.length < MAX_IN_FLIGHT) this.#conn.resumeReading();
+      };
+      if (p.expectContinue) {
+        // RFC 9110 10.1.1: 100 Continue once the handler reads the body.
+        body.onFirstRead = () => {
+          if (!ex.settled && !this.#conn.closed) {
+            this.#conn.write(encoder.encode("HTTP/1.1 100 Continue\r\n\r\n"));
+          }
+        };
+      }
+    }
+    this.#queue.push(ex);
+    if (body !== null && !hasBody) body.end();
+    this.#current = hasBody ? ex : null;
+    this.#call(ex);
+    return true;
+  }
+
+  #call(ex: Exchange): void {
+    const app = this.#app;
+    let result: Response | Promise<Response>;
+    try {
+      result = app.options.handler(ex.request, ex);
+    } catch (error) {
+      result = app.errorResponse(error);
+    }
+    if (result instanceof Response) {
+      this.#settle(ex, result);
+      return;
+    }
+    const reactor = app.reactor;
+    reactor.asyncStarted();
+    Promise.resolve(result).then(
+      (res) => {
+        reactor.asyncSettled();
+        if (res instanceof Response) this.#settle(ex, res);
+        else {this.#fail(
+            ex,
+            new TypeError(
+              `the handler returned ${Object.prototype.toString.call(res)}, not a Response`,
+            ),
+          );}
+      },
+      (error) => {
+        reactor.asyncSettled();
+        this.#fail(ex, error);
+      },
+    );
+  }
+
+  #fail(ex: Exchange, error: unknown): void {
+    const res = this.#app.errorResponse(error);
+    if (res instanceof Response) this.#settle(ex, res);
+    else {
+      res.then(
+        (r) => this.#settle(ex, r),
+        () => this.#settle(ex, new Response("Internal Server Error", { status: 500 })),
+      );
+    }
+  }
+
+  onBody(data: Uint8Array, start: number, end: number): void {
+    const body = this.#current?.body;
+    if (body == null) return;
+    body.push(data, start, end);
+    if (!body.wantMore) this.#conn.pauseReading();
+  }
+
+  onRequest(p: HttpParser): boolean {
+    this.#current?.body?.end();
+    this.#current = null;
+    this.#requestStart = -1;
+    if (!p.keepAlive) {
+      this.#closing = true; // answer what was asked, then close
+      this.#closeIfDone();
+      return false;
+    }
+    return true;
+  }
+
+  onError(status: number, reason: string): void {
+    log.debug("fd {fd}: {status} {reason}", { fd: this.#conn.fd, status, reason });
+    this.#current?.body?.fail(new Error(`request body invalid: ${reason}`));
+    this.#current = null;
+    this.#respondAndClose(status);
+  }
+
+  /** Queues a bare error response (after the answers already owed), then closes. */
+  #respondAndClose(status: number): void {
+    const req = new ServerRequest({
+      method: "GET",
+      target: "/",
+      origin: this.#app.options.origin,
+      head: new Uint8Array(0),
+      fields: new Int32Array(0),
+      fieldCount: 0,
+      body: null,
+    });
+    const ex = new Exchange(this, req, null, false, false, false);
+    this.#queue.push(ex);
+    this.#closing = true;
+    this.#settle(ex, new Response(REASONS[status] ?? "Error", { status }));
+  }
+
+  // ---- output, in order ----
+
+  #settle(ex: Exchange, res: Response): void {
+    ex.response = res;
+    ex.settled = true;
+    this.#flushQueue();
+  }
+
+  #flushQueue(): void {
+    const conn = this.#conn;
+    while (!this.#writing && this.#queue.length > 0 && this.#queue[0].settled) {
+      const ex = this.#queue[0];
+      if (conn.closed) return;
+      let result: boolean | Promise<boolean>;
+      try {
+        result = writeResponse(conn, ex.response!, {
+          head: ex.head,
+          http10: ex.http10,
+          keepAlive: ex.keepAlive && !this.#closing,
+          date: this.#app.date,
+        });
+      } catch (error) {
+        // Not writable as given (a used body, say): answer 500 instead, once.
+        log.error("cannot send the handler's response: {error}", { error });
+        result = writeResponse(conn, new Response("Internal Server Error", { status: 500 }), {
+          head: ex.head,
+          http10: ex.http10,
+          keepAlive: false,
+          date: this.#app.date,
+        });
+      }
+      if (result instanceof Promise) {
+        this.#writing = true;
+        result.then((keep) => {
+          this.#writing = false;
+          this.#finish(ex, keep);
+          this.#flushQueue();
+        }, (error) => {
+          this.#writing = false;
+          log.error("response body failed: {error}", { error });
+          this.#conn.abort("error");
+        });
+        return;
+      }
+      this.#finish(ex, result);
+    }
+  }
+
+  #finish(ex: Exchange, keepAlive: boolean): void {
+    this.#queue.shift();
+    this.#app.requests++;
+    ex.completion.resolve();
+    if (!keepAlive) this.#closing = true;
+    if (this.#stash !== null && this.#queue.length < MAX_IN_FLIGHT && !this.#closing) {
+      this.#conn.resumeReading();
+    }
+    this.#closeIfDone();
+  }
+
+  #closeIfDone(): void {
+    if (this.#closing && this.#queue.length === 0 && !this.#conn.closed) {
+      this.#conn.closeAfterFlush();
+    }
+  }
+
+  // ---- connection events ----
+
+  end(conn: Connection): void {
+    // The peer sent FIN. As Deno.serve, that is the client going away: the
+    // signals of the requests still being handled abort (their answers are
+    // still sent, should the peer be reading).
+    const gone = new Error("the client closed the connection");
+    this.#current?.body?.fail(gone);
+    this.#current = null;
+    this.#closing = true;
+    for (const ex of this.#queue) if (!ex.settled) ex.request.abort(gone);
+    if (this.#queue.length === 0) conn.closeAfterFlush();
+  }
+
+  closed(_conn: Connection, reason: CloseReason): void {
+    const gone = new Error(`the connection closed (${reason})`);
+    this.#current?.body?.fail(gone);
+    for (const ex of this.#queue) {
+      ex.request.abort(gone);
+      ex.completion.reject(gone);
+    }
+    this.#queue.length = 0;
+    this.#stash = null;
+  }
+
+  requestStartedAt(): number {
+    return this.#requestStart;
+  }
+
+  shutdown(conn: Connection): void {
+    this.#closing = true;
+    if (this.#queue.length === 0) conn.closeAfterFlush();
+  }
+
+  timedOut(conn: Connection, what: TimeoutKind): void {
+    if (what === "request" && this.#queue.length === 0 && !this.#closing) {
+      log.info("fd {fd}: request not complete in time: 408", { fd: conn.fd });
+      this.#respondAndClose(408);
+      return;
+    }
+    conn.close("timeout");
+  }
+}
+
+/** The URL origin of a listen address, for requests that carry no Host field. */
+export function originOf(address: { host: string; port: number }): string {
+  const host = address.host.includes(":") ? `[${address.host}]` : address.host;
+  return `http://${host}:${address.port}`;
+}
+
+/**
+ * A protocol definition serving `handler` (for `Server`): what `serve()` and
+ * `reactor serve --module` run. Not in the registry: it needs a function.
+ */
+export function fetchProtocol(
+  handler: FetchHandler,
+  options: Omit<FetchAppOptions, "handler" | "origin"> = {},
+): ProtocolDefinition {
+  return {
+    name: "fetch",
+    summary: "a fetch handler (Deno.serve's contract)",
+    flags: [],
+    create(setup) {
+      const app = new FetchApp(setup.context.reactor, {
+        ...options,
+        handler,
+        origin: originOf(setup.address),
+      });
+      return fetchInstance(app);
+    },
+  };
+}
+
+/** A FetchApp as a server's protocol instance. */
+export function fetchInstance(app: FetchApp): ProtocolInstance {
+  return {
+    connect: (conn) => app.connect(conn),
+    metrics: () => [
+      {
+        name: "requests_total",
+        type: "counter",
+        help: "HTTP requests answered.",
+        value: app.requests,
+      },
+      {
+        name: "fetch_handler_errors_total",
+        type: "counter",
+        help: "Fetch handler exceptions and rejections.",
+        value: app.errors,
+      },
+    ],
+    stop: () => app.close(),
+  };
+}
