@@ -131,6 +131,8 @@ export class Connection implements Handler, Deferred {
   #writing = false; // writable interest armed <=> output pending
   #outputFull = false; // reached high water, not yet back to low water
   #ignoredBytes = 0; // queued while #outputFull: writes that ignored backpressure
+  #corked = false; // writes gather in the context's cork buffer until uncork()
+  #corkLength = 0;
   #closeWhenDrained = false;
   #peerFinished = false; // FIN (or an error) seen: nothing more will arrive
   #lingering = false; // our FIN is sent; reading only to discard
@@ -358,6 +360,8 @@ export class Connection implements Handler, Deferred {
   /** Stops reading, flushes what is pending, then closes. */
   closeAfterFlush(): void {
     if (this.fd < 0 || this.#lingering) return;
+    this.uncork();
+    if (this.fd < 0) return;
     this.#readingStopped = true;
     if (this.output.length === 0) {
       this.#finish();
@@ -420,6 +424,12 @@ export class Connection implements Handler, Deferred {
     // #writing <=> output pending (writable interest is armed exactly while
     // it is): one field of this object instead of a look into the buffer's.
     if (this.#writing) return this.#queue(data, 0, length);
+    if (this.#corked) {
+      if (this.#corkAppend(data, 0, length)) return true;
+      this.uncork(); // full: what gathered goes first, then this
+      if (this.fd < 0) return false;
+      if (this.#writing) return this.#queue(data, 0, length);
+    }
     let n: number;
     do n = send_ptr(this.fd, pointer, length, MSG_NOSIGNAL); while (n < 0 && errno() === EINTR);
     return this.#sent(n, data, 0, length);
@@ -438,6 +448,12 @@ export class Connection implements Handler, Deferred {
     const len = end - start;
     if (len <= 0) return !this.#outputFull;
     if (this.#writing) return this.#queue(data, start, end);
+    if (this.#corked) {
+      if (this.#corkAppend(data, start, end)) return true;
+      this.uncork(); // full: what gathered goes first, then this
+      if (this.fd < 0) return false;
+      if (this.#writing) return this.#queue(data, start, end);
+    }
     const src = start === 0 ? data : data.subarray(start, end);
     let n: number;
     do n = send(this.fd, src, len, MSG_NOSIGNAL); while (n < 0 && errno() === EINTR);
@@ -481,6 +497,16 @@ export class Connection implements Handler, Deferred {
       }
     }
     out.append(data, start, end);
+    return this.#queued();
+  }
+
+  /**
+   * Bytes wait in the output buffer that `send` could not take: arm writable
+   * interest (once) and apply the high-water mark.
+   */
+  #queued(): boolean {
+    const out = this.output;
+    const counters = this.context.counters;
     if (out.length > counters.peakOutputBytes) counters.peakOutputBytes = out.length;
     let changed = false;
     if (!this.#writing) {
@@ -492,7 +518,7 @@ export class Connection implements Handler, Deferred {
         this.pullTimer(this.lastWrite + this.#timeouts.writeMs);
       }
     }
-    const crossed = !this.#outputFull && out.length >= limits.highWaterMark;
+    const crossed = !this.#outputFull && out.length >= this.#limits.highWaterMark;
     if (crossed) {
       this.#outputFull = true;
       counters.highWaterHits++;
@@ -505,6 +531,55 @@ export class Connection implements Handler, Deferred {
     if (changed) this.#updateInterest();
     if (crossed && this.protocol.highWater) this.protocol.highWater(this);
     return !this.#outputFull && this.fd >= 0;
+  }
+
+  /**
+   * Holds writes back until `uncork()`: they gather in the context's shared
+   * cork buffer and leave together in one `send` (the answers to one read of
+   * pipelined requests, say). Writes behind a queue already waiting for
+   * writable readiness, or too large for the cork buffer, are not held.
+   */
+  cork(): void {
+    const ctx = this.context;
+    if (ctx.corkOwner !== null || this.fd < 0) return; // one at a time
+    ctx.corkOwner = this;
+    this.#corked = true;
+    this.#corkLength = 0;
+  }
+
+  /** Sends what was written since `cork()`, in one `send`. */
+  uncork(): void {
+    if (!this.#corked) return;
+    this.#corked = false;
+    const ctx = this.context;
+    ctx.corkOwner = null;
+    const len = this.#corkLength;
+    this.#corkLength = 0;
+    if (len === 0 || this.fd < 0) return;
+    if (this.#writing) {
+      this.#queue(ctx.corkBuffer, 0, len); // behind what already waits
+      return;
+    }
+    let n: number;
+    do n = send_ptr(this.fd, ctx.corkBufferPointer, len, MSG_NOSIGNAL); while (
+      n < 0 && errno() === EINTR
+    );
+    this.#sent(n, ctx.corkBuffer, 0, len);
+  }
+
+  /** Appends `data[start, end)` to the cork buffer if it fits; false if not. */
+  #corkAppend(data: Uint8Array, start: number, end: number): boolean {
+    const buf = this.context.corkBuffer;
+    const at = this.#corkLength;
+    const n = end - start;
+    if (at + n > buf.length) return false;
+    if (n <= 64) {
+      for (let k = 0; k < n; k++) buf[at + k] = data[start + k];
+    } else {
+      buf.set(start === 0 && end === data.length ? data : data.subarray(start, end), at);
+    }
+    this.#corkLength = at + n;
+    return true;
   }
 
   /** Sends what is pending (on writable readiness). */
@@ -626,6 +701,10 @@ export class Connection implements Handler, Deferred {
     const fd = this.fd;
     if (fd < 0) return;
     this.fd = -1;
+    if (this.#corked) {
+      this.#corked = false;
+      this.context.corkOwner = null;
+    }
     if (this.#timer !== null) this.reactor.cancelTimer(this.#timer);
     if (this.#lingerTimer !== null) this.reactor.cancelTimer(this.#lingerTimer);
     this.reactor.deregister(fd);

@@ -123,6 +123,16 @@ export class ConnectionContext {
   readonly limits: ConnectionLimits;
   /** Timeouts for connections opened without their own; null: none. */
   readonly timeouts: Timeouts | null;
+  /**
+   * Where a corked connection's writes gather before its one `send`
+   * (`Connection.cork`): shared, since one connection at a time is corked
+   * (the one whose bytes are being handled), so batches allocate nothing.
+   */
+  readonly corkBuffer: Uint8Array = new Uint8Array(64 << 10);
+  /** The address of `corkBuffer`, taken once. */
+  readonly corkBufferPointer: Deno.PointerObject = Deno.UnsafePointer.of(this.corkBuffer)!;
+  /** The connection holding `corkBuffer` now, or null. */
+  corkOwner: object | null = null;
 
   /**
    * Allocates the shared read buffer and checks the limits.

@@ -258,6 +258,8 @@ class FetchConnection implements Protocol, HttpParserSink {
 
   data(conn: Connection, data: Uint8Array, start: number, end: number): void {
     if (this.#closing) return;
+    // The answers to this read (sync handlers, pipelined) leave in one send.
+    conn.cork();
     if (this.#stash !== null) {
       // Reading resumed with bytes kept: those first.
       const kept = this.#stash;
@@ -265,7 +267,7 @@ class FetchConnection implements Protocol, HttpParserSink {
       this.#parse(kept, 0, kept.length);
     }
     this.#parse(data, start, end);
-    void conn;
+    conn.uncork();
   }
 
   #parse(data: Uint8Array, start: number, end: number): void {
