@@ -85,47 +85,10 @@ const REASONS: Record<number, string> = {
   505: "HTTP Version Not Supported",
 };
 
-/** A resolved-or-rejected promise made only when someone asks for it. */
-class LazyCompletion {
-  #promise: Promise<void> | null = null;
-  #resolve: (() => void) | null = null;
-  #reject: ((e: unknown) => void) | null = null;
-  /** 0 pending, 1 resolved, 2 rejected. */
-  #state = 0;
-  #error: unknown = null;
-
-  get promise(): Promise<void> {
-    if (this.#promise === null) {
-      if (this.#state === 1) this.#promise = Promise.resolve();
-      else if (this.#state === 2) {
-        this.#promise = Promise.reject(this.#error);
-        this.#promise.catch(() => {});
-      } else {
-        this.#promise = new Promise<void>((resolve, reject) => {
-          this.#resolve = resolve;
-          this.#reject = reject;
-        });
-        this.#promise.catch(() => {}); // a rejection nobody awaits is not an error
-      }
-    }
-    return this.#promise;
-  }
-
-  resolve(): void {
-    if (this.#state !== 0) return;
-    this.#state = 1;
-    this.#resolve?.();
-  }
-
-  reject(error: unknown): void {
-    if (this.#state !== 0) return;
-    this.#state = 2;
-    this.#error = error;
-    this.#reject?.(error);
-  }
-}
-
-/** One request and its response, in the connection's queue. */
+/**
+ * One request and its response, in the connection's queue. It is also the
+ * handler's `info`: `completed` is a promise made only if asked for.
+ */
 class Exchange implements FetchHandlerInfo {
   readonly request: ServerRequest;
   readonly body: BodySource | null;
@@ -135,7 +98,12 @@ class Exchange implements FetchHandlerInfo {
   keepAlive: boolean;
   response: Response | null = null;
   settled = false;
-  readonly completion = new LazyCompletion();
+  /** 0 pending, 1 sent in full, 2 the client went away first. */
+  #outcome = 0;
+  #error: unknown = null;
+  #completed: Promise<void> | null = null;
+  #resolve: (() => void) | null = null;
+  #reject: ((e: unknown) => void) | null = null;
 
   constructor(
     conn: FetchConnection,
@@ -158,7 +126,31 @@ class Exchange implements FetchHandlerInfo {
   }
 
   get completed(): Promise<void> {
-    return this.completion.promise;
+    if (this.#completed !== null) return this.#completed;
+    if (this.#outcome === 1) return this.#completed = Promise.resolve();
+    this.#completed = this.#outcome === 2
+      ? Promise.reject(this.#error)
+      : new Promise<void>((resolve, reject) => {
+        this.#resolve = resolve;
+        this.#reject = reject;
+      });
+    this.#completed.catch(() => {}); // a rejection nobody awaits is not an error
+    return this.#completed;
+  }
+
+  /** The response was handed to the connection in full. */
+  sent(): void {
+    if (this.#outcome !== 0) return;
+    this.#outcome = 1;
+    this.#resolve?.();
+  }
+
+  /** The client went away first. */
+  lost(error: unknown): void {
+    if (this.#outcome !== 0) return;
+    this.#outcome = 2;
+    this.#error = error;
+    this.#reject?.(error);
   }
 }
 
@@ -231,6 +223,10 @@ class FetchConnection implements Protocol, HttpParserSink {
   #stash: Uint8Array | null = null;
   #requestStart = -1;
   #remoteAddr: Deno.NetAddr | null = null;
+  /** The last target's bytes and string: a connection mostly asks for the same paths. */
+  #lastTarget = "";
+  readonly #lastTargetBytes = new Uint8Array(64);
+  #lastTargetLength = -1;
 
   constructor(app: FetchApp, conn: Connection) {
     this.#app = app;
@@ -289,6 +285,25 @@ class FetchConnection implements Protocol, HttpParserSink {
     else if (this.#requestStart < 0) this.#requestStart = this.#app.reactor.now;
   }
 
+  /** The target as a string, reusing the last one when the bytes are the same. */
+  #targetOf(p: HttpParser): string {
+    const len = p.targetLength;
+    const t = p.target;
+    const last = this.#lastTargetBytes;
+    if (len === this.#lastTargetLength) {
+      let k = 0;
+      while (k < len && t[k] === last[k]) k++;
+      if (k === len) return this.#lastTarget;
+    }
+    const s = latin1(t, 0, len);
+    if (len <= last.length) {
+      for (let k = 0; k < len; k++) last[k] = t[k];
+      this.#lastTargetLength = len;
+      this.#lastTarget = s;
+    }
+    return s;
+  }
+
   /** The head of a request is complete: make the exchange and call the handler. */
   onHead(p: HttpParser): boolean {
     const fieldCount = p.fieldCount;
@@ -298,15 +313,15 @@ class FetchConnection implements Protocol, HttpParserSink {
     const method = p.method;
     const body = method === 1 /* GET */ || method === 2 /* HEAD */ ? null : new BodySource();
     const hasBody = p.chunked || p.contentLength > 0;
-    const request = new ServerRequest({
-      method: p.methodString(),
-      target: latin1(p.target, 0, p.targetLength),
-      origin: this.#app.options.origin,
-      head: p.headBytes.slice(0, used),
-      fields: p.fields.slice(0, fieldCount * 4),
+    const request = new ServerRequest(
+      p.methodString(),
+      this.#targetOf(p),
+      this.#app.options.origin,
+      p.headBytes.slice(0, used),
+      p.fields.slice(0, fieldCount * 4),
       fieldCount,
       body,
-    });
+    );
     const head = method === 2; // METHOD_HEAD
     const ex = new Exchange(this, request, body, head, p.versionMinor === 0, p.keepAlive);
     if (body !== null) {
@@ -400,15 +415,15 @@ class FetchConnection implements Protocol, HttpParserSink {
 
   /** Queues a bare error response (after the answers already owed), then closes. */
   #respondAndClose(status: number): void {
-    const req = new ServerRequest({
-      method: "GET",
-      target: "/",
-      origin: this.#app.options.origin,
-      head: new Uint8Array(0),
-      fields: new Int32Array(0),
-      fieldCount: 0,
-      body: null,
-    });
+    const req = new ServerRequest(
+      "GET",
+      "/",
+      this.#app.options.origin,
+      new Uint8Array(0),
+      new Int32Array(0),
+      0,
+      null,
+    );
     const ex = new Exchange(this, req, null, false, false, false);
     this.#queue.push(ex);
     this.#closing = true;
@@ -466,7 +481,7 @@ class FetchConnection implements Protocol, HttpParserSink {
   #finish(ex: Exchange, keepAlive: boolean): void {
     this.#queue.shift();
     this.#app.requests++;
-    ex.completion.resolve();
+    ex.sent();
     if (!keepAlive) this.#closing = true;
     if (this.#stash !== null && this.#queue.length < MAX_IN_FLIGHT && !this.#closing) {
       this.#conn.resumeReading();
@@ -499,7 +514,7 @@ class FetchConnection implements Protocol, HttpParserSink {
     this.#current?.body?.fail(gone);
     for (const ex of this.#queue) {
       ex.request.abort(gone);
-      ex.completion.reject(gone);
+      ex.lost(gone);
     }
     this.#queue.length = 0;
     this.#stash = null;

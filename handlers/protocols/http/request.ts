@@ -155,22 +155,6 @@ export class BodySource {
   }
 }
 
-/** What the app layer hands over for one request. */
-export interface RequestParts {
-  /** The method, as sent. */
-  method: string;
-  /** The request target as sent (origin-form `/path?q`, or absolute-form). */
-  target: string;
-  /** `http://host` to put before an origin-form target when there is no Host field. */
-  origin: string;
-  /** The header section bytes (a copy), and 4 ints per field: name start/end, value start/end. */
-  head: Uint8Array;
-  fields: Int32Array;
-  fieldCount: number;
-  /** The body, or null when the request has none. */
-  body: BodySource | null;
-}
-
 const HOST = [0x68, 0x6f, 0x73, 0x74]; // "host"
 
 const decoder = new TextDecoder();
@@ -183,36 +167,65 @@ export interface ServerRequest extends Request {}
 
 /** A lazily built `Request`; see the module comment. */
 export class ServerRequest {
-  readonly #parts: RequestParts;
+  readonly #method: string;
+  readonly #target: string;
+  readonly #origin: string;
+  readonly #head: Uint8Array;
+  readonly #fields: Int32Array;
+  readonly #fieldCount: number;
+  readonly #body: BodySource | null;
   #url: string | null = null;
   #headers: Headers | null = null;
   #controller: AbortController | null = null;
   #bodyUsed = false;
   #real: Request | null = null;
 
-  constructor(parts: RequestParts) {
-    this.#parts = parts;
+  /**
+   * @param method the method, as sent
+   * @param target the request target as sent (origin-form `/path?q`, or absolute-form)
+   * @param origin `http://host:port` for an origin-form target when there is no Host field
+   * @param head the header section's bytes (a copy)
+   * @param fields 4 ints per field into `head`: name start/end, value start/end
+   * @param fieldCount how many fields
+   * @param body the body, or null when the request has none (GET, HEAD)
+   */
+  constructor(
+    method: string,
+    target: string,
+    origin: string,
+    head: Uint8Array,
+    fields: Int32Array,
+    fieldCount: number,
+    body: BodySource | null,
+  ) {
+    this.#method = method;
+    this.#target = target;
+    this.#origin = origin;
+    this.#head = head;
+    this.#fields = fields;
+    this.#fieldCount = fieldCount;
+    this.#body = body;
   }
 
   /** The request method. */
   get method(): string {
-    return this.#parts.method;
+    return this.#method;
   }
 
   /** The absolute URL: `http://` + the Host field + the target (or the target, if absolute). */
   get url(): string {
     if (this.#url !== null) return this.#url;
-    const p = this.#parts;
-    const t = p.target;
+    const t = this.#target;
     if (t.charCodeAt(0) !== 0x2f /* / */ && t !== "*") return this.#url = t; // absolute-form
     const host = this.#field(HOST);
-    return this.#url = (host === null ? p.origin : "http://" + host) + (t === "*" ? "/" : t);
+    return this.#url = (host === null ? this.#origin : "http://" + host) + (t === "*" ? "/" : t);
   }
 
   /** The value of the first field named `lower` (lowercase bytes), or null. */
   #field(lower: number[]): string | null {
-    const { head, fields, fieldCount } = this.#parts;
-    for (let f = 0; f < fieldCount; f++) {
+    const head = this.#head;
+    const fields = this.#fields;
+    for (let f = 0; f < this.#fieldCount; f++) {
       const s = fields[f * 4];
       if (fields[f * 4 + 1] - s !== lower.length) continue;
       let k = 0;
@@ -225,9 +238,10 @@ export class ServerRequest {
   /** The header fields. */
   get headers(): Headers {
     if (this.#headers !== null) return this.#headers;
-    const { head, fields, fieldCount } = this.#parts;
+    const head = this.#head;
+    const fields = this.#fields;
     const h = new Headers();
-    for (let f = 0; f < fieldCount; f++) {
+    for (let f = 0; f < this.#fieldCount; f++) {
       const o = f * 4;
       h.append(latin1(head, fields[o], fields[o + 1]), latin1(head, fields[o + 2], fields[o + 3]));
     }
@@ -246,7 +260,7 @@ export class ServerRequest {
 
   /** The body as a stream, or null when there is none. */
   get body(): ReadableStream<Uint8Array<ArrayBuffer>> | null {
-    const b = this.#parts.body;
+    const b = this.#body;
     if (b === null) return null;
     return b.stream();
   }
@@ -259,7 +273,7 @@ export class ServerRequest {
   #take(): BodySource | null {
     if (this.#bodyUsed) throw new TypeError("Body already consumed");
     this.#bodyUsed = true;
-    return this.#parts.body;
+    return this.#body;
   }
 
   /** The body as bytes. */
@@ -302,7 +316,7 @@ export class ServerRequest {
    */
   real(): Request {
     if (this.#real !== null) return this.#real;
-    const hasBody = this.#parts.body !== null && !this.#bodyUsed;
+    const hasBody = this.#body !== null && !this.#bodyUsed;
     const body = hasBody ? this.body : null;
     if (hasBody) this.#bodyUsed = true;
     this.#real = new Request(this.url, {
