@@ -1,0 +1,61 @@
+/**
+ * `reactor serve --module FILE`: deno serve's convention (the default export
+ * has `fetch`) through the CLI, with a Hono app; and the one-line errors.
+ */
+
+import assert from "node:assert/strict";
+import { Cli, startCli } from "./support/net.ts";
+
+const HONO_APP = new URL("./apps/hono_app.ts", import.meta.url).pathname;
+
+Deno.test("module: a Hono app runs unchanged under reactor serve --module", async () => {
+  const { cli, port } = await startCli(["--module", HONO_APP]);
+  try {
+    const base = `http://127.0.0.1:${port}`;
+    const root = await fetch(`${base}/`);
+    assert.equal(root.status, 200);
+    assert.equal(await root.text(), "hello from hono");
+    assert.equal(root.headers.get("x-app"), "hono-test", "the middleware ran");
+    const params = await fetch(`${base}/users/7/posts/9`);
+    assert.deepEqual(await params.json(), { id: "7", post: "9" });
+    const echo = await fetch(`${base}/echo`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ a: [1, 2] }),
+    });
+    assert.equal(echo.status, 201);
+    assert.ok(JSON.stringify(await echo.json()).includes('"a":[1,2]'));
+    const missing = await fetch(`${base}/nope`);
+    assert.equal(missing.status, 404);
+    await missing.body?.cancel();
+    const redirect = await fetch(`${base}/old`, { redirect: "manual" });
+    assert.equal(redirect.status, 302);
+    assert.equal(redirect.headers.get("location"), "/new");
+    await redirect.body?.cancel();
+  } finally {
+    cli.kill("SIGTERM");
+    assert.equal(await cli.exit(), 0);
+  }
+});
+
+Deno.test("module: a module without fetch, or --module with another app, is one line and exit 2", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/nofetch.ts`, "export default { hello: 1 };\n");
+    for (
+      const [args, re] of [
+        [["serve", "--port", "0", "--module", `${dir}/nofetch.ts`], /default export has no fetch/],
+        [["serve", "--port", "0", "--module", `${dir}/missing.ts`], /cannot import it/],
+        [["serve", "--port", "0", "--app", "echo", "--module", HONO_APP], /only for --app http/],
+      ] as [string[], RegExp][]
+    ) {
+      const cli = new Cli(args);
+      assert.equal(await cli.exit(), 2, cli.stderr);
+      const lines = cli.stderr.trim().split("\n");
+      assert.equal(lines.length, 1, cli.stderr);
+      assert.match(lines[0], re);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
