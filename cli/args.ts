@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import denoJson from "../deno.json" with { type: "json" };
 import type { BackendName } from "../reactor/backend.ts";
 import { type FlagSpec, PROTOCOLS } from "../handlers/protocols/mod.ts";
+import { ACCESS_LOG_FORMATS, type AccessLogFormat } from "../handlers/protocols/http/access_log.ts";
 
 /** The version printed by `--version`. */
 export const VERSION: string = denoJson.version;
@@ -57,6 +58,8 @@ export interface ServeCommand {
   metrics: { host: string; port: number } | null;
   /** `--module FILE`: serve its default export's `fetch` (deno serve's convention), or null. */
   module: string | null;
+  /** `--access-log FORMAT` (with --module): one line per request on stdout, or null. */
+  accessLog: AccessLogFormat | null;
 }
 
 /** `probe` settings: one HTTP GET, exit 0 on 200. */
@@ -111,6 +114,7 @@ serve options (default in brackets):
   --workers N|auto            worker processes on one port (SO_REUSEPORT); auto = cores [1]
   --metrics HOST:PORT         admin listener: GET /metrics covers every worker [off]
   --module FILE               serve FILE's default export { fetch } (as deno serve) [off]
+  --access-log FORMAT         with --module: common, combined or json lines on stdout [off]
   --shutdown-timeout S        on SIGTERM/SIGINT, finish in-flight work for at most S s [10]
   --idle-timeout S            close a keep-alive connection idle for S s; 0 = never [60]
   --header-timeout S          a request must arrive whole within S s (slowloris) [10]
@@ -236,6 +240,7 @@ const COMMON_FLAGS = [
   "worker-id",
   "metrics",
   "module",
+  "access-log",
   "shutdown-timeout",
   "idle-timeout",
   "header-timeout",
@@ -271,6 +276,16 @@ function protocolFlagValue(spec: FlagSpec, raw: string): unknown {
       if (raw === "") throw new UsageError(`--${spec.name} must not be empty`);
       return raw;
   }
+}
+
+function accessLogFlag(
+  raw: string | undefined,
+  module: string | undefined,
+): AccessLogFormat | null {
+  if (raw === undefined) return null;
+  const format = oneOf("access-log", raw, "common", ACCESS_LOG_FORMATS);
+  if (module === undefined) throw new UsageError("--access-log is for --module apps");
+  return format;
 }
 
 function moduleFlag(raw: string | undefined, app: string): string | null {
@@ -333,6 +348,7 @@ function parseServe(rest: string[]): ServeCommand | { command: "help"; text: str
       : integer("worker-id", v["worker-id"], 0, 0, 1024),
     metrics: v.metrics === undefined ? null : hostPort("metrics", v.metrics, 0),
     module: moduleFlag(v.module, app),
+    accessLog: accessLogFlag(v["access-log"], v.module),
     shutdownTimeoutMs: seconds("shutdown-timeout", v["shutdown-timeout"], 10),
     idleTimeoutMs: seconds("idle-timeout", v["idle-timeout"], 60),
     headerTimeoutMs: seconds("header-timeout", v["header-timeout"], 10),

@@ -8,6 +8,7 @@
 
 import { fetchProtocol } from "../handlers/protocols/http/app.ts";
 import type { ProtocolDefinition } from "../handlers/protocols/mod.ts";
+import type { AccessLogFormat } from "../handlers/protocols/http/access_log.ts";
 
 /** The module cannot be served: one line for the user, exit code 2. */
 export class ModuleError extends Error {
@@ -31,7 +32,7 @@ function specifier(file: string): string {
  */
 export async function loadModule(
   file: string,
-  options: { maxBody?: number; maxHeaderBytes?: number },
+  options: { maxBody?: number; maxHeaderBytes?: number; accessLog?: AccessLogFormat | null },
 ): Promise<ProtocolDefinition> {
   let mod: { default?: unknown };
   try {

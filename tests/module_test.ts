@@ -59,3 +59,37 @@ Deno.test("module: a module without fetch, or --module with another app, is one 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("module: --access-log writes one line per request on stdout (combined and json)", async () => {
+  const app = new URL("../bench/apps/hello.ts", import.meta.url).pathname;
+  for (const format of ["combined", "json"]) {
+    const { cli, port } = await startCli(["--module", app, "--access-log", format]);
+    try {
+      for (const path of ["/one?x=1", "/two"]) {
+        const r = await fetch(`http://127.0.0.1:${port}${path}`, {
+          headers: { "user-agent": 'agent "quoted"', referer: "http://r/" },
+        });
+        await r.text();
+      }
+      const out = await cli.waitOutput(/\/two/);
+      assert.ok(out);
+    } finally {
+      cli.kill("SIGTERM");
+      assert.equal(await cli.exit(), 0);
+    }
+    const lines = cli.stdout.trim().split("\n");
+    assert.equal(lines.length, 2, cli.stdout);
+    if (format === "json") {
+      const rec = JSON.parse(lines[0]);
+      assert.equal(rec.method, "GET");
+      assert.equal(rec.target, "/one?x=1");
+      assert.equal(rec.status, 200);
+      assert.equal(rec.userAgent, 'agent "quoted"');
+    } else {
+      assert.match(
+        lines[0],
+        /^127\.0\.0\.1 - - \[\d\d\/\w{3}\/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET \/one\?x=1 HTTP\/1\.1" 200 - "http:\/\/r\/" "agent \\"quoted\\""$/,
+      );
+    }
+  }
+});

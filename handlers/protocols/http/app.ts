@@ -32,6 +32,7 @@ import { peerAddress } from "../../../syscalls/socket.ts";
 import type { CloseReason, Connection, Protocol, TimeoutKind } from "../../connection.ts";
 import type { ProtocolDefinition, ProtocolInstance } from "../definition.ts";
 import { HttpParser, type HttpParserSink } from "./http_parser.ts";
+import { AccessLog, type AccessLogFormat } from "./access_log.ts";
 import { BodySource, latin1, ServerRequest } from "./request.ts";
 import { writeResponse } from "./response.ts";
 
@@ -66,6 +67,8 @@ export interface FetchAppOptions {
   maxHeaderBytes?: number;
   /** `http://host:port` for requests without a Host field (HTTP/1.0). */
   origin: string;
+  /** An access log line per request, in this format (default: none). */
+  accessLog?: AccessLogFormat | null;
 }
 
 /** Requests one connection may have in flight (parsed, not yet answered) before it stops reading. */
@@ -98,6 +101,9 @@ class Exchange implements FetchHandlerInfo {
   keepAlive: boolean;
   response: Response | null = null;
   settled = false;
+  /** The target as sent and when the head arrived (for the access log). */
+  target = "";
+  startedAt = 0;
   /** 0 pending, 1 sent in full, 2 the client went away first. */
   #outcome = 0;
   #error: unknown = null;
@@ -156,7 +162,11 @@ class Exchange implements FetchHandlerInfo {
 
 /** The per-server part of a fetch app: options, the Date header, counters. */
 export class FetchApp {
-  readonly options: Required<Omit<FetchAppOptions, "onError">> & Pick<FetchAppOptions, "onError">;
+  readonly options:
+    & Required<Omit<FetchAppOptions, "onError" | "accessLog">>
+    & Pick<FetchAppOptions, "onError">;
+  /** The access log, or null when off. */
+  readonly accessLog: AccessLog | null;
   readonly reactor: Reactor;
   /** The IMF-fixdate of this second, for the Date header. */
   date: string = new Date().toUTCString();
@@ -173,6 +183,7 @@ export class FetchApp {
       maxHeaderBytes: 16 << 10,
       ...options,
     };
+    this.accessLog = options.accessLog ? new AccessLog(reactor, options.accessLog) : null;
     const tick = () => {
       this.date = new Date().toUTCString();
       reactor.resetTimer(this.#dateTimer, 1000 - (Date.now() % 1000));
@@ -188,6 +199,7 @@ export class FetchApp {
   /** Stops the Date timer. */
   close(): void {
     this.reactor.cancelTimer(this.#dateTimer);
+    this.accessLog?.flush();
   }
 
   /** The response for a handler that threw `error`: onError's, else a 500. */
@@ -313,9 +325,10 @@ class FetchConnection implements Protocol, HttpParserSink {
     const method = p.method;
     const body = method === 1 /* GET */ || method === 2 /* HEAD */ ? null : new BodySource();
     const hasBody = p.chunked || p.contentLength > 0;
+    const target = this.#targetOf(p);
     const request = new ServerRequest(
       p.methodString(),
-      this.#targetOf(p),
+      target,
       this.#app.options.origin,
       p.headBytes.slice(0, used),
       p.fields.slice(0, fieldCount * 4),
@@ -324,6 +337,10 @@ class FetchConnection implements Protocol, HttpParserSink {
     );
     const head = method === 2; // METHOD_HEAD
     const ex = new Exchange(this, request, body, head, p.versionMinor === 0, p.keepAlive);
+    if (this.#app.accessLog !== null) {
+      ex.target = target;
+      ex.startedAt = performance.now();
+    }
     if (body !== null) {
       body.onDrain = () => {
         if (!this.#closing && this.#queue.length < MAX_IN_FLIGHT) this.#conn.resumeReading();
@@ -482,11 +499,30 @@ class FetchConnection implements Protocol, HttpParserSink {
     this.#queue.shift();
     this.#app.requests++;
     ex.sent();
+    const log = this.#app.accessLog;
+    if (log !== null) this.#logAccess(log, ex);
     if (!keepAlive) this.#closing = true;
     if (this.#stash !== null && this.#queue.length < MAX_IN_FLIGHT && !this.#closing) {
       this.#conn.resumeReading();
     }
     this.#closeIfDone();
+  }
+
+  #logAccess(log: AccessLog, ex: Exchange): void {
+    const res = ex.response!;
+    const length = res.headers.get("content-length");
+    const req = ex.request;
+    log.add({
+      remote: this.remoteAddr.hostname,
+      method: req.method,
+      target: ex.target,
+      versionMinor: ex.http10 ? 0 : 1,
+      status: res.status,
+      bytes: ex.head ? 0 : length !== null ? Number(length) : -1,
+      referer: req.headers.get("referer"),
+      userAgent: req.headers.get("user-agent"),
+      durationMs: performance.now() - ex.startedAt,
+    });
   }
 
   #closeIfDone(): void {
