@@ -662,11 +662,50 @@ Deno.test("writeResponse: a string or byte body takes the internal path and retu
     const conn = rig.conns[0];
     const target = { head: false, http10: false, keepAlive: true, date: new Date().toUTCString() };
     assert.equal(writeResponse(conn, new Response("Hello, World!"), target), true);
+    // The cached heads follow the date, the status and the connection case.
+    const later = { ...target, date: "Thu, 01 Jan 2099 00:00:00 GMT" };
+    assert.equal(writeResponse(conn, new Response("again"), later), true);
+    assert.equal(writeResponse(conn, new Response("made", { status: 201 }), later), true);
+    assert.equal(writeResponse(conn, Response.json({ a: 1 }), later), true);
+    assert.equal(writeResponse(conn, new Response(bytes(3)), later), true);
     assert.equal(writeResponse(conn, new Response("bye"), { ...target, keepAlive: false }), false);
-    const first = await client.response();
-    assert.equal(first?.body, "Hello, World!");
-    const second = await client.response();
-    assert.ok(second?.headers.some(([k, v]) => k === "connection" && v === "close"));
+    const got: (Parsed | null)[] = [];
+    for (let i = 0; i < 6; i++) got.push(await client.response());
+    const header = (i: number, name: string) => got[i]?.headers.find(([k]) => k === name)?.[1];
+    assert.equal(got[0]?.body, "Hello, World!");
+    assert.equal(header(0, "date"), target.date);
+    assert.equal(got[1]?.body, "again");
+    assert.equal(header(1, "date"), later.date);
+    assert.equal(got[2]?.statusLine, "HTTP/1.1 201 Created");
+    assert.equal(header(2, "date"), later.date);
+    assert.equal(header(3, "content-type"), "application/json");
+    assert.equal(got[4]?.body, "\x00\x01\x02");
+    assert.equal(header(4, "content-type"), undefined);
+    assert.equal(header(5, "connection"), "close");
+    assert.equal(header(5, "date"), target.date);
+    // Writes per response: one for small bodies (head and body together),
+    // two above 16 KiB of bytes (head, then the body from where it lies).
+    let writes = 0;
+    const write = conn.write;
+    conn.write = (data, start, end) => (writes++, write.call(conn, data, start, end));
+    const cases: [() => Response, number][] = [
+      [() => new Response("Hello, World!"), 1],
+      [() => new Response("h\u00e9llo"), 1],
+      [() => Response.json({ a: 1 }), 1],
+      [() => new Response(bytes(100)), 1],
+      [() => new Response("x", { status: 201, headers: { "x-a": "1", "set-cookie": "s=1" } }), 1],
+      [() => new Response("y".repeat(40_000)), 1],
+      [() => new Response(bytes(16 << 10)), 1],
+      [() => new Response(bytes(20 << 10)), 2],
+      [() => new Response(null, { status: 204 }), 1],
+    ];
+    for (const [make, expected] of cases) {
+      writes = 0;
+      assert.equal(writeResponse(conn, make(), target), true);
+      assert.equal(writes, expected, String(make));
+      const r = await client.response();
+      assert.ok(r?.complete);
+    }
     client.close();
   } finally {
     await rig.stop();
@@ -1074,4 +1113,60 @@ Deno.test("writeResponse: a static body over 1 MiB goes in slices that wait for 
   } finally {
     await server.stop();
   }
+});
+
+Deno.test("writeResponse: text bodies get their UTF-8 length (non-ASCII, lone surrogates as U+FFFD), on GET and HEAD; a huge content type still fits", () => {
+  const out: Uint8Array[] = [];
+  const stub = {
+    closed: false,
+    write(data: Uint8Array, start = 0, end = data.length) {
+      out.push(data.slice(start, end));
+      return true;
+    },
+  } as unknown as Connection;
+  const target = { head: false, http10: false, keepAlive: true, date: "D" };
+  const split = (bytes: Uint8Array) => {
+    const text = latin1Decoder.decode(bytes);
+    const at = text.indexOf("\r\n\r\n");
+    return { head: text.slice(0, at), body: bytes.slice(at + 4) };
+  };
+  const all = () => {
+    const joined = new Uint8Array(out.reduce((n, c) => n + c.length, 0));
+    let offset = 0;
+    for (const c of out) {
+      joined.set(c, offset);
+      offset += c.length;
+    }
+    out.length = 0;
+    return joined;
+  };
+  const texts = [
+    "h\u00e9\u{1F600}",
+    "a\uD800b",
+    "\uDC00",
+    "x\uD83D",
+    "\u0800\u07FF\u0080\u007F",
+    "\u00e9".repeat(1024),
+    "\u00e9".repeat(5000),
+    "abc\u{10FFFF}",
+    "",
+  ];
+  for (const text of texts) {
+    const want = enc.encode(text);
+    for (const head of [false, true]) {
+      writeResponse(stub, new Response(text), { ...target, head });
+      const r = split(all());
+      assert.match(
+        r.head,
+        new RegExp(`content-length: ${want.length}(\r\n|$)`),
+        JSON.stringify(text),
+      );
+      assert.deepEqual(r.body, head ? new Uint8Array(0) : want, JSON.stringify(text));
+    }
+  }
+  const type = "a/" + "b".repeat(5000);
+  writeResponse(stub, new Response("x", { headers: { "content-type": type } }), target);
+  const r = split(all());
+  assert.ok(r.head.includes(`content-type: ${type}\r\n`));
+  assert.equal(latin1Decoder.decode(r.body), "x");
 });
