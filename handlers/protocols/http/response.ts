@@ -1172,7 +1172,16 @@ async function peek(
   try {
     for (;;) {
       const next = reader.read();
-      const r = chunks.length === 0 ? await next : await Promise.race([next, NOT_YET_PROMISE]);
+      // The first chunk of a static body's stream takes a few microtasks:
+      // give it one macrotask. Later ones must be there at once.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const r = chunks.length === 0
+        ? await Promise.race([
+          next,
+          new Promise<typeof NOT_YET>((resolve) => (timer = setTimeout(resolve, 0, NOT_YET))),
+        ])
+        : await Promise.race([next, NOT_YET_PROMISE]);
+      if (timer !== undefined) clearTimeout(timer);
       if (r === NOT_YET) {
         // Slower than at once: a stream. Hand the pending read on.
         pending = next;

@@ -923,34 +923,49 @@ Deno.test("writeResponse: a client that disconnects mid-stream: the stream is ca
   }
 });
 
-Deno.test("writeResponse: an idle stream is cancelled as soon as the connection closes (responseConnectionClosed from Protocol.closed)", async () => {
-  let cancelled = false;
-  const server = await MiniServer.start(() =>
-    new Response(
-      new ReadableStream<Uint8Array>({
-        start(c) {
-          c.enqueue(enc.encode("event: first\n\n"));
-        },
-        pull: () => new Promise(() => {}), // never another chunk
-        cancel() {
-          cancelled = true;
-        },
-      }),
-    )
-  );
-  try {
-    const client = await RawClient.open(server.port);
-    await client.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n");
-    let first = "";
-    // The head and the first chunk are there without waiting for more.
-    await client.take(100, (p) => (first += latin1Decoder.decode(p)));
-    assert.match(first, /event: first/);
-    client.close();
-    await until(() => cancelled, "cancel of the idle stream");
-    await until(() => server.results.length === 1, "writeResponse to settle");
-    assert.equal(server.results[0], false);
-  } finally {
-    await server.stop();
+Deno.test("writeResponse: an idle stream (an event stream) gets its head out before its first chunk, and is cancelled as soon as the connection closes (responseConnectionClosed from Protocol.closed); both paths", async () => {
+  for (const internal of [true, false]) {
+    for (const firstChunk of [true, false]) {
+      const what = `${internal ? "internal" : "public API"}, ${
+        firstChunk ? "one chunk" : "no chunk"
+      }`;
+      let cancelled = false;
+      useResponseInternals(internal);
+      const server = await MiniServer.start(() =>
+        new Response(
+          new ReadableStream<Uint8Array>({
+            start(c) {
+              if (firstChunk) c.enqueue(enc.encode("event: first\n\n"));
+            },
+            pull: () => new Promise(() => {}), // never another chunk
+            cancel() {
+              cancelled = true;
+            },
+          }),
+          { headers: { "content-type": "text/event-stream" } },
+        )
+      );
+      try {
+        const client = await RawClient.open(server.port);
+        await client.send("GET /events HTTP/1.1\r\nHost: x\r\n\r\n");
+        let text = "";
+        const want = firstChunk ? /\r\n\r\n[0-9a-f]+\r\nevent: first\n\n\r\n$/ : /\r\n\r\n$/;
+        // The head (and the chunk there is) arrive without waiting for more.
+        while (!want.test(text)) {
+          const n = await within(client.take(1, (p) => (text += latin1Decoder.decode(p))), what);
+          assert.equal(n, 1, `${what}: got ${JSON.stringify(text)}`);
+        }
+        assert.match(text, /^HTTP\/1.1 200 OK\r\n/);
+        assert.match(text, /transfer-encoding: chunked\r\n/);
+        client.close();
+        await until(() => cancelled, `${what}: cancel of the idle stream`);
+        await until(() => server.results.length === 1, `${what}: writeResponse to settle`);
+        assert.equal(server.results[0], false, what);
+      } finally {
+        useResponseInternals(true);
+        await server.stop();
+      }
+    }
   }
 });
 
