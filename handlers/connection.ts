@@ -89,6 +89,12 @@ export interface Protocol {
    */
   requestStartedAt?(): number;
   /**
+   * Whether the protocol has work in flight on this connection (a handler
+   * running, a response streaming): then it is not idle, whatever moved.
+   * Without this method only traffic counts.
+   */
+  busy?(): boolean;
+  /**
    * The server is shutting down: finish what is in flight, then close.
    * Without this method: stop reading, flush, close.
    */
@@ -198,6 +204,7 @@ export class Connection implements Handler, Deferred {
     // Not reading because we paused it (the other side of a proxy is slow):
     // the wait is ours, not the peer's idleness.
     if (t.idleMs <= 0 || this.#readingPaused) return Infinity;
+    if (this.protocol.busy && this.protocol.busy()) return Infinity;
     return Math.max(this.lastRead, this.lastWrite) + t.idleMs;
   }
 

@@ -34,7 +34,7 @@ import type { ProtocolDefinition, ProtocolInstance } from "../definition.ts";
 import { HttpParser, type HttpParserSink } from "./http_parser.ts";
 import { AccessLog, type AccessLogFormat } from "./access_log.ts";
 import { BodySource, latin1, ServerRequest } from "./request.ts";
-import { writeResponse } from "./response.ts";
+import { responseConnectionClosed, writeResponse } from "./response.ts";
 
 const log = getLogger(["reactor", "http", "app"]);
 
@@ -542,10 +542,17 @@ class FetchConnection implements Protocol, HttpParserSink {
     this.#current = null;
     this.#closing = true;
     for (const ex of this.#queue) if (!ex.settled) ex.request.abort(gone);
+    if (this.#writing) {
+      // A body is streaming to a client that left: stop it (closed() cancels
+      // the stream), as Deno.serve does.
+      conn.close("eof");
+      return;
+    }
     if (this.#queue.length === 0) conn.closeAfterFlush();
   }
 
-  closed(_conn: Connection, reason: CloseReason): void {
+  closed(conn: Connection, reason: CloseReason): void {
+    responseConnectionClosed(conn); // a stream waiting for its next chunk is cancelled now
     const gone = new Error(`the connection closed (${reason})`);
     this.#current?.body?.fail(gone);
     for (const ex of this.#queue) {
@@ -558,6 +565,11 @@ class FetchConnection implements Protocol, HttpParserSink {
 
   requestStartedAt(): number {
     return this.#requestStart;
+  }
+
+  /** Answers in flight (a handler running, a body streaming): not idle. */
+  busy(): boolean {
+    return this.#queue.length > 0;
   }
 
   shutdown(conn: Connection): void {
