@@ -10,6 +10,13 @@
  * request target is copied into a buffer the parser owns, so routes can be
  * matched by bytes. Bodies are counted and discarded.
  *
+ * App mode (`captureHeaders: true`) is for a layer that builds request
+ * objects: the head's bytes are copied into {@link HttpParser.headBytes} and
+ * every header field is recorded as offsets in {@link HttpParser.fields};
+ * {@link HttpParserSink.onHead} and {@link HttpParserSink.onBody} deliver the
+ * head before the body and the decoded body bytes. Without it, the only cost
+ * of app mode is a few predictable branches per request.
+ *
  * @module
  */
 
@@ -30,12 +37,14 @@ export const METHOD_OPTIONS = 6;
 /** Method code for `PATCH`. */
 export const METHOD_PATCH = 7;
 
-/** Limits enforced by {@link HttpParser}. */
+/** Limits (and the app-mode switch) of an {@link HttpParser}. */
 export interface HttpParserLimits {
   /**
    * Largest header section (request line, header fields and the final CRLF) in
-   * bytes; more is answered with 431. Also bounds a chunked trailer section and
-   * the total size of chunk-size lines (extensions) of one request. Default 16384.
+   * bytes, counted from the method's first byte; more is answered with 431, or
+   * with 414 when the budget runs out inside the request target. Also bounds a
+   * chunked trailer section, and the chunk extensions of one request taken
+   * together (with any chunk-size digits past the 16th of a line). Default 16384.
    */
   maxHeaderBytes: number;
   /**
@@ -43,21 +52,49 @@ export interface HttpParserLimits {
    * At most 2^48 so that all arithmetic stays exact. Default 1048576.
    */
   maxBody: number;
+  /**
+   * App mode: copy the head into {@link HttpParser.headBytes}, record every header
+   * field in {@link HttpParser.fields} and keep the method's bytes. Default false.
+   */
+  captureHeaders?: boolean;
 }
 
-/** Receives the results of {@link HttpParser.execute}. */
+/**
+ * Receives the results of {@link HttpParser.execute}. `onHead` and `onBody` are
+ * optional, looked up once when the parser is made, and called whether or not
+ * `captureHeaders` is set.
+ */
 export interface HttpParserSink {
   /**
-   * A whole request (head, and body if any, fully read and discarded) is complete.
-   * Parser fields describe it during this call only. Return false to stop parsing
-   * (e.g. the connection is going to close); execute then returns at once.
+   * A whole request (head, and body if any, fully read) is complete. Parser fields
+   * describe it during this call only (in app mode the captured head stays valid
+   * from onHead until this call returns). Return false to stop parsing (e.g. the
+   * connection is going to close); execute then returns at once, with the index
+   * just after this request.
    */
   onRequest(parser: HttpParser): boolean;
   /**
-   * The input is invalid; status is 400, 413, 431, 501 or 505; reason a short English
-   * phrase for logs. The parser is dead afterwards (execute returns at once) until reset().
+   * The input is invalid; status is 400, 413, 414, 431, 501 or 505; reason a short
+   * English phrase for logs. The parser is dead afterwards (execute returns at once)
+   * until reset().
    */
   onError(status: number, reason: string): void;
+  /**
+   * The head is complete and valid, and no body byte has been consumed yet. Method,
+   * target, version, keepAlive, contentLength, chunked, expectContinue and, in app
+   * mode, the captured fields are readable during the call. Return false to stop:
+   * execute returns the index just after the head, and a later execute (even of an
+   * empty range, for a request without a body) goes on with the body and then
+   * onRequest. Must not call reset().
+   */
+  onHead?(parser: HttpParser): boolean;
+  /**
+   * Decoded body bytes, `data[start, end)`, in order: a Content-Length body as it
+   * arrives, a chunked body without its framing (sizes, extensions, CRLFs and
+   * trailers removed). `data` is the buffer given to execute, valid during this call
+   * only. Never called with an empty range. Without onBody the body is discarded.
+   */
+  onBody?(data: Uint8Array, start: number, end: number): void;
 }
 
 const HTAB = 0x09;
@@ -70,10 +107,14 @@ const DOT = 0x2e;
 const COLON = 0x3a;
 const SEMI = 0x3b;
 const EQUALS = 0x3d;
+const LBRACKET = 0x5b;
+const RBRACKET = 0x5d;
 const BACKSLASH = 0x5c;
 const DEL = 0x7f;
 const ZERO = 0x30;
+const ONE = 0x31;
 const LOWER_C = 0x63;
+const LOWER_E = 0x65;
 const LOWER_H = 0x68;
 const LOWER_K = 0x6b;
 const LOWER_N = 0x6e;
@@ -85,6 +126,11 @@ const TCHAR = 1;
 const VALUE = 2;
 /** What a quoted-string may contain unescaped (qdtext). */
 const QDTEXT = 4;
+/** What a Host's reg-name or IPv4address may contain: unreserved, sub-delims, "%" (RFC 3986). */
+const REGNAME = 8;
+const DIGIT = 16;
+/** What an IP-literal may contain between its brackets: the reg-name bytes and ":". */
+const LITERAL = 32;
 
 const CLASS = new Uint8Array(256);
 /** Hex digit values, -1 for other bytes. */
@@ -99,6 +145,10 @@ const HEX = new Int8Array(256).fill(-1);
   }
   CLASS[HTAB] |= VALUE | QDTEXT;
   CLASS[SP] |= VALUE | QDTEXT;
+  const regName = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%";
+  for (let k = 0; k < regName.length; k++) CLASS[regName.charCodeAt(k)] |= REGNAME | LITERAL;
+  CLASS[COLON] |= LITERAL;
+  for (let k = 0; k < 10; k++) CLASS[ZERO + k] |= DIGIT;
   for (let k = 0; k < 10; k++) HEX[ZERO + k] = k;
   for (let k = 0; k < 6; k++) HEX[0x41 + k] = HEX[0x61 + k] = 10 + k;
 }
@@ -150,23 +200,34 @@ const HTTP_SLASH = ascii("HTTP/");
  * cursor into the table plus the end offset of the candidate; the end offset also
  * identifies the word once matched, and -1 means "no candidate".
  */
-const NAMES = ascii("content-lengthtransfer-encodingconnectionhost");
+const NAMES = ascii("content-lengthtransfer-encodingconnectionhostexpect");
 const N_CONTENT_LENGTH = 14;
 const N_TRANSFER_ENCODING = 31;
 const N_CONNECTION = 41;
 const N_HOST = 45;
+const N_EXPECT = 51;
 /** "content-length" and "connection" share "con"; they part at offset 3. */
 const N_SPLIT = 3;
 
-const WORDS = ascii("chunkedclosekeep-alive");
+const WORDS = ascii("chunkedclosekeep-alive100-continue");
 const W_CHUNKED = 7;
 const W_CLOSE = 12;
 const W_KEEP_ALIVE = 22;
+const W_100_CONTINUE = 34;
 
 /** RFC 9112 §2.2 tolerates CRLFs before a request line; a stream of them is abuse. */
 const MAX_EMPTY_LINES = 8;
 /** Keeps chunk-size and Content-Length arithmetic within exact doubles (size * 16 + 15 < 2^53). */
 const MAX_BODY_LIMIT = 2 ** 48;
+/**
+ * Hex digits of a chunk size that cost nothing; more (leading zeros: more significant
+ * digits would exceed maxBody) are charged to the request's chunk-extension budget, so
+ * chunk lines stay bounded however many chunks a body has.
+ */
+const FREE_SIZE_DIGITS = 16;
+/** An empty buffer for parsers that capture nothing. */
+const NO_BYTES = new Uint8Array(0);
+const NO_FIELDS = new Int32Array(0);
 
 const S_START = 0;
 const S_START_LF = 1;
@@ -185,31 +246,55 @@ const S_TRAILER_NAME = 12;
 const S_VALUE = 13;
 const S_VALUE_CL = 14;
 const S_VALUE_LIST = 15;
-const S_FIELD_LF = 16;
-const S_HEAD_LF = 17;
-const S_LIMITED_LAST = 17;
-const S_BODY = 18;
-const S_CHUNK_SIZE_FIRST = 19;
-// From S_CHUNK_SIZE to S_EXT_LAST, every byte counts against the chunk-line budget.
-const S_CHUNK_SIZE = 20;
-const S_EXT_BWS = 21;
-const S_EXT_NAME_START = 22;
-const S_EXT_NAME = 23;
-const S_EXT_VALUE_START = 24;
-const S_EXT_TOKEN = 25;
-const S_EXT_QUOTED = 26;
-const S_EXT_ESCAPE = 27;
-const S_EXT_AFTER = 28;
-const S_EXT_LAST = 28;
-const S_CHUNK_SIZE_LF = 29;
-const S_CHUNK_DATA = 30;
-const S_CHUNK_DATA_CR = 31;
-const S_CHUNK_DATA_LF = 32;
-const S_DEAD = 33;
+const S_VALUE_HOST = 16;
+/** A Host value goes on (after a read boundary or in an unusual shape): hostPhase says where. */
+const S_HOST_REST = 17;
+const S_FIELD_LF = 18;
+const S_HEAD_LF = 19;
+const S_LIMITED_LAST = 19;
+const S_BODY = 20;
+const S_CHUNK_SIZE_FIRST = 21;
+const S_CHUNK_SIZE = 22;
+// From S_EXT_FIRST to S_EXT_LAST, every byte counts against the chunk-extension budget.
+const S_EXT_FIRST = 23;
+const S_EXT_BWS = 23;
+const S_EXT_NAME_START = 24;
+const S_EXT_NAME = 25;
+const S_EXT_VALUE_START = 26;
+const S_EXT_TOKEN = 27;
+const S_EXT_QUOTED = 28;
+const S_EXT_ESCAPE = 29;
+const S_EXT_AFTER = 30;
+const S_EXT_LAST = 30;
+const S_CHUNK_SIZE_LF = 31;
+const S_CHUNK_DATA = 32;
+const S_CHUNK_DATA_CR = 33;
+const S_CHUNK_DATA_LF = 34;
+// The last two are checked once per execute call, not per byte.
+const S_DEAD = 35;
+/** onHead stopped a request without a body: onRequest is due at the next execute. */
+const S_HEAD_DONE = 36;
+
+/**
+ * Where the Host value parser is: before the host, in a reg-name, in the port, in an
+ * IP-literal, just after one, in trailing whitespace. Phases only move forward.
+ */
+const H_LEAD = 0;
+const H_NAME = 1;
+const H_PORT = 2;
+const H_LITERAL = 3;
+const H_AFTER_LITERAL = 4;
+const H_TRAIL = 5;
 
 /** Which field value sub-parser is running, for headers whose value matters. */
 const LIST_TE = 1;
 const LIST_CONNECTION = 2;
+const LIST_EXPECT = 3;
+const F_CLOSE = 1;
+const F_KEEP_ALIVE = 2;
+const F_EXPECT_CONTINUE = 4;
+
+const METHOD_NAMES = ["", "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
 
 /**
  * An incremental, allocation-free HTTP/1.1 request parser for one connection.
@@ -223,7 +308,10 @@ export class HttpParser {
   target: Uint8Array;
   /** Length of the request target in {@link HttpParser.target}. */
   targetLength = 0;
-  /** 0 or 1 (HTTP/1.0 or HTTP/1.1). */
+  /**
+   * 0 for HTTP/1.0, 1 for HTTP/1.1 and for HTTP/1.2 to 1.9, which RFC 9110 §2.5 says to
+   * process as the highest minor version implemented.
+   */
   versionMinor = 1;
   /**
    * 1.1: true unless a Connection header lists "close";
@@ -236,10 +324,36 @@ export class HttpParser {
   chunked = false;
   /** Body bytes seen for the current request (decoded size for chunked). */
   bodyBytes = 0;
+  /**
+   * The head had `Expect: 100-continue` (a list member, any case) and is HTTP/1.1
+   * (RFC 9110 §10.1.1: ignored in HTTP/1.0). Set once the head is complete.
+   */
+  expectContinue = false;
+  /**
+   * App mode: the head's bytes, from the method's first byte (so the method is
+   * `[0, methodLength)`) to the end of the last header field; {@link HttpParser.fields}
+   * points into it. Never longer than maxHeaderBytes; replaced by a larger array when it
+   * grows, so read it afresh for each request. Empty without captureHeaders.
+   */
+  headBytes: Uint8Array = NO_BYTES;
+  /**
+   * App mode: field `k` (0 <= k < fieldCount) is `headBytes[fields[4k], fields[4k+1])`
+   * (name, as sent) and `headBytes[fields[4k+2], fields[4k+3])` (value, without leading
+   * and trailing whitespace), in the order received; repeated fields stay separate.
+   * Trailer fields are not recorded. Replaced by a larger array when it grows.
+   */
+  fields: Int32Array = NO_FIELDS;
+  /** App mode: the number of header fields in {@link HttpParser.fields}. */
+  fieldCount = 0;
 
   private readonly sink: HttpParserSink;
   private readonly maxHeaderBytes: number;
   private readonly maxBody: number;
+  private readonly capture: boolean;
+  private readonly hasOnHead: boolean;
+  private readonly hasOnBody: boolean;
+  /** captureHeaders or onHead: the end of a head has work to do. */
+  private readonly headHooks: boolean;
 
   private state = S_START;
   /** Header (or trailer) bytes still allowed from the current position. */
@@ -250,9 +364,15 @@ export class HttpParser {
   private mLo = 0;
   private mHi = 0;
   private vIdx = 0;
-  private vMajor = 0;
-  private vMinor = 0;
   private inTrailer = false;
+  /** App mode: the head of the current request is being copied. */
+  private capturing = false;
+  /** App mode: where in the current input the bytes not yet copied into headBytes start. */
+  private mark = 0;
+  /** App mode: bytes of the head copied into headBytes so far. */
+  private headLen = 0;
+  /** App mode: where the current field line starts in headBytes (after the first). */
+  private lineStart = 0;
   /** Header name match cursor into NAMES, and the candidate's end (-1: none). */
   private namePos = 0;
   private nameEnd = -1;
@@ -265,15 +385,18 @@ export class HttpParser {
   private wordPos = 0;
   private wordEnd = -1;
   private hostCount = 0;
+  private hostPhase = H_LEAD;
   private teSeen = false;
   private teChunked = 0;
   private teOther = 0;
-  private connClose = false;
-  private connKeepAlive = false;
+  /** F_* bits from the Connection and Expect fields. */
+  private listFlags = 0;
   /** Body bytes still to come (Content-Length body or current chunk). */
   private remaining = 0;
-  /** Bytes still allowed in chunk-size lines of this request. */
+  /** Chunk-extension bytes (and chunk-size digits past the free ones) still allowed. */
   private chunkLineLeft = 0;
+  /** Hex digits of the current chunk size. */
+  private sizeDigits = 0;
 
   /**
    * Makes a parser that feeds `sink`.
@@ -294,15 +417,61 @@ export class HttpParser {
     this.sink = sink;
     this.maxHeaderBytes = maxHeaderBytes;
     this.maxBody = maxBody;
+    this.capture = limits?.captureHeaders === true;
+    this.hasOnHead = typeof sink.onHead === "function";
+    this.hasOnBody = typeof sink.onBody === "function";
+    this.headHooks = this.capture || this.hasOnHead;
     // Small at first: an idle connection should not hold maxHeaderBytes. The
     // target is part of the header section, so it never outgrows that.
     this.target = new Uint8Array(Math.min(128, maxHeaderBytes));
+    if (this.capture) {
+      this.headBytes = new Uint8Array(Math.min(512, maxHeaderBytes));
+      this.fields = new Int32Array(4 * 32);
+    }
     this.headLeft = maxHeaderBytes;
   }
 
   /** True when between requests (no partial request buffered in the state machine). */
   get idle(): boolean {
     return this.state === S_START;
+  }
+
+  /** Length of the method name of the current request. */
+  get methodLength(): number {
+    return this.mLen;
+  }
+
+  /**
+   * App mode: the array holding the method's bytes, `[0, methodLength)` (it is
+   * {@link HttpParser.headBytes}). Empty without captureHeaders.
+   */
+  get methodBytes(): Uint8Array {
+    return this.headBytes;
+  }
+
+  /**
+   * The method as text, any token (case kept). Allocates only for methods other than
+   * the METHOD_* ones. Without captureHeaders, a METHOD_OTHER name longer than 7
+   * bytes is not kept and gives "".
+   */
+  methodString(): string {
+    if (this.method !== METHOD_OTHER) return METHOD_NAMES[this.method];
+    const len = this.mLen;
+    let out = "";
+    if (this.capture) {
+      const h = this.headBytes;
+      for (let k = 0; k < len; k++) out += String.fromCharCode(h[k]);
+      return out;
+    }
+    if (len > 7) return "";
+    const lo = len < 4 ? len : 4;
+    for (let k = 0; k < lo; k++) {
+      out += String.fromCharCode((this.mLo >>> (8 * (lo - 1 - k))) & 0xff);
+    }
+    for (let k = 4; k < len; k++) {
+      out += String.fromCharCode((this.mHi >>> (8 * (len - 1 - k))) & 0xff);
+    }
+    return out;
   }
 
   /** Doubles the target buffer until `need` bytes fit (up to maxHeaderBytes). */
@@ -315,10 +484,111 @@ export class HttpParser {
     return t;
   }
 
+  /** App mode: appends buf[from, to) to headBytes. */
+  private copyHead(buf: Uint8Array, from: number, to: number): void {
+    const n = this.headLen;
+    const need = n + (to - from);
+    let h = this.headBytes;
+    if (need > h.length) {
+      let size = h.length * 2;
+      while (size < need) size *= 2;
+      const grown = new Uint8Array(Math.min(size, this.maxHeaderBytes));
+      grown.set(h.subarray(0, n));
+      this.headBytes = h = grown;
+    }
+    // A byte loop, not set(subarray()): no view allocated per field.
+    for (let k = from, o = n; k < to; k++, o++) h[o] = buf[k];
+    this.headLen = need;
+  }
+
+  /** App mode: a field line ends at buf[i] (its CR): copies the head up to there, records the field. */
+  private endField(buf: Uint8Array, i: number): void {
+    this.copyHead(buf, this.mark, i);
+    this.mark = i;
+    const h = this.headBytes;
+    const n = this.fieldCount;
+    // The request line is exactly method SP target SP HTTP/d.d CRLF.
+    const nameStart = n === 0 ? this.mLen + this.targetLength + 12 : this.lineStart;
+    let nameEnd = nameStart;
+    while (h[nameEnd] !== COLON) nameEnd++; // a name is a token: the first colon ends it
+    let vs = nameEnd + 1;
+    let ve = this.headLen;
+    while (vs < ve && (h[vs] === SP || h[vs] === HTAB)) vs++;
+    while (ve > vs && (h[ve - 1] === SP || h[ve - 1] === HTAB)) ve--;
+    let f = this.fields;
+    if (4 * n + 4 > f.length) {
+      const grown = new Int32Array(f.length * 2);
+      grown.set(f);
+      this.fields = f = grown;
+    }
+    f[4 * n] = nameStart;
+    f[4 * n + 1] = nameEnd;
+    f[4 * n + 2] = vs;
+    f[4 * n + 3] = ve;
+    this.fieldCount = n + 1;
+    this.lineStart = this.headLen + 2; // after this line's CRLF
+  }
+
+  /**
+   * App mode or onHead: the head ended just before buf[i] and `s` is the state that
+   * follows. Finishes the copy and calls onHead; false when it asked to stop.
+   */
+  private headDone(buf: Uint8Array, i: number, s: number): boolean {
+    if (this.capturing) {
+      this.copyHead(buf, this.mark, i);
+      this.capturing = false;
+    }
+    if (!this.hasOnHead) return true;
+    // Stored first: the sink sees a parser that is not idle, and a stop leaves it here.
+    this.state = s === S_START ? S_HEAD_DONE : s;
+    return this.sink.onHead!(this);
+  }
+
+  /**
+   * Goes on with a Host value in phase `ph` from buf[i], where the inline path stopped
+   * (at `stop`, or at a byte that is not the CR ending a name or port). Returns `stop`
+   * (phase saved: the value goes on in the next read), the index of the CR that ends a
+   * valid value, or -1 - the index of the byte that makes it invalid.
+   */
+  private hostSlow(buf: Uint8Array, i: number, stop: number, ph: number): number {
+    for (; i < stop; i++) {
+      const b = buf[i];
+      const ows = b === SP || b === HTAB;
+      if (b === CR) {
+        if (ph === H_LITERAL) break;
+        return i;
+      }
+      if (ph === H_LEAD) {
+        if ((CLASS[b] & REGNAME) !== 0) ph = H_NAME;
+        else if (b === COLON) ph = H_PORT;
+        else if (b === LBRACKET) ph = H_LITERAL;
+        else if (!ows) break;
+      } else if (ph === H_NAME) {
+        if (b === COLON) ph = H_PORT;
+        else if (ows) ph = H_TRAIL;
+        else if ((CLASS[b] & REGNAME) === 0) break;
+      } else if (ph === H_PORT) {
+        if (ows) ph = H_TRAIL;
+        else if ((CLASS[b] & DIGIT) === 0) break;
+      } else if (ph === H_LITERAL) {
+        if (b === RBRACKET) ph = H_AFTER_LITERAL;
+        else if ((CLASS[b] & LITERAL) === 0) break;
+      } else if (ph === H_AFTER_LITERAL) {
+        if (b === COLON) ph = H_PORT;
+        else if (ows) ph = H_TRAIL;
+        else break;
+      } else if (!ows) break; // H_TRAIL
+    }
+    if (i < stop) return -1 - i;
+    this.hostPhase = ph;
+    return stop;
+  }
+
   /** Back to the initial state (new connection). */
   reset(): void {
     this.state = S_START;
     this.headLeft = this.maxHeaderBytes;
+    this.capturing = false;
     this.clearRequest();
   }
 
@@ -329,28 +599,29 @@ export class HttpParser {
    */
   execute(buf: Uint8Array, start: number, end: number): number {
     let s = this.state;
-    if (s === S_DEAD) return start;
+    if (s >= S_DEAD) {
+      if (s === S_DEAD) return start;
+      // S_HEAD_DONE: onHead stopped a request that has no body; it is complete.
+      if (!this.complete()) return start;
+      s = S_START;
+    }
     let i = start;
     // Index of the first byte past the header budget; it moves with i across calls.
     let lim = start + this.headLeft;
+    // App mode, in a head: buf[this.mark, i) is still to be copied into headBytes.
+    if (s >= S_METHOD && s <= S_LIMITED_LAST && this.capturing) this.mark = start;
     while (i < end) {
       if (s <= S_LIMITED_LAST) {
-        if (s >= S_METHOD && i >= lim) {
-          return this.fail(
-            i,
-            431,
-            this.inTrailer ? "trailer section too large" : "header section too large",
-          );
-        }
-      } else if (s >= S_CHUNK_SIZE && s <= S_EXT_LAST && --this.chunkLineLeft < 0) {
+        if (s >= S_METHOD && i >= lim) return this.failLimit(i, s);
+      } else if (s >= S_EXT_FIRST && s <= S_EXT_LAST && --this.chunkLineLeft < 0) {
         return this.fail(i, 413, "chunk extensions too large");
       }
       const c = buf[i];
       switch (s) {
         case S_START_LF: {
-          if (c !== LF) return this.fail(i, 400, "CR not followed by LF");
+          if (c !== LF) return this.failStart(i, "CR not followed by LF");
           if (++this.emptyLines > MAX_EMPTY_LINES) {
-            return this.fail(i, 400, "too many empty lines before request line");
+            return this.failStart(i, "too many empty lines before request line");
           }
           s = S_START;
           i++;
@@ -358,15 +629,23 @@ export class HttpParser {
         }
         case S_START: {
           if (c === CR) {
+            // Not idle from here: the last request's method must not describe this one.
+            this.method = METHOD_OTHER;
             s = S_START_LF;
             i++;
             continue;
           }
           if ((CLASS[c] & TCHAR) === 0) {
-            return this.fail(i, 400, c === LF ? "bare LF" : "invalid method");
+            return this.failStart(i, c === LF ? "bare LF" : "invalid method");
           }
           this.clearRequest();
           lim = i + this.maxHeaderBytes;
+          if (this.capture) {
+            this.mark = i;
+            this.capturing = true;
+            this.headLen = 0;
+            this.fieldCount = 0;
+          }
           s = S_METHOD;
         }
         // falls through: the first method byte is consumed by the method loop.
@@ -435,17 +714,12 @@ export class HttpParser {
           i++;
           continue;
         }
-        case S_VER_MAJOR:
-        case S_VER_MINOR: {
+        case S_VER_MAJOR: {
           const d = c - ZERO;
           if (d < 0 || d > 9) return this.fail(i, 400, "invalid HTTP version");
-          if (s === S_VER_MAJOR) {
-            this.vMajor = d;
-            s = S_VER_DOT;
-          } else {
-            this.vMinor = d;
-            s = S_REQ_CR;
-          }
+          // Whatever follows, this request cannot succeed: say so now (RFC 9110 §15.6.6).
+          if (d !== 1) return this.fail(i, 505, "HTTP version not supported");
+          s = S_VER_DOT;
           i++;
           continue;
         }
@@ -455,15 +729,19 @@ export class HttpParser {
           i++;
           continue;
         }
+        case S_VER_MINOR: {
+          const d = c - ZERO;
+          if (d < 0 || d > 9) return this.fail(i, 400, "invalid HTTP version");
+          // RFC 9110 §2.5: a higher minor version is processed as the highest one implemented.
+          this.versionMinor = d === 0 ? 0 : 1;
+          s = S_REQ_CR;
+          i++;
+          continue;
+        }
         case S_REQ_CR: {
           if (c !== CR) {
             return this.fail(i, 400, c === LF ? "bare LF" : "invalid HTTP version");
           }
-          // Only a well-formed HTTP/x.y earns 505; anything else was a 400 above.
-          if (this.vMajor !== 1 || this.vMinor > 1) {
-            return this.fail(i, 505, "HTTP version not supported");
-          }
-          this.versionMinor = this.vMinor;
           s = S_REQ_LF;
           i++;
           continue;
@@ -506,6 +784,9 @@ export class HttpParser {
             } else if (lc === LOWER_H) {
               this.namePos = N_CONNECTION + 1;
               this.nameEnd = N_HOST;
+            } else if (lc === LOWER_E) {
+              this.namePos = N_HOST + 1;
+              this.nameEnd = N_EXPECT;
             } else {
               this.namePos = 0;
               this.nameEnd = -1;
@@ -546,6 +827,7 @@ export class HttpParser {
           if (pos !== nend) continue;
           if (nend === N_HOST) {
             if (++this.hostCount > 1) return this.fail(i - 1, 400, "more than one Host header");
+            s = S_VALUE_HOST;
           } else if (nend === N_CONTENT_LENGTH) {
             this.clPhase = 0;
             s = S_VALUE_CL;
@@ -553,7 +835,7 @@ export class HttpParser {
             if (nend === N_TRANSFER_ENCODING) {
               this.teSeen = true;
               this.listKind = LIST_TE;
-            } else this.listKind = LIST_CONNECTION;
+            } else this.listKind = nend === N_CONNECTION ? LIST_CONNECTION : LIST_EXPECT;
             this.listPhase = 0;
             s = S_VALUE_LIST;
           }
@@ -576,12 +858,49 @@ export class HttpParser {
           continue;
         }
         case S_VALUE: {
-          // No trimming needed: the value is not kept, and OWS is valid value content.
+          // No trimming needed here: OWS is valid value content (app mode trims when
+          // it records the field).
           const stop = lim < end ? lim : end;
           while (i < stop && (CLASS[buf[i]] & VALUE) !== 0) i++;
           if (i === stop) continue;
           if (buf[i] !== CR) return this.fail(i, 400, "invalid header value");
+          if (this.capturing) this.endField(buf, i);
           // Shortcut: when the LF is at hand, take it here rather than in another round.
+          if (++i < stop && buf[i] === LF) {
+            i++;
+            s = S_FIELD_START;
+          } else s = S_FIELD_LF;
+          continue;
+        }
+        case S_VALUE_HOST:
+        case S_HOST_REST: {
+          // RFC 9112 §3.2: OWS [ reg-name / IPv4address / "[" IP-literal "]" ] [ ":" port ] OWS,
+          // checked as it comes, so an invalid value fails at the byte that breaks it. Inline,
+          // at the start of a value: one SP, a name, a colon, a port, the CR; hostSlow does
+          // the rest (more whitespace, IP-literals, a value split across reads: S_HOST_REST).
+          const stop = lim < end ? lim : end;
+          let ph = H_LEAD;
+          if (s === S_HOST_REST) ph = this.hostPhase;
+          else {
+            if (c === SP) i++;
+            if (i < stop && (CLASS[buf[i]] & REGNAME) !== 0) {
+              ph = H_NAME;
+              while (++i < stop && (CLASS[buf[i]] & REGNAME) !== 0);
+              if (i < stop && buf[i] === COLON) {
+                ph = H_PORT;
+                while (++i < stop && (CLASS[buf[i]] & DIGIT) !== 0);
+              }
+            }
+          }
+          if (i === stop || buf[i] !== CR) {
+            i = this.hostSlow(buf, i, stop, ph);
+            if (i === stop) {
+              s = S_HOST_REST;
+              continue;
+            }
+            if (i < 0) return this.fail(-i - 1, 400, "invalid Host header");
+          }
+          if (this.capturing) this.endField(buf, i);
           if (++i < stop && buf[i] === LF) {
             i++;
             s = S_FIELD_START;
@@ -596,10 +915,11 @@ export class HttpParser {
               this.clPhase = 1;
               this.clValue = 0;
             }
-            // Saturating just past maxBody keeps the value exact where it matters and
-            // makes any digit count safe: all oversized values end in 413.
+            // Fails at the first digit that makes the value too large, so the value is
+            // always exact (maxBody <= 2^48) and the rest of the line is not waited for.
             const v = this.clValue * 10 + d;
-            this.clValue = v > this.maxBody ? this.maxBody + 1 : v;
+            if (v > this.maxBody) return this.fail(i, 413, "body too large");
+            this.clValue = v;
           } else if (c === SP || c === HTAB) {
             if (this.clPhase === 1) this.clPhase = 2;
           } else if (c === COMMA || c === CR) {
@@ -610,7 +930,10 @@ export class HttpParser {
             }
             this.contentLength = this.clValue;
             this.clPhase = 0;
-            if (c === CR) s = S_FIELD_LF;
+            if (c === CR) {
+              if (this.capturing) this.endField(buf, i);
+              s = S_FIELD_LF;
+            }
           } else {
             return this.fail(i, 400, "invalid Content-Length");
           }
@@ -622,7 +945,10 @@ export class HttpParser {
             // Empty list elements are legal and ignored (RFC 9110 §5.6.1.2).
             if (this.listPhase !== 0) this.endListElement();
             this.listPhase = 0;
-            if (c === CR) s = S_FIELD_LF;
+            if (c === CR) {
+              if (this.capturing) this.endField(buf, i);
+              s = S_FIELD_LF;
+            }
           } else if (c === SP || c === HTAB) {
             if (this.listPhase === 1) this.listPhase = 2;
           } else if ((CLASS[c] & VALUE) === 0) {
@@ -633,6 +959,9 @@ export class HttpParser {
             this.wordPos = 1;
             if (this.listKind === LIST_TE) {
               this.wordEnd = lc === LOWER_C ? W_CHUNKED : -1;
+            } else if (this.listKind === LIST_EXPECT) {
+              this.wordPos = W_KEEP_ALIVE + 1;
+              this.wordEnd = c === ONE ? W_100_CONTINUE : -1;
             } else if (lc === LOWER_C) {
               this.wordPos = W_CHUNKED + 1;
               this.wordEnd = W_CLOSE;
@@ -661,6 +990,7 @@ export class HttpParser {
           s = this.endOfHead();
           if (s === S_DEAD) return i;
           i++;
+          if (this.headHooks && !this.headDone(buf, i, s)) return i;
           if (s === S_START) {
             if (!this.complete()) return i;
             s = this.state;
@@ -672,9 +1002,14 @@ export class HttpParser {
           const avail = end - i;
           const r = this.remaining;
           const n = avail < r ? avail : r;
-          i += n;
           this.bodyBytes += n;
           this.remaining = r - n;
+          if (this.hasOnBody) {
+            // State first, so a sink that looks at the parser sees it where it is.
+            this.state = s;
+            this.sink.onBody!(buf, i, i + n);
+          }
+          i += n;
           if (r > n) continue;
           if (s === S_CHUNK_DATA) {
             s = S_CHUNK_DATA_CR;
@@ -692,7 +1027,12 @@ export class HttpParser {
             // Checked per digit, so the size never grows past maxBody and cannot overflow.
             if (this.bodyBytes + size > this.maxBody) return this.fail(i, 413, "body too large");
             this.remaining = size;
-            s = S_CHUNK_SIZE;
+            if (s === S_CHUNK_SIZE_FIRST) {
+              this.sizeDigits = 1;
+              s = S_CHUNK_SIZE;
+            } else if (++this.sizeDigits > FREE_SIZE_DIGITS && --this.chunkLineLeft < 0) {
+              return this.fail(i, 413, "chunk size line too long");
+            }
           } else if (s === S_CHUNK_SIZE_FIRST) {
             return this.fail(i, 400, "invalid chunk size");
           } else if (c === CR) s = S_CHUNK_SIZE_LF;
@@ -774,6 +1114,7 @@ export class HttpParser {
           return this.fail(i, 400, "parser in an unknown state");
       }
     }
+    if (s >= S_METHOD && s <= S_LIMITED_LAST && this.capturing) this.copyHead(buf, this.mark, i);
     this.state = s;
     this.headLeft = lim - i;
     return i;
@@ -794,11 +1135,11 @@ export class HttpParser {
     this.mHi = 0;
     this.inTrailer = false;
     this.hostCount = 0;
+    this.expectContinue = false;
     this.teSeen = false;
     this.teChunked = 0;
     this.teOther = 0;
-    this.connClose = false;
-    this.connKeepAlive = false;
+    this.listFlags = 0;
     this.remaining = 0;
   }
 
@@ -809,8 +1150,12 @@ export class HttpParser {
       if (matched) this.teChunked++;
       else this.teOther++;
     } else if (matched) {
-      if (this.wordEnd === W_CLOSE) this.connClose = true;
-      else this.connKeepAlive = true;
+      // Other expectations are ignored (a 417 is allowed, not required: RFC 9110 §10.1.1).
+      this.listFlags |= this.wordEnd === W_CLOSE
+        ? F_CLOSE
+        : this.wordEnd === W_KEEP_ALIVE
+        ? F_KEEP_ALIVE
+        : F_EXPECT_CONTINUE;
     }
   }
 
@@ -830,9 +1175,11 @@ export class HttpParser {
       return this.failState(400, "missing Host header");
     }
     if (this.contentLength > this.maxBody) return this.failState(413, "body too large");
+    const flags = this.listFlags;
     this.keepAlive = this.versionMinor === 1
-      ? !this.connClose
-      : this.connKeepAlive && !this.connClose;
+      ? (flags & F_CLOSE) === 0
+      : (flags & (F_CLOSE | F_KEEP_ALIVE)) === F_KEEP_ALIVE;
+    if ((flags & F_EXPECT_CONTINUE) !== 0) this.expectContinue = this.versionMinor === 1;
     if (this.chunked) {
       this.chunkLineLeft = this.maxHeaderBytes;
       this.remaining = 0;
@@ -850,6 +1197,22 @@ export class HttpParser {
     // Stored first so a sink that calls reset() or reads `idle` sees a consistent parser.
     this.state = S_START;
     return this.sink.onRequest(this);
+  }
+
+  /** Fails at the header budget: 414 inside the target (the request line cannot fit), else 431. */
+  private failLimit(i: number, s: number): number {
+    if (s === S_TARGET) return this.fail(i, 414, "request target too long");
+    return this.fail(
+      i,
+      431,
+      this.inTrailer ? "trailer section too large" : "header section too large",
+    );
+  }
+
+  /** Fails before a request line began: no method is known, whatever the last request's was. */
+  private failStart(i: number, reason: string): number {
+    this.method = METHOD_OTHER;
+    return this.fail(i, 400, reason);
   }
 
   /** Kills the parser and reports; returns i so that execute can return it directly. */
