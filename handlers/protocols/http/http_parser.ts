@@ -892,7 +892,8 @@ export class HttpParser {
               }
             }
           }
-          if (i === stop || buf[i] !== CR) {
+          // (Only the inline path may take its CR here: it never is inside an IP-literal.)
+          if (s === S_HOST_REST || i === stop || buf[i] !== CR) {
             i = this.hostSlow(buf, i, stop, ph);
             if (i === stop) {
               s = S_HOST_REST;

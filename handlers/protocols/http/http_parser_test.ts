@@ -1055,3 +1055,211 @@ Deno.test("app mode allocates nothing in the steady state either (without onBody
   assert.ok(count > 0);
   assert.ok(deltas[50] < 4096, `median heap growth per round: ${deltas[50]} bytes`);
 });
+
+// ---- HTTP/1.1 corners (RFC 9110 / 9112) ----
+
+/** Feeds `text` whole; expects one error at index `at` (execute's return) with `status`. */
+function failsAt(text: string, status: number, at: number, limits?: Partial<HttpParserLimits>) {
+  const input = bytesOf(text);
+  const sink = new Collector();
+  const p = new HttpParser(sink, limits);
+  const stopped = p.execute(input, 0, input.length);
+  assert.deepEqual(sink.errors.map((e) => e[0]), [status], JSON.stringify(text));
+  assert.equal(stopped, at, `error index for ${JSON.stringify(text)}`);
+}
+
+Deno.test("9,000 chunks of 16 bytes pass with default limits; chunk-size digits are not charged", () => {
+  const chunks = ("10\r\n" + "0123456789abcdef\r\n").repeat(9000);
+  const input = enc(
+    `POST /many HTTP/1.1\r\n${HOST}Transfer-Encoding: chunked\r\n\r\n${chunks}0\r\n\r\n` + WRK,
+  );
+  for (const cuts of [[], [1000, 50000, 100000]]) {
+    const sink = parsePieces(input, cuts);
+    assert.deepEqual(sink.errors, []);
+    assert.equal(sink.requests.length, 2);
+    assert.equal(sink.requests[0].bodyBytes, 9000 * 16);
+  }
+  // And in app mode, with the body delivered.
+  const app = appWhole(input);
+  assert.deepEqual(app.errors, []);
+  assert.equal(app.requests[0].body, "0123456789abcdef".repeat(9000));
+});
+
+Deno.test("chunk lines stay bounded: extensions and padding digits share one budget per request", () => {
+  const head = `POST / HTTP/1.1\r\n${HOST}Transfer-Encoding: chunked\r\n\r\n`;
+  // 16 digits per size are free, leading zeros included.
+  assert.deepEqual(
+    parseWhole(enc(head + "000000000000001\r\nx\r\n0000000000000000\r\n\r\n"), {
+      maxHeaderBytes: 64,
+    }).errors,
+    [],
+  );
+  // Beyond that, padding costs: 300 zeros against a 256-byte budget.
+  assert.equal(errorOf(head + "0".repeat(300) + "1\r\nx\r\n", { maxHeaderBytes: 256 }), 413);
+  // Small extensions on many chunks add up (3 bytes each: "ab" and the CR after them).
+  const ext = "1;ab\r\nx\r\n";
+  const ok = head + ext.repeat(85) + "0\r\n\r\n";
+  assert.deepEqual(parseWhole(enc(ok), { maxHeaderBytes: 256 }).errors, []);
+  assert.equal(errorOf(head + ext.repeat(86) + "0\r\n\r\n", { maxHeaderBytes: 256 }), 413);
+  // The budget is per request.
+  assert.equal(parseWhole(enc(ok.repeat(5)), { maxHeaderBytes: 256 }).requests.length, 5);
+});
+
+const GOOD_HOSTS = [
+  "",
+  "h",
+  " h ",
+  "\th\t",
+  "example.com",
+  "example.com:8080",
+  "127.0.0.1:8080",
+  "EXAMPLE.com:",
+  ":80",
+  "[::1]",
+  "[::1]:443",
+  "[fe80::1%25eth0]:1",
+  "[v1.x:y]",
+  "a-b_c~d.e!$&'()*+,;=%41",
+  "xn--bcher-kva.example",
+];
+const BAD_HOSTS: Array<[string, number]> = [
+  // [value, index of the offending byte within the value]
+  ["a b", 2],
+  ["a\tb", 2],
+  ["a/b", 1],
+  ["a@b", 1],
+  ["a?b", 1],
+  ["a#b", 1],
+  ["a\\b", 1],
+  ["a:b", 2],
+  ["a:1:2", 3],
+  ["a:80 x", 5],
+  ["[::1", 4],
+  ["[::1]x", 5],
+  ["[::1]:a", 6],
+  ["[::1] x", 6],
+  ["[::1]]", 5],
+  ["a[b", 1],
+  ["caf\xe9", 3],
+  ["a\x01", 1],
+  ['"a"', 0],
+];
+
+Deno.test("Host: valid forms accepted, invalid ones 400 at the byte that breaks them, at every split", () => {
+  for (const host of GOOD_HOSTS) {
+    const input = bytesOf(`GET / HTTP/1.1\r\nHost:${host}\r\n\r\n` + WRK);
+    assert.deepEqual(parseWhole(input).errors, [], JSON.stringify(host));
+    for (let i = 0; i <= input.length; i++) {
+      const sink = parsePieces(input, [i]);
+      assert.deepEqual(sink.errors, [], `${JSON.stringify(host)} split at ${i}`);
+      assert.equal(sink.requests.length, 2);
+    }
+    assert.deepEqual(parseBytewise(input).errors, [], JSON.stringify(host));
+  }
+  for (const [host, bad] of BAD_HOSTS) {
+    const prefix = "GET / HTTP/1.1\r\nHost: ";
+    failsAt(prefix + host + "\r\n\r\n", 400, prefix.length + bad);
+    const input = bytesOf(prefix + host + "\r\n\r\n");
+    for (let i = 0; i <= input.length; i++) {
+      assert.deepEqual(parsePieces(input, [i]).errors.map((e) => e[0]), [400], `${host} @${i}`);
+    }
+    assert.deepEqual(parseBytewise(input).errors.map((e) => e[0]), [400], host);
+  }
+  // Missing (HTTP/1.1) and repeated Hosts are 400 too; HTTP/1.0 needs none.
+  assert.equal(errorOf("GET / HTTP/1.1\r\n\r\n"), 400);
+  assert.equal(errorOf("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"), 400);
+  assert.equal(errorOf("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+  assert.deepEqual(parseWhole(enc("GET / HTTP/1.0\r\n\r\n")).errors, []);
+});
+
+Deno.test("414 when the header budget runs out inside the target, 431 after it", () => {
+  const limits = { maxHeaderBytes: 64 };
+  // "GET " + target: the budget (64 bytes from the method) ends inside the target.
+  failsAt(`GET /${"a".repeat(100)} HTTP/1.1\r\n`, 414, 64, limits);
+  // The target fits but leaves no room for the space after it: still the target's fault.
+  failsAt(`GET /${"a".repeat(59)} HTTP/1.1\r\n`, 414, 64, limits);
+  // It and the space fit; the version does not: 431.
+  failsAt(`GET /${"a".repeat(58)} HTTP/1.1\r\n`, 431, 64, limits);
+  failsAt(
+    `GET /${"a".repeat(20)} HTTP/1.1\r\nHost: h\r\nX: ${"v".repeat(40)}\r\n\r\n`,
+    431,
+    64,
+    limits,
+  );
+  // A long method also runs into the budget: 431.
+  failsAt(`${"M".repeat(70)} / HTTP/1.1\r\n`, 431, 64, limits);
+  // With the default budget (16 KiB), an 8 KiB target is fine, a 16 KiB one is 414.
+  assert.deepEqual(parseWhole(enc(`GET /${"a".repeat(8192)} HTTP/1.1\r\n${HOST}\r\n`)).errors, []);
+  assert.equal(errorOf(`GET /${"a".repeat(16384)} HTTP/1.1\r\n${HOST}\r\n`), 414);
+});
+
+Deno.test("unknown methods are valid syntax and reach the sink as METHOD_OTHER", () => {
+  for (const name of ["BREW", "M-SEARCH", "PROPPATCH", "CONNECT", "TRACE", "X".repeat(100)]) {
+    const sink = parseWhole(enc(`${name} /x HTTP/1.1\r\n${HOST}\r\n`));
+    assert.deepEqual(sink.errors, [], name);
+    assert.equal(sink.requests[0].method, METHOD_OTHER, name);
+  }
+});
+
+Deno.test("what can never become valid is rejected at the byte, without waiting for the line end", () => {
+  const post = `POST / HTTP/1.1\r\n${HOST}Content-Length: `;
+  // Content-Length: fails at the first digit that passes maxBody (1 MiB by default).
+  failsAt(post + "1048577", 413, post.length + 6);
+  failsAt(post + "99999999999999999999999999", 413, post.length + 6);
+  failsAt(post + "5, 2000000", 413, post.length + 9);
+  failsAt(post + "0000000000000000000000000000101", 413, post.length + 30, { maxBody: 100 });
+  assert.deepEqual(parseWhole(enc(post + "1048576\r\n\r\n" + "x".repeat(1048576))).errors, []);
+  // Versions: a major version other than 1 is 505 at its digit.
+  for (const v of ["0", "2", "5", "9"]) failsAt(`GET / HTTP/${v}`, 505, 11);
+  failsAt("GET / HTTP/5.6", 505, 11);
+  failsAt("GET / HTTP/x", 400, 11);
+  failsAt("GET / HTTP/1.x", 400, 13);
+  failsAt("GET / HTTP/1.10", 400, 14);
+  failsAt("GET / HTTPS", 400, 10);
+  // Methods and targets: at the byte.
+  failsAt("GE\x01T", 400, 2);
+  failsAt("G(ET", 400, 1);
+  failsAt("GET /a\x7f", 400, 6);
+  failsAt("GET /a\x00", 400, 6);
+  failsAt("GET /\xff", 400, 5);
+  failsAt("GET /a\tb", 400, 6);
+  // A Host that goes wrong, before its line ends.
+  failsAt(`GET / HTTP/1.1\r\nHost: a b`, 400, 24);
+});
+
+Deno.test("HTTP/1.2 to 1.9 are processed as HTTP/1.1 (RFC 9110 §2.5)", () => {
+  for (const minor of [2, 5, 9]) {
+    const input = enc(`GET / HTTP/1.${minor}\r\n${HOST}\r\n` + WRK);
+    everySplit(input, (sink, at) => {
+      assert.deepEqual(sink.errors, [], `1.${minor} ${at}`);
+      assert.equal(sink.requests.length, 2);
+      assert.equal(sink.requests[0].versionMinor, 1);
+      assert.equal(sink.requests[0].keepAlive, true);
+    });
+    // 1.1 rules apply: Host is required.
+    assert.equal(errorOf(`GET / HTTP/1.${minor}\r\n\r\n`), 400);
+  }
+});
+
+Deno.test("an error before a request line began reports no method (not the previous request's)", () => {
+  for (const tail of ["\n", "\r\r", "\r\n".repeat(9), "\x00"]) {
+    let method = -1;
+    const sink: HttpParserSink = {
+      onRequest: () => true,
+      onError: () => {
+        method = p.method;
+      },
+    };
+    const p = new HttpParser(sink);
+    const input = enc(`HEAD / HTTP/1.1\r\n${HOST}\r\n${tail}`);
+    p.execute(input, 0, input.length);
+    assert.equal(method, METHOD_OTHER, JSON.stringify(tail));
+  }
+  // Mid-way through the empty lines (not idle), the method is not the last request's either.
+  const sink = new Collector();
+  const p = new HttpParser(sink);
+  const input = enc(`HEAD / HTTP/1.1\r\n${HOST}\r\n\r`);
+  p.execute(input, 0, input.length);
+  assert.equal(p.idle, false);
+  assert.equal(p.method, METHOD_OTHER);
+});
