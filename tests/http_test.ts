@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { withServer } from "./support/server.ts";
-import { dial, sleep, waitFor, writeAll } from "./support/net.ts";
+import { dial, sleep, startCli, until, waitFor, within, writeAll } from "./support/net.ts";
 import { bytes, ResponseReader } from "./support/http.ts";
 import type { Server } from "../server/server.ts";
 
@@ -324,4 +324,306 @@ Deno.test("http: a repeated request is recognised by its bytes only when that is
     assert.ok(await reader.closed(), "a second answer after Connection: close");
     conn.close();
   });
+});
+
+// ---- HTTP/1.1 corners (RFC 9110 / 9112) ----
+
+const HEAD_ERRORS: [string, string, number][] = [
+  ["an invalid Host", "HEAD / HTTP/1.1\r\nHost: a b\r\n\r\n", 400],
+  ["a body above --max-body", "HEAD / HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n", 413],
+  [
+    "a target above --max-header-bytes",
+    `HEAD /${"a".repeat(3000)} HTTP/1.1\r\nHost: t\r\n\r\n`,
+    414,
+  ],
+  [
+    "a header section above --max-header-bytes",
+    `HEAD / HTTP/1.1\r\nHost: t\r\nX: ${"a".repeat(3000)}\r\n\r\n`,
+    431,
+  ],
+  [
+    "an unknown transfer coding",
+    "HEAD / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n",
+    501,
+  ],
+  ["HTTP/2.0", "HEAD / HTTP/2.0\r\nHost: t\r\n\r\n", 505],
+];
+
+const REASON_LENGTH: Record<number, number> = {
+  400: "Bad Request".length,
+  408: "Request Timeout".length,
+  413: "Content Too Large".length,
+  414: "URI Too Long".length,
+  431: "Request Header Fields Too Large".length,
+  501: "Not Implemented".length,
+  505: "HTTP Version Not Supported".length,
+};
+
+Deno.test("http: error answers to HEAD carry no body; Content-Length is the GET answer's", async () => {
+  await http(async (server) => {
+    for (const [what, raw, status] of HEAD_ERRORS) {
+      const { conn, reader } = await exchange(server, raw);
+      const r = await within(reader.next(true), what);
+      assert.equal(r.status, status, what);
+      assert.equal(r.headers.get("content-length"), String(REASON_LENGTH[status]), what);
+      assert.equal(r.headers.get("connection"), "close", what);
+      assert.ok(await reader.closed(), `${what}: bytes after the head of a HEAD answer`);
+      conn.close();
+      // The same request as GET gets that body.
+      const get = await exchange(server, raw.replace("HEAD", "GET"));
+      const g = await within(get.reader.next(), what);
+      assert.equal(g.status, status);
+      assert.equal(g.body.length, REASON_LENGTH[status], what);
+      get.conn.close();
+    }
+  });
+});
+
+Deno.test("http: a 408 to a HEAD request that never completes has no body", async () => {
+  await withServer({
+    app: "http",
+    timeouts: { idleMs: 10_000, requestMs: 300, writeMs: 10_000 },
+  }, async (server) => {
+    for (
+      const [raw, head] of [["HEAD / HTTP/1.1\r\nHost: t\r\n", true], [
+        "GET / HTTP/1.1\r\n",
+        false,
+      ]] as const
+    ) {
+      const { conn, reader } = await exchange(server, raw);
+      const r = await within(reader.next(head), "a 408");
+      assert.equal(r.status, 408);
+      assert.equal(r.headers.get("content-length"), String(REASON_LENGTH[408]));
+      if (!head) assert.equal(r.body, "Request Timeout");
+      assert.ok(await reader.closed(), "bytes after the 408");
+      conn.close();
+    }
+  });
+});
+
+Deno.test("http: Expect: 100-continue with a body to come gets the final status at once, then the close", async () => {
+  await http(async (server) => {
+    const cases: [string, number][] = [
+      ["POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", 405],
+      ["GET /json HTTP/1.1\r\nHost: t\r\nexpect: 100-Continue\r\nContent-Length: 5\r\n\r\n", 200],
+      [
+        "PUT /up HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+        404,
+      ],
+      ["BREW / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", 501],
+    ];
+    for (const [raw, status] of cases) {
+      const { conn, reader } = await exchange(server, raw);
+      // No body is sent: the answer must not wait for it.
+      const r = await within(reader.next(), `the answer to ${raw.split("\r\n")[0]}`, 3000);
+      assert.equal(r.status, status);
+      assert.equal(r.headers.get("connection"), "close");
+      // A client that sends the body anyway is read and dropped (lingering close), not reset.
+      await writeAll(conn, bytes("hello")).catch(() => {});
+      assert.ok(await reader.closed(), "bytes after the early answer");
+      conn.close();
+    }
+    // With the body at hand, or no body at all, the exchange is an ordinary one (keep-alive).
+    const post =
+      "POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
+    const noBody = "GET / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\r\n";
+    const { conn, reader } = await exchange(server, post + noBody + GET("/health"));
+    assert.equal((await reader.next()).status, 405);
+    const a = await reader.next();
+    assert.equal(a.body, "Hello, World!");
+    assert.equal(a.headers.has("connection"), false);
+    assert.equal((await reader.next()).body, "OK");
+    conn.close();
+  });
+});
+
+Deno.test("http: a chunked body of 9,000 16-byte chunks passes with the default header budget", async () => {
+  await withServer({ app: "http" }, async (server) => {
+    const chunks = ("10\r\n" + "0123456789abcdef\r\n").repeat(9000);
+    const raw = "POST /json HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks +
+      "0\r\n\r\n" + GET("/health");
+    const { conn, reader } = await exchange(server, raw);
+    assert.equal((await reader.next()).status, 405);
+    assert.equal((await reader.next()).body, "OK");
+    conn.close();
+  });
+});
+
+Deno.test("http: absolute-form targets are routed by their path", async () => {
+  await http(async (server) => {
+    const cases: [string, number, string][] = [
+      ["http://t/json", 200, '{"message":"Hello, World!"}'],
+      ["HTTP://T:8080/health?x=1", 200, "OK"],
+      ["https://example.com/plaintext", 200, "Hello, World!"],
+      ["http://t", 200, "Hello, World!"],
+      ["http://t?q", 200, "Hello, World!"],
+      ["http://t/nope", 404, "Not Found"],
+      ["ftp://t/json", 404, "Not Found"],
+      ["http:/json", 404, "Not Found"],
+    ];
+    const { conn, reader } = await exchange(
+      server,
+      cases.map(([t]) => `GET ${t} HTTP/1.1\r\nHost: t\r\n\r\n`).join(""),
+    );
+    for (const [target, status, body] of cases) {
+      const r = await reader.next();
+      assert.equal(r.status, status, target);
+      assert.equal(r.body, body, target);
+    }
+    conn.close();
+  });
+});
+
+Deno.test("http: 501 for a method nobody here implements, 405 with Allow for a known one, 404 stays 404", async () => {
+  await http(async (server) => {
+    const cases: [string, number][] = [
+      ["BREW / HTTP/1.1", 501],
+      ["BREW /nope HTTP/1.1", 501],
+      ["M-SEARCH * HTTP/1.1", 501],
+      ["TRACE / HTTP/1.1", 501],
+      ["POST /json HTTP/1.1", 405],
+      ["PUT /health HTTP/1.1", 405],
+      ["DELETE / HTTP/1.1", 405],
+      ["OPTIONS /metrics HTTP/1.1", 405],
+      ["PATCH /plaintext HTTP/1.1", 405],
+      ["DELETE /nope HTTP/1.1", 404],
+      ["get / HTTP/1.1", 501],
+    ];
+    const { conn, reader } = await exchange(
+      server,
+      cases.map(([line]) => `${line}\r\nHost: t\r\n\r\n`).join("") + GET("/health"),
+    );
+    for (const [line, status] of cases) {
+      const r = await reader.next();
+      assert.equal(r.status, status, line);
+      assert.equal(r.headers.has("connection"), false, `${line}: the connection stays open`);
+      if (status === 405) assert.equal(r.headers.get("allow"), "GET, HEAD", line);
+      else assert.equal(r.headers.has("allow"), false, line);
+    }
+    assert.equal((await reader.next()).body, "OK");
+    conn.close();
+  });
+});
+
+const BAD_11: [string, string, number][] = [
+  ["an invalid Host value", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400],
+  ["a Host with a path", "GET / HTTP/1.1\r\nHost: t/x\r\n\r\n", 400],
+  ["two Host fields", "GET / HTTP/1.1\r\nHost: t\r\nHost: t\r\n\r\n", 400],
+  [
+    "a target above --max-header-bytes",
+    `GET /${"a".repeat(3000)} HTTP/1.1\r\nHost: t\r\n\r\n`,
+    414,
+  ],
+];
+
+for (const [what, raw, status] of BAD_11) {
+  Deno.test(`http: ${what} -> ${status} and close`, async () => {
+    await http(async (server) => {
+      const { conn, reader } = await exchange(server, raw + GET("/"));
+      const r = await reader.next();
+      assert.equal(r.status, status);
+      assert.equal(r.headers.get("connection"), "close");
+      assert.ok(await reader.closed(), "the connection closed after the error");
+      conn.close();
+    });
+  });
+}
+
+Deno.test("http: what can never become valid is answered before the line ends", async () => {
+  await http(async (server) => {
+    const cases: [string, number][] = [
+      ["GET / HTTP/5.6", 505],
+      ["GET / HTTP/2", 505],
+      ["POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999", 413], // --max-body 1024
+      ["GE\x01T / HTTP/1.1", 400],
+      ["GET /a\x7fb", 400],
+      ["GET / HTTP/1.1\r\nHost: a b", 400],
+      [`GET /${"a".repeat(3000)}`, 414],
+    ];
+    for (const [raw, status] of cases) {
+      // No CRLF follows: the answer comes anyway, and the connection closes.
+      const { conn, reader } = await exchange(server, raw);
+      const r = await within(reader.next(), JSON.stringify(raw), 3000);
+      assert.equal(r.status, status, JSON.stringify(raw));
+      assert.ok(await reader.closed());
+      conn.close();
+    }
+    // HTTP/1.2 is served as HTTP/1.1 (RFC 9110 §2.5).
+    const { conn, reader } = await exchange(server, "GET /health HTTP/1.2\r\nHost: t\r\n\r\n");
+    const r = await reader.next();
+    assert.equal(r.status, 200);
+    assert.equal(r.body, "OK");
+    assert.equal(r.headers.has("connection"), false);
+    conn.close();
+  });
+});
+
+Deno.test("http: clients' errors are logged at most once a second per status, with a count of the rest", async () => {
+  const { cli, port } = await startCli([
+    "--app",
+    "http",
+    "--log-level",
+    "debug",
+    "--header-timeout",
+    "0.3",
+  ]);
+  try {
+    const send = async (raw: string) => {
+      const conn = await dial(port);
+      await writeAll(conn, bytes(raw));
+      const reader = new ResponseReader(conn);
+      const r = await within(reader.next(), "an error answer");
+      conn.close();
+      return r.status;
+    };
+    // 40 bad requests and 10 slow ones, as fast as they go (well within a second or two).
+    const bad = await Promise.all(
+      Array.from({ length: 40 }, () => send("GET / HTTP/1.1\r\nHost: a b\r\n\r\n")),
+    );
+    const slow = await Promise.all(Array.from({ length: 10 }, () => send("GET / HTTP/1.1\r\n")));
+    assert.deepEqual(new Set(bad), new Set([400]));
+    assert.deepEqual(new Set(slow), new Set([408]));
+    // The counts of what was left out come within two seconds (the next once-a-second
+    // tick that is a second after the last line). A line is either "fd N: STATUS reason"
+    // (with "(K more STATUS not logged)" when it stands for K more) or, when no error of
+    // that status followed, "K more STATUS not logged" alone.
+    const counted = (status: number) => {
+      let lines = 0;
+      let total = 0;
+      for (const line of cli.stderr.split("\n")) {
+        const own = line.includes(`: ${status} `);
+        const more = line.match(new RegExp(`(\\d+) more ${status} not logged`));
+        if (!own && more === null) continue;
+        lines++;
+        total += (own ? 1 : 0) + (more === null ? 0 : Number(more[1]));
+      }
+      return { lines, total };
+    };
+    await until(
+      () => counted(400).total === 40 && counted(408).total === 10,
+      "the log accounts for every error",
+      10_000,
+    );
+    const c400 = counted(400);
+    const c408 = counted(408);
+    console.log(`400: ${c400.lines} lines for 40, 408: ${c408.lines} lines for 10`);
+    // One line per second per status: the run took a few seconds at most, and the
+    // lines of one status are a second apart (their timestamps, to the millisecond).
+    assert.ok(c400.lines <= 4, `${c400.lines} lines for 40 errors:\n${cli.stderr}`);
+    assert.ok(c408.lines <= 4, `${c408.lines} lines for 10 errors:\n${cli.stderr}`);
+    for (const status of [400, 408]) {
+      const times = cli.stderr.split("\n")
+        .filter((l) => l.includes(`: ${status} `) || l.includes(` more ${status} not logged`))
+        .map((l) => Date.parse(l.slice(0, 23).replace(" ", "T") + "Z"));
+      for (let k = 1; k < times.length; k++) {
+        assert.ok(
+          times[k] - times[k - 1] >= 990,
+          `${status} lines ${times[k] - times[k - 1]} ms apart`,
+        );
+      }
+    }
+  } finally {
+    cli.kill("SIGTERM");
+    await cli.exit();
+  }
 });

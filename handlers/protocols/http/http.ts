@@ -6,9 +6,22 @@
  *
  * Routes (TechEmpower style): `/` and `/plaintext` -> `Hello, World!`,
  * `/json` -> `{"message":"Hello, World!"}`, `/health` -> `OK`, anything
- * else 404. GET and HEAD; other methods get 405. Bad input gets its status
- * (400, 413, 431, 501, 505) with `Connection: close`, and the connection
- * closes once that response is flushed.
+ * else 404; matched on the path, also of an absolute-form target
+ * (`GET http://host/json`). GET and HEAD; another method the parser knows
+ * (POST, PUT, DELETE, OPTIONS, PATCH) gets 405 with `Allow: GET, HEAD`, any
+ * other method 501 (RFC 9110 §9.1, §15.5.6, §15.6.2). Bad input gets its
+ * status (400, 413, 414, 431, 501, 505) with `Connection: close`, and the
+ * connection closes once that response is flushed. An answer to HEAD, error
+ * or not, has no body; its Content-Length is the one the same request as GET
+ * would get (RFC 9110 §8.6 allows no other value).
+ *
+ * A request that sends `Expect: 100-continue` and announces a body is
+ * answered as soon as its head is complete (the routes never need a body),
+ * with `Connection: close`: whether the client then sends the body is its
+ * choice, so the connection cannot be reused (RFC 9110 §10.1.1).
+ *
+ * Errors caused by clients (bad requests, request timeouts) are logged at
+ * most once a second per status, with the number of lines left out.
  *
  * Responses carry a cached `Date` header, rebuilt once a second by a reactor
  * timer: the prebuilt responses are dropped then and rebuilt on first use.
@@ -27,6 +40,7 @@ import {
   type HttpParserSink,
   METHOD_GET,
   METHOD_HEAD,
+  METHOD_OTHER,
 } from "./http_parser.ts";
 
 const log = getLogger(["reactor", "http"]);
@@ -58,9 +72,10 @@ const REASONS: Record<number, string> = {
   200: "OK",
   400: "Bad Request",
   404: "Not Found",
-  408: "Request Timeout",
   405: "Method Not Allowed",
+  408: "Request Timeout",
   413: "Content Too Large",
+  414: "URI Too Long",
   431: "Request Header Fields Too Large",
   500: "Internal Server Error",
   501: "Not Implemented",
@@ -77,12 +92,82 @@ const STATIC: { path: string; contentType: string; body: string }[] = [
 const ROUTE_NOT_FOUND = STATIC.length;
 const ROUTE_NOT_ALLOWED = STATIC.length + 1;
 const ROUTE_DYNAMIC = STATIC.length + 2;
+const ROUTE_NOT_IMPLEMENTED = STATIC.length + 3;
 const STATIC_BYTES = STATIC.map((r) => encoder.encode(r.path));
+const ROOT = encoder.encode("/");
 
-function sameBytes(a: Uint8Array, t: Uint8Array, len: number): boolean {
+/** Whether t[from, from + len) is exactly `a`. */
+function sameBytes(a: Uint8Array, t: Uint8Array, from: number, len: number): boolean {
   if (a.length !== len) return false;
-  for (let k = 0; k < len; k++) if (a[k] !== t[k]) return false;
+  for (let k = 0; k < len; k++) if (a[k] !== t[from + k]) return false;
   return true;
+}
+
+/**
+ * Where the path starts in an absolute-form target `http://authority/path` or
+ * `https://...` (scheme in any case, RFC 9112 §3.2.2): the index of the "/",
+ * "?" or end after the authority. 0 for anything else (origin-form, "*", other
+ * schemes), which then matches no route unless it is a path.
+ */
+function absolutePathStart(t: Uint8Array, len: number): number {
+  // "http" in any case, then an optional "s", then "://".
+  if (len < 7 || (t[0] | 0x20) !== 0x68 || (t[1] | 0x20) !== 0x74) return 0;
+  if ((t[2] | 0x20) !== 0x74 || (t[3] | 0x20) !== 0x70) return 0;
+  let k = (t[4] | 0x20) === 0x73 ? 5 : 4;
+  if (k + 3 > len || t[k] !== 0x3a || t[k + 1] !== 0x2f || t[k + 2] !== 0x2f) return 0;
+  k += 3;
+  while (k < len && t[k] !== 0x2f && t[k] !== 0x3f) k++;
+  return k;
+}
+
+/** Client error kinds logged at info (the rest at debug). */
+const INFO_STATUSES = new Set([408]);
+
+/**
+ * Log lines about clients' errors (a bad request, a request timeout): at most
+ * one a second per status, so a flood of bad clients costs one line a second
+ * each. Lines left out are counted and reported with the next line of that
+ * status, or by `flush` (once a second) when none comes.
+ */
+class ClientErrorLog {
+  /** reactor.now of the last line, per status. */
+  readonly #last = new Map<number, number>();
+  /** Lines left out since the last line, per status. */
+  readonly #suppressed = new Map<number, number>();
+
+  /** A client got `status` (for `reason`) on fd: logs it unless that status was logged < 1 s ago. */
+  report(now: number, fd: number, status: number, reason: string): void {
+    const last = this.#last.get(status);
+    if (last !== undefined && now - last < 1000) {
+      this.#suppressed.set(status, (this.#suppressed.get(status) ?? 0) + 1);
+      return;
+    }
+    const suppressed = this.#suppressed.get(status) ?? 0;
+    this.#suppressed.delete(status);
+    this.#last.set(status, now);
+    const props = { fd, status, reason, suppressed };
+    const message = suppressed === 0
+      ? "fd {fd}: {status} {reason}"
+      : "fd {fd}: {status} {reason} ({suppressed} more {status} not logged)";
+    if (INFO_STATUSES.has(status)) log.info(message, props);
+    else log.debug(message, props);
+  }
+
+  /**
+   * Reports the counts of lines left out whose status has not been logged for
+   * a second; `final`: all of them (the server stops, nothing else would).
+   */
+  flush(now: number, final = false): void {
+    for (const [status, suppressed] of this.#suppressed) {
+      if (!final && now - (this.#last.get(status) ?? 0) < 1000) continue;
+      this.#suppressed.delete(status);
+      this.#last.set(status, now);
+      const props = { status, suppressed };
+      const message = "{suppressed} more {status} not logged";
+      if (INFO_STATUSES.has(status)) log.info(message, props);
+      else log.debug(message, props);
+    }
+  }
 }
 
 /** Whether this machine stores words little-endian (x86_64 and aarch64 do). */
@@ -142,6 +227,7 @@ export class HttpApp {
   readonly #dynamic: { path: Uint8Array; reply: () => HttpReply }[];
   #dynamicHit = 0;
   #dateTimer: Timer;
+  readonly #clientErrors = new ClientErrorLog();
 
   /** Sets the app up on `reactor` (its Date timer runs there). */
   constructor(reactor: Reactor, options: Partial<HttpOptions> = {}) {
@@ -154,6 +240,7 @@ export class HttpApp {
     this.#refreshDate();
     const tick = () => {
       this.#refreshDate();
+      this.#clientErrors.flush(reactor.now);
       reactor.resetTimer(timer, 1000 - (Date.now() % 1000));
     };
     const timer = reactor.setTimer(1000 - (Date.now() % 1000), tick);
@@ -163,11 +250,17 @@ export class HttpApp {
   /** Stops the Date timer (the server stopped). */
   close(): void {
     this.#reactor.cancelTimer(this.#dateTimer);
+    this.#clientErrors.flush(this.#reactor.now, true);
   }
 
   /** Requests answered so far. */
   get requests(): number {
     return this.#requests;
+  }
+
+  /** Logs a client's error (rate-limited: one line a second per status). */
+  clientError(fd: number, status: number, reason: string): void {
+    this.#clientErrors.report(this.#reactor.now, fd, status, reason);
   }
 
   #refreshDate(): void {
@@ -214,34 +307,51 @@ export class HttpApp {
     return key;
   }
 
-  /** Matches the parser's target against the routes; ignores a query string. */
+  /**
+   * Matches the parser's target against the routes: its path, without a query
+   * string; for an absolute-form target, the path after the authority.
+   */
   #route(p: HttpParser): number {
-    const t = p.target;
-    let len = p.targetLength;
-    for (let i = 0; i < len; i++) {
+    let t = p.target;
+    let end = p.targetLength;
+    let from = 0;
+    if (end > 0 && t[0] !== 0x2f /* / */) {
+      from = absolutePathStart(t, end);
+      if (from === end || t[from] === 0x3f) {
+        // An empty path is "/" (RFC 9110 §4.2.3).
+        t = ROOT;
+        from = 0;
+        end = 1;
+      }
+    }
+    for (let i = from; i < end; i++) {
       if (t[i] === 0x3f /* ? */) {
-        len = i;
+        end = i;
         break;
       }
     }
+    const len = end - from;
     let route = ROUTE_NOT_FOUND;
     for (let r = 0; r < STATIC_BYTES.length; r++) {
-      if (sameBytes(STATIC_BYTES[r], t, len)) {
+      if (sameBytes(STATIC_BYTES[r], t, from, len)) {
         route = r;
         break;
       }
     }
     if (route === ROUTE_NOT_FOUND) {
       for (let d = 0; d < this.#dynamic.length; d++) {
-        if (sameBytes(this.#dynamic[d].path, t, len)) {
+        if (sameBytes(this.#dynamic[d].path, t, from, len)) {
           route = ROUTE_DYNAMIC;
           this.#dynamicHit = d;
           break;
         }
       }
     }
-    if (route !== ROUTE_NOT_FOUND && p.method !== METHOD_GET && p.method !== METHOD_HEAD) {
-      return ROUTE_NOT_ALLOWED;
+    if (p.method !== METHOD_GET && p.method !== METHOD_HEAD) {
+      // A method no route here implements is 501, whatever the path; one the server
+      // knows but the route does not allow is 405 (with Allow).
+      if (p.method === METHOD_OTHER) return ROUTE_NOT_IMPLEMENTED;
+      if (route !== ROUTE_NOT_FOUND) return ROUTE_NOT_ALLOWED;
     }
     return route;
   }
@@ -270,7 +380,7 @@ export class HttpApp {
       const body = typeof reply.body === "string" ? encoder.encode(reply.body) : reply.body;
       r = this.#build(reply.status, reply.contentType, body, variant, head);
     } else {
-      const status = route === ROUTE_NOT_FOUND ? 404 : 405;
+      const status = route === ROUTE_NOT_FOUND ? 404 : route === ROUTE_NOT_ALLOWED ? 405 : 501;
       r = this.#build(status, "text/plain", encoder.encode(REASONS[status]), variant, head);
     }
     this.append(conn, r, null, -1);
@@ -284,11 +394,15 @@ export class HttpApp {
     this.append(conn, this.#cache[key]!, this.#cachePointers[key], key);
   }
 
-  /** Appends an error response (with Connection: close). */
-  respondError(conn: Connection, status: number): void {
+  /**
+   * Appends an error response (with Connection: close). `head`: the request
+   * was HEAD, so the response has no body; its Content-Length still states
+   * the body's length, as for any answer to HEAD.
+   */
+  respondError(conn: Connection, status: number, head = false): void {
     this.#requests++;
     const body = encoder.encode(REASONS[status] ?? "Error");
-    this.append(conn, this.#build(status, "text/plain", body, CLOSE, false), null, -1);
+    this.append(conn, this.#build(status, "text/plain", body, CLOSE, head), null, -1);
   }
 
   /**
@@ -455,7 +569,13 @@ class HttpConnection implements Protocol, HttpParserSink {
       const wasIdle = parser.idle;
       this.#answered = -2;
       i = parser.execute(data, i, end);
-      if (this.#answered === -2) break; // no request completed: all input taken, or an error
+      if (this.#answered === -2) {
+        // No request completed: all input taken, or an error. A complete head that
+        // expects 100-continue waits for an answer before its body comes: give the
+        // final one now.
+        if (parser.expectContinue && !parser.idle && !this.#closing) this.#answerEarly(conn);
+        break;
+      }
       if (wasIdle && this.#answered >= 0 && i - from <= MEMO_MAX) this.#remember(data, from, i);
     }
     this.#app.flush(conn);
@@ -513,6 +633,18 @@ class HttpConnection implements Protocol, HttpParserSink {
     this.#memoKey = this.#answered;
   }
 
+  /**
+   * Answers the request whose head is complete and whose body has not all come
+   * (it expects 100-continue). The client may or may not send the body now, so
+   * the connection ends after this answer (the lingering close reads and drops
+   * a body that comes anyway).
+   */
+  #answerEarly(conn: Connection): void {
+    this.#answeredInRead = true;
+    this.#app.respond(conn, this.#parser, true);
+    this.#closing = true;
+  }
+
   onRequest(p: HttpParser): boolean {
     this.#answeredInRead = true;
     const key = this.#app.respond(this.#conn, p, this.#draining);
@@ -531,8 +663,9 @@ class HttpConnection implements Protocol, HttpParserSink {
   }
 
   onError(status: number, reason: string): void {
-    log.debug("fd {fd}: {status} {reason}", { fd: this.#conn.fd, status, reason });
-    this.#app.respondError(this.#conn, status);
+    this.#app.clientError(this.#conn.fd, status, reason);
+    // The parser's method is the failed request's, or METHOD_OTHER if it failed before it.
+    this.#app.respondError(this.#conn, status, this.#parser.method === METHOD_HEAD);
     this.#closing = true;
   }
 
@@ -559,8 +692,8 @@ class HttpConnection implements Protocol, HttpParserSink {
 
   timedOut(conn: Connection, what: TimeoutKind): void {
     if (what === "request" && !this.#closing) {
-      log.info("fd {fd}: request not complete in time: 408", { fd: conn.fd });
-      this.#app.respondError(conn, 408);
+      this.#app.clientError(conn.fd, 408, "request not complete in time");
+      this.#app.respondError(conn, 408, this.#parser.method === METHOD_HEAD);
       this.#app.flush(conn);
       this.#closing = true;
       conn.closeAfterFlush();
