@@ -87,4 +87,15 @@ export {
   serve,
   type ServeOptions,
 } from "./server/serve.ts";
+export {
+  type NativeHandler,
+  type NativeOptions,
+  nativeProtocol,
+  type NativeReply,
+  type NativeRequest,
+  type Route,
+  RouteMatch,
+  Router,
+} from "./handlers/protocols/http/native.ts";
+export { type NativeServer, serveNative, type ServeNativeOptions } from "./server/serve_native.ts";
 export { SyscallError } from "./syscalls/errno.ts";
