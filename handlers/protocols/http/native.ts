@@ -219,6 +219,10 @@ const MAX_IN_FLIGHT = 32;
 const MEMO_MAX = 256;
 /** Strings up to this many UTF-16 units are encoded into the shared scratch buffer. */
 const SCRATCH_CHARS = 16 << 10;
+/** Identical replies in a row sent from one prebuilt run of copies (pipelined batches). */
+const RUN_MAX = 32;
+/** Replies longer than this are not made into runs. */
+const RUN_BYTES_MAX = 512;
 
 /** Response variants: connection handling. */
 const KEEP_ALIVE_11 = 0; // HTTP/1.1 keep-alive: no Connection header needed
@@ -414,6 +418,13 @@ class RequestView implements NativeRequest {
     }
   }
 
+  /** The same request again (its bytes repeated; no body): only the per-request state is reset. */
+  again(): void {
+    this.slot = null;
+    this.collecting = false;
+    this.#promise = null;
+  }
+
   /** Copies what the view points into, so that it outlives the parser's next request. */
   detach(): void {
     if (this.detached) return;
@@ -566,6 +577,21 @@ class HeadCache {
   /** The text body last sent with this head, and head + its bytes once sent twice. */
   text: string | null = null;
   full: Uint8Array | null = null;
+  /** RUN_MAX copies of `runSource` (`head` or `full`) end to end, and its address. */
+  runSource: Uint8Array | null = null;
+  run: Uint8Array = EMPTY;
+  runPointer: Deno.PointerObject | null = null;
+
+  /** Makes `run` hold copies of `bytes` (one of this cache's arrays, never changed). */
+  runOf(bytes: Uint8Array): void {
+    if (this.runSource === bytes) return;
+    const len = bytes.length;
+    const run = new Uint8Array(len * RUN_MAX);
+    for (let k = 0; k < RUN_MAX; k++) run.set(bytes, k * len);
+    this.run = run;
+    this.runPointer = Deno.UnsafePointer.of(run);
+    this.runSource = bytes;
+  }
 }
 
 class Reply implements NativeReply {
@@ -767,18 +793,21 @@ class Reply implements NativeReply {
   }
 
   /**
-   * Sends head (never changed once built) and body[0, n): straight into the
-   * connection, or copied into the queue slot when answers before it are
-   * still owed.
+   * Sends head (one of the cache's arrays: never changed once built) and
+   * body[0, n): straight into the connection, or copied into the queue slot
+   * when answers before it are still owed.
    */
   #emit(head: Uint8Array, body: Uint8Array | null, n: number): void {
     this.#state = DONE;
     this.#app.requests++;
     const slot = this.#slot;
     if (slot === null) {
-      const conn = this.#owner.conn;
-      conn.write(head);
-      if (body !== null && n > 0) conn.write(body, 0, n);
+      const owner = this.#owner;
+      if (body === null || n === 0) owner.sendCached(head, this.#cache);
+      else {
+        owner.send(head, 0, head.length);
+        owner.send(body, 0, n);
+      }
       return;
     }
     let bytes = head;
@@ -920,6 +949,12 @@ class NativeConnection implements Protocol, HttpParserSink {
   #memoLength = 0;
   /** The request just completed may be remembered. */
   #memoable = false;
+  /** How the last request was handled: its view, the router's size then, its head cache, ... */
+  #lastView: RequestView | null = null;
+  #lastRoutes = 0;
+  #lastCache: HeadCache | null = null;
+  #lastVariant = KEEP_ALIVE_11;
+  #lastHeadOnly = false;
 
   constructor(app: NativeApp, conn: Connection) {
     this.app = app;
@@ -935,11 +970,11 @@ class NativeConnection implements Protocol, HttpParserSink {
 
   // ---- input ----
 
-  data(conn: Connection, data: Uint8Array, start: number, end: number): void {
+  data(_conn: Connection, data: Uint8Array, start: number, end: number): void {
     if (this.#closing) return;
     this.#inData = true;
     // The answers to this read leave in one send.
-    conn.cork();
+    const batch = this.#beginBatch();
     if (this.#stash !== null) {
       const kept = this.#stash;
       this.#stash = null;
@@ -955,7 +990,7 @@ class NativeConnection implements Protocol, HttpParserSink {
       }
     }
     if (start < end) this.#parse(data, start, end);
-    conn.uncork();
+    if (batch) this.#endBatch();
     this.#inData = false;
   }
 
@@ -976,8 +1011,7 @@ class NativeConnection implements Protocol, HttpParserSink {
       if (len > 0 && end - i >= len && parser.idle && this.#matches(data, i)) {
         // The same bytes as the last simple request, from the same (idle)
         // state: the same request. The parser's fields still describe it.
-        this.onHead(parser);
-        this.onRequest(parser);
+        this.#again(parser);
         i += len;
         continue;
       }
@@ -1024,7 +1058,6 @@ class NativeConnection implements Protocol, HttpParserSink {
   onHead(p: HttpParser): boolean {
     const app = this.app;
     const req = this.#req;
-    const res = this.#res;
     const method = p.methodString();
     const status = app.router.match(p.method, method, p.target, 0, p.targetLength, req.match);
     req.begin(p, method);
@@ -1033,42 +1066,76 @@ class NativeConnection implements Protocol, HttpParserSink {
       : p.versionMinor === 0
       ? KEEP_ALIVE_10
       : KEEP_ALIVE_11;
+    const cache = status === 200
+      ? app.cacheFor(req.match.route!.id)
+      : status === 404
+      ? app.notFoundCache
+      : app.notAllowedCache;
+    const headOnly = p.method === METHOD_HEAD;
+    // What a request with the same bytes will be handled with (see #again).
+    this.#lastView = req;
+    this.#lastRoutes = app.router.routes.length;
+    this.#lastCache = cache;
+    this.#lastVariant = variant;
+    this.#lastHeadOnly = headOnly;
+    this.#handle(req, cache, variant, headOnly);
+    return true;
+  }
+
+  /**
+   * The same bytes as the last request came again, from the same (idle)
+   * parser state: the same request. Unless the view was replaced (its
+   * handler was async), the routes changed or the server is draining, the
+   * view still describes it and the route, reply variant and head cache are
+   * the same: only the handler runs.
+   */
+  #again(p: HttpParser): void {
+    const req = this.#req;
+    if (
+      req !== this.#lastView || this.#draining ||
+      this.#lastRoutes !== this.app.router.routes.length
+    ) {
+      this.onHead(p);
+    } else {
+      req.again();
+      this.#handle(req, this.#lastCache!, this.#lastVariant, this.#lastHeadOnly);
+    }
+    this.onRequest(p);
+  }
+
+  /** Calls the handler of the request `req` describes (or answers 404/405). */
+  #handle(req: RequestView, cache: HeadCache, variant: number, headOnly: boolean): void {
+    const res = this.#res;
     let slot: Slot | null = null;
     if (this.#queue.length > 0) {
       slot = new Slot();
       this.#queue.push(slot);
       req.slot = slot;
     }
-    const headOnly = p.method === METHOD_HEAD;
     this.#inBody = true;
-    if (status !== 200) {
-      if (status === 404) {
-        res.begin(app.notFoundCache, variant, headOnly, slot);
-        res.status(404).text("Not Found");
-      } else {
-        res.begin(app.notAllowedCache, variant, headOnly, slot);
-        res.status(405).header("Allow", req.match.allow).text("Method Not Allowed");
-      }
-    } else {
-      const route = req.match.route!;
-      res.begin(app.cacheFor(route.id), variant, headOnly, slot);
-      let result: void | Promise<void>;
-      try {
-        result = route.handler(req, res);
-      } catch (error) {
-        app.handlerFailed(error, req);
-        res.fail(500);
-        result = undefined;
-      }
-      if (
-        result !== undefined && result !== null &&
-        typeof (result as Promise<void>).then === "function"
-      ) {
-        this.#pending(req, res, result as Promise<void>);
-      } else if (!res.sent) {
-        app.noReply(req, "returned");
-        res.fail(500);
-      }
+    res.begin(cache, variant, headOnly, slot);
+    const m = req.match;
+    if (m.status !== 200) {
+      if (m.status === 404) res.status(404).text("Not Found");
+      else res.status(405).header("Allow", m.allow).text("Method Not Allowed");
+      return;
+    }
+    let result: void | Promise<void>;
+    try {
+      result = m.route!.handler(req, res);
+    } catch (error) {
+      this.app.handlerFailed(error, req);
+      res.fail(500);
+      result = undefined;
+    }
+    if (
+      result !== undefined && result !== null &&
+      typeof (result as Promise<void>).then === "function"
+    ) {
+      this.#pending(req, res, result as Promise<void>);
+    } else if (!res.sent) {
+      this.app.noReply(req, "returned");
+      res.fail(500);
     }
     if (req.hasBody) {
       if (req.collecting) this.#bodyTo = req;
@@ -1079,7 +1146,6 @@ class NativeConnection implements Protocol, HttpParserSink {
         this.#closeIfDone();
       }
     }
-    return true;
   }
 
   /** The handler returned a promise: detach its objects, queue its reply. */
@@ -1156,12 +1222,10 @@ class NativeConnection implements Protocol, HttpParserSink {
       slot = new Slot();
       this.#queue.push(slot);
     }
-    const ctx = this.conn.context;
-    const cork = ctx.corkOwner === null;
-    if (cork) this.conn.cork();
+    const batch = this.#beginBatch();
     res.begin(this.app.errorCache, CLOSE, this.#parser.method === METHOD_HEAD, slot);
     res.fail(status);
-    if (cork) this.conn.uncork();
+    if (batch) this.#endBatch();
   }
 
   /** Expect: 100-continue: the handler asked for the body. */
@@ -1170,10 +1234,84 @@ class NativeConnection implements Protocol, HttpParserSink {
     // Only if nothing is owed before this request's answer, and its body is still to come.
     if (this.#bodyTo !== req && !(this.#inBody && this.#req === req)) return;
     const q = this.#queue;
-    if (q.length === 0 || q[0] === req.slot) this.conn.write(CONTINUE_100);
+    if (q.length === 0 || q[0] === req.slot) this.send(CONTINUE_100, 0, CONTINUE_100.length);
   }
 
   // ---- output, in order ----
+
+  /** A batch of writes is open (corked by us): replies may gather in the run. */
+  #batching = false;
+  /** The run: `#runCount` direct replies in a row that are the same cached array. */
+  #runBytes: Uint8Array | null = null;
+  #runCache: HeadCache | null = null;
+  #runCount = 0;
+
+  /**
+   * Opens a batch: writes gather in the connection's cork buffer, and
+   * identical cached replies in the run, until #endBatch. False when a batch
+   * is open already (the outer one sends).
+   */
+  #beginBatch(): boolean {
+    const conn = this.conn;
+    if (this.#batching || conn.closed || conn.context.corkOwner !== null) return false;
+    conn.cork();
+    this.#batching = true;
+    return true;
+  }
+
+  /** Sends the batch: what gathered in the cork buffer, then the run from its prebuilt copies. */
+  #endBatch(): void {
+    this.#batching = false;
+    this.conn.uncork();
+    const n = this.#runCount;
+    if (n === 0) return;
+    const bytes = this.#runBytes!;
+    const c = this.#runCache!;
+    this.#runCount = 0;
+    this.#runBytes = null;
+    this.#runCache = null;
+    c.runOf(bytes);
+    this.conn.writeFrom(c.runPointer!, c.run, n * bytes.length);
+  }
+
+  /** A direct reply that is one of `c`'s arrays: joins (or starts) the run. */
+  sendCached(bytes: Uint8Array, c: HeadCache): void {
+    if (bytes === this.#runBytes && this.#runCount < RUN_MAX) {
+      this.#runCount++;
+      return;
+    }
+    this.#spillRun();
+    if (!this.#batching || bytes.length > RUN_BYTES_MAX) {
+      this.conn.write(bytes);
+      return;
+    }
+    this.#runBytes = bytes;
+    this.#runCache = c;
+    this.#runCount = 1;
+  }
+
+  /** Writes bytes[start, end) after everything before it (the run first). */
+  send(bytes: Uint8Array, start: number, end: number): void {
+    this.#spillRun();
+    this.conn.write(bytes, start, end);
+  }
+
+  /** Writes the run into the connection (its cork buffer) now: something else follows it. */
+  #spillRun(): void {
+    const n = this.#runCount;
+    if (n === 0) return;
+    const bytes = this.#runBytes!;
+    const c = this.#runCache!;
+    this.#runCount = 0;
+    this.#runBytes = null;
+    this.#runCache = null;
+    if (n === 1) {
+      this.conn.write(bytes);
+      return;
+    }
+    c.runOf(bytes);
+    this.conn.write(c.run, 0, n * bytes.length);
+  }
 
   /** A queued reply is ready. */
   settle(slot: Slot, bytes: Uint8Array): void {
@@ -1184,14 +1322,12 @@ class NativeConnection implements Protocol, HttpParserSink {
   #flushQueue(): void {
     const conn = this.conn;
     const q = this.#queue;
-    const ctx = conn.context;
-    const cork = ctx.corkOwner === null && !conn.closed;
-    if (cork) conn.cork();
+    const batch = this.#beginBatch();
     while (q.length > 0 && q[0].bytes !== null) {
-      const slot = q.shift()!;
-      conn.write(slot.bytes!);
+      const bytes = q.shift()!.bytes!;
+      this.send(bytes, 0, bytes.length);
     }
-    if (cork) conn.uncork();
+    if (batch) this.#endBatch();
     if (conn.closed) return;
     this.#resume();
     this.#closeIfDone();
@@ -1206,9 +1342,9 @@ class NativeConnection implements Protocol, HttpParserSink {
     if (kept !== null) {
       this.#stash = null;
       this.#inData = true;
-      conn.cork();
+      const batch = this.#beginBatch();
       this.#parse(kept, 0, kept.length);
-      conn.uncork();
+      if (batch) this.#endBatch();
       this.#inData = false;
       if (this.#stash !== null || conn.closed) return;
     }
@@ -1220,6 +1356,7 @@ class NativeConnection implements Protocol, HttpParserSink {
 
   #closeIfDone(): void {
     if (this.#closing && this.#queue.length === 0 && !this.conn.closed) {
+      this.#spillRun(); // before the FIN
       this.conn.closeAfterFlush();
     }
   }
@@ -1262,7 +1399,10 @@ class NativeConnection implements Protocol, HttpParserSink {
     this.#draining = true;
     if (this.#parser.idle && !this.#inBody) {
       this.#closing = true;
-      if (this.#queue.length === 0) conn.closeAfterFlush();
+      if (this.#queue.length === 0) {
+        this.#spillRun();
+        conn.closeAfterFlush();
+      }
     }
   }
 

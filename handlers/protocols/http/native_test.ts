@@ -525,3 +525,76 @@ Deno.test("native: the head cache never serves a stale head or body", async () =
     c.close();
   });
 });
+
+Deno.test("native: repeated requests (answered without parsing) stay right", async () => {
+  let calls = 0;
+  const router = new Router()
+    .get("/flip", (req, res) => {
+      const n = calls++;
+      if (n % 2 === 1) {
+        // Every other call is async: the view is detached and replaced.
+        return (async () => {
+          await sleep(2);
+          res.text(`async ${n} ${req.path} ${req.header("x-k")}`);
+        })();
+      }
+      res.text(`sync ${n} ${req.path} ${req.header("x-k")}`);
+    })
+    .get("/same", (_q, s) => s.text("same"));
+  await withServer(router, async (port) => {
+    const c = await Client.open(port);
+    await c.send(get("/flip", "X-K: v\r\n").repeat(6));
+    const flips = await c.readReplies(6);
+    assert.deepEqual(
+      flips.map((r) => r.body),
+      [0, 1, 2, 3, 4, 5].map((n) => `${n % 2 ? "async" : "sync"} ${n} /flip v`),
+    );
+    // A mix in one write: runs of the same cached reply, broken by others and by HEAD.
+    const mix = [
+      get("/same"),
+      get("/same"),
+      get("/same"),
+      get("/nope"),
+      get("/same"),
+      "HEAD /same HTTP/1.1\r\nHost: t\r\n\r\n",
+      get("/same"),
+    ];
+    await c.send(mix.join(""));
+    const r: Reply[] = [];
+    for (let k = 0; k < mix.length; k++) r.push(await c.reply(k === 5));
+    assert.deepEqual(r.map((x) => [x.status, x.body]), [
+      [200, "same"],
+      [200, "same"],
+      [200, "same"],
+      [404, "Not Found"],
+      [200, "same"],
+      [200, ""],
+      [200, "same"],
+    ]);
+    assert.equal(c.buffered, 0);
+    // A route added while serving is found, even for bytes that came before.
+    await c.send(get("/late"));
+    assert.equal((await c.reply()).status, 404);
+    router.get("/late", (_q, s) => s.text("late"));
+    await c.send(get("/late"));
+    assert.equal((await c.reply()).body, "late");
+    // Many pipelined answers at once: more than one run's worth, all in order.
+    await c.send(get("/same").repeat(100));
+    const many = await c.readReplies(100);
+    assert.ok(many.every((x) => x.body === "same"));
+    c.close();
+  });
+});
+
+Deno.test("native: Connection: close after pipelined answers sends them all first", async () => {
+  const router = new Router().get("/", (_q, s) => s.text("x"));
+  await withServer(router, async (port) => {
+    const c = await Client.open(port);
+    await c.send(get("/").repeat(5) + get("/", "Connection: close\r\n"));
+    const r = await c.readReplies(6);
+    assert.ok(r.every((x) => x.body === "x"));
+    assert.equal(r[5].headers.get("connection"), "close");
+    assert.ok(await c.closes());
+    c.close();
+  });
+});
