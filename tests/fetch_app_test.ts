@@ -110,3 +110,69 @@ Deno.test("fetch: a slow handler on one connection does not hold back another", 
     await server.shutdown();
   }
 });
+
+/** Reads from `c` until `done(text)` holds (or EOF, or 5 s). */
+async function readUntil(c: Deno.Conn, done: (text: string) => boolean): Promise<string> {
+  let text = "";
+  const buf = new Uint8Array(65536);
+  const end = performance.now() + 5000;
+  while (!done(text) && performance.now() < end) {
+    const k = await c.read(buf);
+    if (k === null) break;
+    text += new TextDecoder().decode(buf.subarray(0, k));
+  }
+  return text;
+}
+
+Deno.test("fetch: a 1 MiB body the handler never reads is skipped; the next request on the connection is answered", async () => {
+  const server = serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    (req) => new Response(`ignored ${new URL(req.url).pathname};`),
+  );
+  try {
+    const c = await Deno.connect({ port: server.addr.port });
+    const writing = (async () => {
+      await c.write(
+        enc.encode(`POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: ${1 << 20}\r\n\r\n`),
+      );
+      await c.write(new Uint8Array(1 << 20));
+      await c.write(enc.encode("GET /b HTTP/1.1\r\nHost: x\r\n\r\n"));
+    })();
+    const text = await readUntil(c, (t) => t.includes("ignored /b;"));
+    await writing;
+    c.close();
+    assert.ok(text.includes("ignored /a;") && text.includes("ignored /b;"), text.slice(0, 300));
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("fetch: Expect: 100-continue gets 100 when the handler reads the body, and a closing answer when it does not", async () => {
+  const server = serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (req) => {
+    if (new URL(req.url).pathname === "/read") {
+      return new Response(`got ${(await req.text()).length}`);
+    }
+    return new Response("no thanks", { status: 413 });
+  });
+  try {
+    const head = (path: string) =>
+      `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n`;
+    const a = await Deno.connect({ port: server.addr.port });
+    await a.write(enc.encode(head("/read")));
+    const cont = await readUntil(a, (t) => t.includes("\r\n\r\n"));
+    assert.match(cont, /^HTTP\/1\.1 100 Continue\r\n\r\n/);
+    await a.write(enc.encode("hello"));
+    const final = await readUntil(a, (t) => t.includes("got 5"));
+    assert.match(final, /HTTP\/1\.1 200 OK/);
+    a.close();
+
+    const b = await Deno.connect({ port: server.addr.port });
+    await b.write(enc.encode(head("/skip")));
+    const answer = await readUntil(b, (t) => t.includes("no thanks"));
+    assert.match(answer, /^HTTP\/1\.1 413 /, "no 100 Continue before the final answer");
+    assert.match(answer, /connection: close/i);
+    b.close();
+  } finally {
+    await server.shutdown();
+  }
+});

@@ -101,6 +101,8 @@ class Exchange implements FetchHandlerInfo {
   keepAlive: boolean;
   response: Response | null = null;
   settled = false;
+  /** The request asked for `100 Continue`. */
+  expectContinue = false;
   /** The target as sent and when the head arrived (for the access log). */
   target = "";
   startedAt = 0;
@@ -158,6 +160,11 @@ class Exchange implements FetchHandlerInfo {
     this.#error = error;
     this.#reject?.(error);
   }
+}
+
+/** Whether `ex` asked for 100 Continue, was never sent it, and its body is not all here. */
+function unsentContinue(ex: Exchange): boolean {
+  return ex.expectContinue && ex.body !== null && !ex.body.read && !ex.body.complete;
 }
 
 /** The per-server part of a fetch app: options, the Date header, counters. */
@@ -346,6 +353,7 @@ class FetchConnection implements Protocol, HttpParserSink {
         if (!this.#closing && this.#queue.length < MAX_IN_FLIGHT) this.#conn.resumeReading();
       };
       if (p.expectContinue) {
+        ex.expectContinue = true;
         // RFC 9110 10.1.1: 100 Continue once the handler reads the body.
         body.onFirstRead = () => {
           if (!ex.settled && !this.#conn.closed) {
@@ -465,7 +473,7 @@ class FetchConnection implements Protocol, HttpParserSink {
         result = writeResponse(conn, ex.response!, {
           head: ex.head,
           http10: ex.http10,
-          keepAlive: ex.keepAlive && !this.#closing,
+          keepAlive: ex.keepAlive && !this.#closing && !unsentContinue(ex),
           date: this.#app.date,
         });
       } catch (error) {
@@ -499,6 +507,20 @@ class FetchConnection implements Protocol, HttpParserSink {
     this.#queue.shift();
     this.#app.requests++;
     ex.sent();
+    const body = ex.body;
+    if (body !== null && !body.complete) {
+      if (unsentContinue(ex)) {
+        // The client waits for 100 Continue that will not come: it may never
+        // send the body, so the connection cannot carry another request (the
+        // answer said Connection: close).
+        keepAlive = false;
+      } else {
+        // Answered without reading it all: drop the rest as it arrives, so
+        // the next request can be parsed (as Deno.serve does).
+        body.discard();
+        if (!this.#closing) this.#conn.resumeReading();
+      }
+    }
     const log = this.#app.accessLog;
     if (log !== null) this.#logAccess(log, ex);
     if (!keepAlive) this.#closing = true;

@@ -40,6 +40,8 @@ export class BodySource {
   #controller: ReadableStreamDefaultController<Uint8Array<ArrayBuffer>> | null = null;
   #stream: ReadableStream<Uint8Array<ArrayBuffer>> | null = null;
   #waiters: (() => void)[] = [];
+  #discarding = false;
+  #read = false;
   /** Called when the reader has taken bytes and the connection may read again. */
   onDrain: (() => void) | null = null;
   /** Called the first time the body is read (for `Expect: 100-continue`). */
@@ -57,12 +59,27 @@ export class BodySource {
 
   /** Whether the connection should go on reading body bytes. */
   get wantMore(): boolean {
-    return this.#queued < 64 << 10;
+    return this.#discarding || this.#queued < 64 << 10;
+  }
+
+  /** Whether anyone asked for the body (a stream, or the whole). */
+  get read(): boolean {
+    return this.#read;
+  }
+
+  /**
+   * Nobody will read the rest (the answer is sent): drop what is kept and
+   * what still arrives, so the next request on the connection can be parsed.
+   */
+  discard(): void {
+    this.#discarding = true;
+    this.#chunks = [];
+    this.#queued = 0;
   }
 
   /** Body bytes `data[start, end)` arrived (copied: `data` is the shared read buffer). */
   push(data: Uint8Array, start: number, end: number): void {
-    if (this.#done) return;
+    if (this.#done || this.#discarding) return;
     const chunk = data.slice(start, end);
     if (this.#controller !== null) {
       this.#controller.enqueue(chunk);
@@ -98,6 +115,7 @@ export class BodySource {
   }
 
   #firstRead(): void {
+    this.#read = true;
     const f = this.onFirstRead;
     if (f !== null) {
       this.onFirstRead = null;
