@@ -83,6 +83,7 @@ export {
   type FetchApp,
   type FetchHandler,
   type FetchHandlerInfo,
+  type HandlerLike,
   type HttpServer,
   serve,
   type ServeOptions,

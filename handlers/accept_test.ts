@@ -28,7 +28,7 @@ import {
 } from "../syscalls/socket.ts";
 import { Acceptor } from "./accept.ts";
 import { ConnectionCounters } from "./context.ts";
-import { sleep, until } from "../tests/support/net.ts";
+import { until } from "../tests/support/net.ts";
 
 /** fcntl(2)'s F_GETFD: fails with EBADF on a closed fd. */
 const F_GETFD = 1;

@@ -14,7 +14,7 @@ import { close, fcntl, recv, send } from "../syscalls/libc.ts";
 import { socketPair } from "../syscalls/socket.ts";
 import { Interest, Ready } from "./interest.ts";
 import { type Deferred, Reactor } from "./reactor.ts";
-import { sleep, until, within } from "../tests/support/net.ts";
+import { until, within } from "../tests/support/net.ts";
 
 /** fcntl(2)'s F_GETFD (syscalls/constants.ts has no need for it): fails with EBADF on a closed fd. */
 const F_GETFD = 1;

@@ -79,7 +79,8 @@ export interface HttpServer extends AsyncDisposable {
 /** Re-exported for handler signatures. */
 export type { FetchHandler, FetchHandlerInfo };
 
-type HandlerLike = FetchHandler | FetchApp;
+/** A handler, or an object whose `fetch` is one. */
+export type HandlerLike = FetchHandler | FetchApp;
 
 function handlerOf(h: HandlerLike | undefined): FetchHandler {
   if (typeof h === "function") return h;

@@ -17,7 +17,7 @@ const ROOT = new URL("../..", import.meta.url).pathname;
 const MODULE = ROOT + "bench/apps/awaiting.ts";
 const ROUTES = ["/", "/micro", "/timer", "/file", "/fetch"];
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = l.addr as Deno.NetAddr;
   l.close();
@@ -91,7 +91,7 @@ const servers: [string, (port: number) => string[]][] = [
 ];
 const results: Record<string, Record<string, [number, number]>> = {};
 for (const [name, args] of servers) {
-  const port = await freePort();
+  const port = freePort();
   const child = new Deno.Command(Deno.execPath(), {
     args: args(port),
     env,

@@ -52,6 +52,7 @@ function quoted(s: string | null): string {
   if (s === null) return '"-"';
   return '"' +
     s.replace(
+      // deno-lint-ignore no-control-regex -- control bytes are exactly what must be escaped
       /["\\\x00-\x1f\x7f]/g,
       (c) =>
         c === '"' || c === "\\" ? "\\" + c : "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0"),
