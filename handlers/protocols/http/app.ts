@@ -34,7 +34,7 @@ import type { ProtocolDefinition, ProtocolInstance } from "../definition.ts";
 import { HttpParser, type HttpParserSink } from "./http_parser.ts";
 import { AccessLog, type AccessLogFormat } from "./access_log.ts";
 import { BodySource, latin1, ServerRequest } from "./request.ts";
-import { responseConnectionClosed, writeResponse } from "./response.ts";
+import { reasonPhrase, responseConnectionClosed, writeResponse } from "./response.ts";
 
 const log = getLogger(["reactor", "http", "app"]);
 
@@ -75,18 +75,6 @@ export interface FetchAppOptions {
 const MAX_IN_FLIGHT = 32;
 
 const encoder = new TextEncoder();
-
-const REASONS: Record<number, string> = {
-  400: "Bad Request",
-  408: "Request Timeout",
-  413: "Content Too Large",
-  414: "URI Too Long",
-  431: "Request Header Fields Too Large",
-  500: "Internal Server Error",
-  501: "Not Implemented",
-  503: "Service Unavailable",
-  505: "HTTP Version Not Supported",
-};
 
 /**
  * One request and its response, in the connection's queue. It is also the
@@ -452,7 +440,7 @@ class FetchConnection implements Protocol, HttpParserSink {
     const ex = new Exchange(this, req, null, false, false, false);
     this.#queue.push(ex);
     this.#closing = true;
-    this.#settle(ex, new Response(REASONS[status] ?? "Error", { status }));
+    this.#settle(ex, new Response(reasonPhrase(status), { status }));
   }
 
   // ---- output, in order ----
