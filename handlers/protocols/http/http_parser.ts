@@ -872,40 +872,42 @@ export class HttpParser {
           } else s = S_FIELD_LF;
           continue;
         }
-        case S_VALUE_HOST:
-        case S_HOST_REST: {
+        case S_VALUE_HOST: {
           // RFC 9112 §3.2: OWS [ reg-name / IPv4address / "[" IP-literal "]" ] [ ":" port ] OWS,
           // checked as it comes, so an invalid value fails at the byte that breaks it. Inline,
-          // at the start of a value: one SP, a name, a colon, a port, the CR; hostSlow does
-          // the rest (more whitespace, IP-literals, a value split across reads: S_HOST_REST).
+          // at the start of a value: one SP, a name, a colon, a port, the CR; anything else
+          // (more whitespace, an IP-literal, the end of this read) goes on in S_HOST_REST.
           const stop = lim < end ? lim : end;
           let ph = H_LEAD;
-          if (s === S_HOST_REST) ph = this.hostPhase;
-          else {
-            if (c === SP) i++;
-            if (i < stop && (CLASS[buf[i]] & REGNAME) !== 0) {
-              ph = H_NAME;
-              while (++i < stop && (CLASS[buf[i]] & REGNAME) !== 0);
-              if (i < stop && buf[i] === COLON) {
-                ph = H_PORT;
-                while (++i < stop && (CLASS[buf[i]] & DIGIT) !== 0);
-              }
+          if (c === SP) i++;
+          if (i < stop && (CLASS[buf[i]] & REGNAME) !== 0) {
+            ph = H_NAME;
+            while (++i < stop && (CLASS[buf[i]] & REGNAME) !== 0);
+            if (i < stop && buf[i] === COLON) {
+              ph = H_PORT;
+              while (++i < stop && (CLASS[buf[i]] & DIGIT) !== 0);
             }
           }
-          // (Only the inline path may take its CR here: it never is inside an IP-literal.)
-          if (s === S_HOST_REST || i === stop || buf[i] !== CR) {
-            i = this.hostSlow(buf, i, stop, ph);
-            if (i === stop) {
-              s = S_HOST_REST;
-              continue;
-            }
-            if (i < 0) return this.fail(-i - 1, 400, "invalid Host header");
+          if (i === stop || buf[i] !== CR) {
+            this.hostPhase = ph;
+            s = S_HOST_REST;
+            continue;
           }
           if (this.capturing) this.endField(buf, i);
           if (++i < stop && buf[i] === LF) {
             i++;
             s = S_FIELD_START;
           } else s = S_FIELD_LF;
+          continue;
+        }
+        case S_HOST_REST: {
+          const stop = lim < end ? lim : end;
+          i = this.hostSlow(buf, i, stop, this.hostPhase);
+          if (i === stop) continue; // phase saved
+          if (i < 0) return this.fail(-i - 1, 400, "invalid Host header");
+          if (this.capturing) this.endField(buf, i);
+          s = S_FIELD_LF;
+          i++;
           continue;
         }
         case S_VALUE_CL: {
