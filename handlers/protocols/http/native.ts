@@ -1026,8 +1026,14 @@ class NativeConnection implements Protocol, HttpParserSink {
       }
       if (i === from) break;
     }
-    if (parser.idle) this.#requestStart = -1;
-    else if (this.#requestStart < 0) this.#requestStart = this.app.reactor.now;
+    if (parser.idle) {
+      this.#requestStart = -1;
+      return;
+    }
+    // A request is left incomplete: the request (slowloris) timeout runs.
+    if (this.#requestStart < 0) this.#requestStart = this.app.reactor.now;
+    const t = conn.timeouts;
+    if (t !== null && t.requestMs > 0) conn.pullTimer(this.#requestStart + t.requestMs);
   }
 
   /** Whether data[at...] starts with the remembered request: four bytes per step. */
@@ -1115,28 +1121,26 @@ class NativeConnection implements Protocol, HttpParserSink {
     this.#inBody = true;
     res.begin(cache, variant, headOnly, slot);
     const m = req.match;
-    if (m.status !== 200) {
-      if (m.status === 404) res.status(404).text("Not Found");
-      else res.status(405).header("Allow", m.allow).text("Method Not Allowed");
-      return;
-    }
-    let result: void | Promise<void>;
-    try {
-      result = m.route!.handler(req, res);
-    } catch (error) {
-      this.app.handlerFailed(error, req);
-      res.fail(500);
-      result = undefined;
-    }
-    if (
-      result !== undefined && result !== null &&
-      typeof (result as Promise<void>).then === "function"
-    ) {
-      this.#pending(req, res, result as Promise<void>);
-    } else if (!res.sent) {
-      this.app.noReply(req, "returned");
-      res.fail(500);
-    }
+    if (m.status === 200) {
+      let result: void | Promise<void>;
+      try {
+        result = m.route!.handler(req, res);
+      } catch (error) {
+        this.app.handlerFailed(error, req);
+        res.fail(500);
+        result = undefined;
+      }
+      if (
+        result !== undefined && result !== null &&
+        typeof (result as Promise<void>).then === "function"
+      ) {
+        this.#pending(req, res, result as Promise<void>);
+      } else if (!res.sent) {
+        this.app.noReply(req, "returned");
+        res.fail(500);
+      }
+    } else if (m.status === 404) res.status(404).text("Not Found");
+    else res.status(405).header("Allow", m.allow).text("Method Not Allowed");
     if (req.hasBody) {
       if (req.collecting) this.#bodyTo = req;
       else if (req.expectContinue && !this.#closing) {

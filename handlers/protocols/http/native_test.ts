@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { type NativeHandler, type NativeReply, type NativeRequest, Router } from "./native.ts";
 import { type NativeServer, serveNative } from "../../../server/serve_native.ts";
 import { sleep } from "../../../tests/support/net.ts";
+import type { Timeouts } from "../../context.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -128,9 +129,10 @@ function get(path: string, extra = ""): string {
 async function withServer(
   router: Router,
   fn: (port: number, server: NativeServer) => Promise<void>,
+  timeouts: Timeouts | null = null,
 ): Promise<void> {
   const server = serveNative(
-    { port: 0, hostname: "127.0.0.1", onListen: () => {}, timeouts: null },
+    { port: 0, hostname: "127.0.0.1", onListen: () => {}, timeouts },
     router,
   );
   try {
@@ -428,6 +430,14 @@ Deno.test("native: request bodies: Content-Length, chunked, async, none; 100-con
     await e.send("abc");
     assert.equal((await e.reply()).body, "abc");
     e.close();
+    // Not wanted (no route): answered at once, and the connection cannot be reused.
+    const n = await Client.open(port);
+    await n.send(
+      "POST /none HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+    );
+    assert.equal((await n.reply()).status, 404);
+    assert.ok(await n.closes());
+    n.close();
   });
 });
 
@@ -597,4 +607,53 @@ Deno.test("native: Connection: close after pipelined answers sends them all firs
     assert.ok(await c.closes());
     c.close();
   });
+});
+
+Deno.test("native: a client that does not read: parsing stops at high water, all answered", async () => {
+  const big = "z".repeat(200_000);
+  const router = new Router().get("/big/:i", (req, res) => res.text(`${req.param("i")}:${big}`));
+  await withServer(router, async (port) => {
+    const c = await Client.open(port);
+    let batch = "";
+    for (let i = 0; i < 40; i++) batch += get(`/big/${i}`);
+    await c.send(batch);
+    await sleep(200); // the answers pile up unread: the server stops at its high-water mark
+    const r = await c.readReplies(40);
+    assert.deepEqual(
+      r.map((x) => x.body.slice(0, x.body.indexOf(":"))),
+      [...Array(40).keys()].map(String),
+    );
+    assert.ok(r.every((x) => x.body.length === x.body.indexOf(":") + 1 + big.length));
+    c.close();
+  });
+});
+
+Deno.test("native: more async requests in flight than allowed: the rest waits, all in order", async () => {
+  const router = new Router().get("/a/:i", async (req, res) => {
+    await sleep(1 + (Number(req.param("i")) % 3));
+    res.text(req.param("i"));
+  });
+  await withServer(router, async (port) => {
+    const c = await Client.open(port);
+    let batch = "";
+    for (let i = 0; i < 80; i++) batch += get(`/a/${i}`);
+    await c.send(batch);
+    const r = await c.readReplies(80);
+    assert.deepEqual(r.map((x) => x.body), [...Array(80).keys()].map(String));
+    c.close();
+  });
+});
+
+Deno.test("native: a request not complete in time gets 408 and a close", async () => {
+  const router = new Router().get("/", (_q, s) => s.text("hi"));
+  await withServer(router, async (port) => {
+    const c = await Client.open(port);
+    await c.send(get("/") + "GET / HTTP/1.1\r\nHost: t\r\n"); // the second never ends
+    const [ok, late] = await c.readReplies(2);
+    assert.equal(ok.body, "hi");
+    assert.equal(late.status, 408);
+    assert.equal(late.headers.get("connection"), "close");
+    assert.ok(await c.closes());
+    c.close();
+  }, { idleMs: 0, requestMs: 300, writeMs: 0 });
 });
