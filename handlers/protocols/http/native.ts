@@ -14,6 +14,10 @@
  * const server = serveNative({ port: 8000 }, router);
  * ```
  *
+ * How patterns match (segments, `:params`, a trailing `*`, priority, the
+ * target matched as sent: percent-encoding is not decoded, the query is
+ * ignored) is written at the top of router.ts (`Router`).
+ *
  * ## What it costs, and why
  *
  * In the steady state a request allocates nothing: no `Request`, no
