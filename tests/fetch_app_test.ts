@@ -176,3 +176,43 @@ Deno.test("fetch: Expect: 100-continue gets 100 when the handler reads the body,
     await server.shutdown();
   }
 });
+
+Deno.test("fetch: 100 pipelined requests to a slow handler (past the 32 in flight) are all answered with no further input", async () => {
+  const server = serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (req) => {
+    await sleep(2);
+    return new Response(`r${new URL(req.url).pathname.slice(1)};`);
+  });
+  try {
+    const c = await Deno.connect({ port: server.addr.port });
+    let batch = "";
+    for (let n = 0; n < 100; n++) batch += `GET /${n} HTTP/1.1\r\nHost: x\r\n\r\n`;
+    await c.write(enc.encode(batch)); // then nothing more: the kept requests must not wait for input
+    const text = await readUntil(c, (t) => (t.match(/r\d+;/g) ?? []).length >= 100);
+    c.close();
+    assert.deepEqual(text.match(/r\d+;/g), Array.from({ length: 100 }, (_, n) => `r${n};`));
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("fetch: an incomplete request gets 408 at the request timeout, not the idle one", async () => {
+  const server = serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    onListen() {},
+    timeouts: { idleMs: 30_000, requestMs: 300, writeMs: 5_000 },
+  }, () => new Response("ok"));
+  try {
+    const c = await Deno.connect({ port: server.addr.port });
+    const t0 = performance.now();
+    await c.write(enc.encode("GET / HTTP/1.1\r\nHost: x\r\n")); // never finished
+    const text = await readUntil(c, (t) => t.includes("\r\n\r\n"));
+    const ms = performance.now() - t0;
+    c.close();
+    console.log(`408 after ${ms.toFixed(0)} ms (request timeout 300 ms, idle 30 s)`);
+    assert.match(text, /^HTTP\/1\.1 408 /);
+    assert.ok(ms < 5000, `took ${ms} ms`);
+  } finally {
+    await server.shutdown();
+  }
+});

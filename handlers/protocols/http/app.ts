@@ -264,10 +264,20 @@ class FetchConnection implements Protocol, HttpParserSink {
     // The answers to this read (sync handlers, pipelined) leave in one send.
     conn.cork();
     if (this.#stash !== null) {
-      // Reading resumed with bytes kept: those first.
+      // Bytes kept at the in-flight limit go first; if they are kept again,
+      // the new ones join them (never parsed ahead of them).
       const kept = this.#stash;
       this.#stash = null;
       this.#parse(kept, 0, kept.length);
+      if (this.#stash !== null) {
+        const more = this.#stash as Uint8Array;
+        const joined = new Uint8Array(more.length + end - start);
+        joined.set(more);
+        joined.set(data.subarray(start, end), more.length);
+        this.#stash = joined;
+        conn.uncork();
+        return;
+      }
     }
     this.#parse(data, start, end);
     conn.uncork();
@@ -288,8 +298,15 @@ class FetchConnection implements Protocol, HttpParserSink {
       i = parser.execute(data, i, end);
       if (i === before) break;
     }
-    if (parser.idle) this.#requestStart = -1;
-    else if (this.#requestStart < 0) this.#requestStart = this.#app.reactor.now;
+    if (parser.idle) {
+      this.#requestStart = -1;
+      return;
+    }
+    // A request is left incomplete: its (slowloris) timeout runs from its
+    // first byte; make the connection's timer fire by then.
+    if (this.#requestStart < 0) this.#requestStart = this.#app.reactor.now;
+    const t = this.#conn.timeouts;
+    if (t !== null && t.requestMs > 0) this.#conn.pullTimer(this.#requestStart + t.requestMs);
   }
 
   /** The target as a string, reusing the last one when the bytes are the same. */
@@ -513,7 +530,15 @@ class FetchConnection implements Protocol, HttpParserSink {
     if (log !== null) this.#logAccess(log, ex);
     if (!keepAlive) this.#closing = true;
     if (this.#stash !== null && this.#queue.length < MAX_IN_FLIGHT && !this.#closing) {
-      this.#conn.resumeReading();
+      // Room again: handle the requests kept at the limit now (the client may
+      // send nothing more to wake us), then read again.
+      const kept = this.#stash;
+      this.#stash = null;
+      const conn = this.#conn;
+      conn.cork();
+      this.#parse(kept, 0, kept.length);
+      conn.uncork();
+      if (this.#stash === null) conn.resumeReading();
     }
     this.#closeIfDone();
   }
