@@ -190,6 +190,7 @@ export class ServerRequest {
   readonly #origin: string;
   readonly #head: Uint8Array;
   readonly #fields: Int32Array;
+  readonly #fieldBase: number;
   readonly #fieldCount: number;
   readonly #body: BodySource | null;
   #url: string | null = null;
@@ -202,8 +203,9 @@ export class ServerRequest {
    * @param method the method, as sent
    * @param target the request target as sent (origin-form `/path?q`, or absolute-form)
    * @param origin `http://host:port` for an origin-form target when there is no Host field
-   * @param head the header section's bytes (a copy)
-   * @param fields 4 ints per field into `head`: name start/end, value start/end
+   * @param head bytes holding the header section (a copy: an arena shared by requests)
+   * @param fields 4 ints per field, from `fieldBase`: name start/end, value start/end in `head`
+   * @param fieldBase where this request's fields start in `fields`
    * @param fieldCount how many fields
    * @param body the body, or null when the request has none (GET, HEAD)
    */
@@ -213,6 +215,7 @@ export class ServerRequest {
     origin: string,
     head: Uint8Array,
     fields: Int32Array,
+    fieldBase: number,
     fieldCount: number,
     body: BodySource | null,
   ) {
@@ -221,6 +224,7 @@ export class ServerRequest {
     this.#origin = origin;
     this.#head = head;
     this.#fields = fields;
+    this.#fieldBase = fieldBase;
     this.#fieldCount = fieldCount;
     this.#body = body;
   }
@@ -243,12 +247,14 @@ export class ServerRequest {
   #field(lower: number[]): string | null {
     const head = this.#head;
     const fields = this.#fields;
+    const base = this.#fieldBase;
     for (let f = 0; f < this.#fieldCount; f++) {
-      const s = fields[f * 4];
-      if (fields[f * 4 + 1] - s !== lower.length) continue;
+      const o = base + f * 4;
+      const s = fields[o];
+      if (fields[o + 1] - s !== lower.length) continue;
       let k = 0;
       while (k < lower.length && (head[s + k] | 0x20) === lower[k]) k++;
-      if (k === lower.length) return latin1(head, fields[f * 4 + 2], fields[f * 4 + 3]);
+      if (k === lower.length) return latin1(head, fields[o + 2], fields[o + 3]);
     }
     return null;
   }
@@ -260,7 +266,7 @@ export class ServerRequest {
     const fields = this.#fields;
     const h = new Headers();
     for (let f = 0; f < this.#fieldCount; f++) {
-      const o = f * 4;
+      const o = this.#fieldBase + f * 4;
       h.append(latin1(head, fields[o], fields[o + 1]), latin1(head, fields[o + 2], fields[o + 3]));
     }
     return this.#headers = h;
