@@ -85,6 +85,7 @@ export {
   type FetchHandlerInfo,
   type HandlerLike,
   type HttpServer,
+  type HttpServerOptions,
   serve,
   type ServeOptions,
 } from "./server/serve.ts";

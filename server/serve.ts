@@ -24,6 +24,7 @@ import {
   type FetchHandlerInfo,
   fetchProtocol,
 } from "../handlers/protocols/http/app.ts";
+import type { ProtocolDefinition } from "../handlers/protocols/mod.ts";
 import { Server } from "./server.ts";
 
 /** An object with a fetch method: a Hono app, `export default { fetch }`. */
@@ -33,31 +34,15 @@ export interface FetchApp {
 }
 
 /** Options of `serve`, as `Deno.ServeTcpOptions`, plus the reactor's own. */
-export interface ServeOptions extends ReactorOptions {
-  /** The port to listen on; 0 picks a free one. Default 8000 (as Deno.serve). */
-  port?: number;
-  /** The address to listen on. Default "0.0.0.0" (as Deno.serve). */
-  hostname?: string;
-  /** Aborting it shuts the server down. */
-  signal?: AbortSignal;
-  /** Called once listening (default: logs "Listening on http://HOST:PORT/" to stderr). */
-  onListen?: (addr: Deno.NetAddr) => void;
+export interface ServeOptions extends HttpServerOptions {
   /** Makes the response when the handler throws or rejects (default: 500). */
   onError?: (error: unknown) => Response | Promise<Response>;
   /** The handler, when not passed as an argument. */
   handler?: FetchHandler;
-  /** SO_REUSEPORT. */
-  reusePort?: boolean;
   /** Largest request body in bytes (413 above). Default: no limit, as Deno.serve. */
   maxBody?: number;
   /** Largest request header section (431 above). Default 16 KiB. */
   maxHeaderBytes?: number;
-  /** Connection timeouts. Default: idle 60 s, request 10 s, write 30 s. */
-  timeouts?: Timeouts | null;
-  /** Per-connection buffer limits. */
-  limits?: ConnectionLimits;
-  /** How long `shutdown()` lets requests in flight finish. Default 60 s. */
-  shutdownTimeoutMs?: number;
 }
 
 /** What `serve` returns, as `Deno.HttpServer`. */
@@ -121,16 +106,53 @@ export function serve(
     options = a as ServeOptions;
     handler = handlerOf(b ?? options.handler);
   }
+  return startHttpServer(
+    options,
+    fetchProtocol(handler, {
+      onError: options.onError,
+      maxBody: options.maxBody,
+      maxHeaderBytes: options.maxHeaderBytes,
+    }),
+  );
+}
+
+/** What `startHttpServer` needs of serve()'s options (`serveNative` takes the same). */
+export interface HttpServerOptions extends ReactorOptions {
+  /** The port to listen on; 0 picks a free one. Default 8000. */
+  port?: number;
+  /** The address to listen on. Default "0.0.0.0". */
+  hostname?: string;
+  /** Aborting it shuts the server down. */
+  signal?: AbortSignal;
+  /** Called once listening (default: logs "Listening on http://HOST:PORT/" to stderr). */
+  onListen?: (addr: Deno.NetAddr) => void;
+  /** SO_REUSEPORT. */
+  reusePort?: boolean;
+  /** Connection timeouts. */
+  timeouts?: Timeouts | null;
+  /** Per-connection buffer limits. */
+  limits?: ConnectionLimits;
+  /** How long `shutdown()` lets requests in flight finish. Default 60 s. */
+  shutdownTimeoutMs?: number;
+}
+
+/**
+ * Listens (before it returns, as `Deno.serve`) with `protocol` and runs the
+ * server: what `serve` and `serveNative` share: the `signal` option,
+ * `onListen`, and the handle with `finished` and `shutdown()`.
+ *
+ * @throws {SyscallError} when the address cannot be listened on
+ */
+export function startHttpServer(
+  options: HttpServerOptions,
+  protocol: ProtocolDefinition,
+): HttpServer {
   const hostname = options.hostname ?? "0.0.0.0";
   const server = Server.createSync({
     ...options,
     host: hostname,
     port: options.port ?? 8000,
-    protocol: fetchProtocol(handler, {
-      onError: options.onError,
-      maxBody: options.maxBody,
-      maxHeaderBytes: options.maxHeaderBytes,
-    }),
+    protocol,
   });
   const addr: Deno.NetAddr = { hostname, port: server.port, transport: "tcp" };
   let shuttingDown: Promise<void> | null = null;
@@ -142,22 +164,22 @@ export function serve(
   options.signal?.addEventListener("abort", () => shutdown(), { once: true });
   if (options.signal?.aborted) shutdown();
   if (options.onListen) options.onListen(addr);
-  else {console.error(
+  else {
+    console.error(
       `Listening on http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${addr.port}/`,
-    );}
+    );
+  }
+  const stop = async () => {
+    await shutdown();
+    await finished;
+  };
   return {
     addr,
     finished,
     server,
-    shutdown: async () => {
-      await shutdown();
-      await finished;
-    },
+    shutdown: stop,
     ref() {},
     unref() {},
-    async [Symbol.asyncDispose]() {
-      await shutdown();
-      await finished;
-    },
+    [Symbol.asyncDispose]: stop,
   };
 }
