@@ -224,3 +224,30 @@ Deno.test("fetch: an incomplete request gets 408 at the request timeout, not the
     await server.shutdown();
   }
 });
+
+Deno.test("fetch: request.url follows each request's Host on one connection (the URL cache never goes stale)", async () => {
+  const server = serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    (req) => new Response(`${req.url};`),
+  );
+  try {
+    const c = await Deno.connect({ port: server.addr.port });
+    const hosts = ["a.example", "a.example", "b.example:81", "a.example"];
+    const paths = ["/x", "/x", "/x", "/y"];
+    let batch = "";
+    for (let i = 0; i < hosts.length; i++) {
+      batch += `GET ${paths[i]} HTTP/1.1\r\nHost: ${hosts[i]}\r\n\r\n`;
+    }
+    await c.write(enc.encode(batch));
+    const text = await readUntil(c, (t) => (t.match(/http:[^;]*;/g) ?? []).length >= 4);
+    c.close();
+    assert.deepEqual(text.match(/http:[^;]*;/g), [
+      "http://a.example/x;",
+      "http://a.example/x;",
+      "http://b.example:81/x;",
+      "http://a.example/y;",
+    ]);
+  } finally {
+    await server.shutdown();
+  }
+});

@@ -33,7 +33,7 @@ import type { CloseReason, Connection, Protocol, TimeoutKind } from "../../conne
 import type { ProtocolDefinition, ProtocolInstance } from "../definition.ts";
 import { HttpParser, type HttpParserSink } from "./http_parser.ts";
 import { AccessLog, type AccessLogFormat } from "./access_log.ts";
-import { BodySource, latin1, ServerRequest } from "./request.ts";
+import { BodySource, latin1, ServerRequest, UrlCache } from "./request.ts";
 import { reasonPhrase, responseConnectionClosed, writeResponse } from "./response.ts";
 
 const log = getLogger(["reactor", "http", "app"]);
@@ -278,6 +278,7 @@ class FetchConnection implements Protocol, HttpParserSink {
   #stash: Uint8Array | null = null;
   #requestStart = -1;
   #remoteAddr: Deno.NetAddr | null = null;
+  readonly #urlCache = new UrlCache();
   /** The last target's bytes and string: a connection mostly asks for the same paths. */
   #lastTarget = "";
   readonly #lastTargetBytes = new Uint8Array(64);
@@ -395,6 +396,7 @@ class FetchConnection implements Protocol, HttpParserSink {
       this.#app.arenaFieldBase,
       fieldCount,
       body,
+      this.#urlCache,
     );
     const head = method === 2; // METHOD_HEAD
     const ex = new Exchange(this, request, body, head, p.versionMinor === 0, p.keepAlive);

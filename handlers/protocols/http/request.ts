@@ -173,6 +173,22 @@ export class BodySource {
   }
 }
 
+/**
+ * One connection's last URL: a keep-alive client mostly asks with the same
+ * Host for the same paths, so the string is made once (Hono reads `url` on
+ * every request).
+ */
+export class UrlCache {
+  /** The Host value's bytes. */
+  readonly host: Uint8Array = new Uint8Array(256);
+  /** Their length; -1 when empty. */
+  hostLength = -1;
+  /** The target string (the same string object while the bytes repeat). */
+  target = "";
+  /** The URL made from them. */
+  url = "";
+}
+
 const HOST = [0x68, 0x6f, 0x73, 0x74]; // "host"
 
 const decoder = new TextDecoder();
@@ -193,6 +209,7 @@ export class ServerRequest {
   readonly #fieldBase: number;
   readonly #fieldCount: number;
   readonly #body: BodySource | null;
+  readonly #cache: UrlCache | null;
   #url: string | null = null;
   #headers: Headers | null = null;
   #controller: AbortController | null = null;
@@ -208,6 +225,7 @@ export class ServerRequest {
    * @param fieldBase where this request's fields start in `fields`
    * @param fieldCount how many fields
    * @param body the body, or null when the request has none (GET, HEAD)
+   * @param cache the connection's last URL, to reuse while Host and target repeat
    */
   constructor(
     method: string,
@@ -218,6 +236,7 @@ export class ServerRequest {
     fieldBase: number,
     fieldCount: number,
     body: BodySource | null,
+    cache: UrlCache | null = null,
   ) {
     this.#method = method;
     this.#target = target;
@@ -227,6 +246,7 @@ export class ServerRequest {
     this.#fieldBase = fieldBase;
     this.#fieldCount = fieldCount;
     this.#body = body;
+    this.#cache = cache;
   }
 
   /** The request method. */
@@ -239,12 +259,31 @@ export class ServerRequest {
     if (this.#url !== null) return this.#url;
     const t = this.#target;
     if (t.charCodeAt(0) !== 0x2f /* / */ && t !== "*") return this.#url = t; // absolute-form
-    const host = this.#field(HOST);
-    return this.#url = (host === null ? this.#origin : "http://" + host) + (t === "*" ? "/" : t);
+    const o = this.#fieldIndex(HOST);
+    const cache = this.#cache;
+    if (o < 0) return this.#url = this.#origin + (t === "*" ? "/" : t);
+    const head = this.#head;
+    const from = this.#fields[o + 2];
+    const to = this.#fields[o + 3];
+    // The connection's last URL, when this one's Host bytes and target are the same.
+    if (cache !== null && cache.target === t && cache.hostLength === to - from) {
+      const bytes = cache.host;
+      let k = 0;
+      while (k < to - from && bytes[k] === head[from + k]) k++;
+      if (k === to - from) return this.#url = cache.url;
+    }
+    const url = "http://" + latin1(head, from, to) + (t === "*" ? "/" : t);
+    if (cache !== null && to - from <= cache.host.length) {
+      for (let k = 0; k < to - from; k++) cache.host[k] = head[from + k];
+      cache.hostLength = to - from;
+      cache.target = t;
+      cache.url = url;
+    }
+    return this.#url = url;
   }
 
-  /** The value of the first field named `lower` (lowercase bytes), or null. */
-  #field(lower: number[]): string | null {
+  /** Where the first field named `lower` (lowercase bytes) is in `#fields`, or -1. */
+  #fieldIndex(lower: number[]): number {
     const head = this.#head;
     const fields = this.#fields;
     const base = this.#fieldBase;
@@ -254,9 +293,9 @@ export class ServerRequest {
       if (fields[o + 1] - s !== lower.length) continue;
       let k = 0;
       while (k < lower.length && (head[s + k] | 0x20) === lower[k]) k++;
-      if (k === lower.length) return latin1(head, fields[o + 2], fields[o + 3]);
+      if (k === lower.length) return o;
     }
-    return null;
+    return -1;
   }
 
   /** The header fields. */
