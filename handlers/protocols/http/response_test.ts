@@ -880,10 +880,11 @@ Deno.test("writeResponse: 64 MiB streamed (chunked) to a slow reader: every byte
     assert.ok(server.ctx.counters.peakOutputBytes <= DEFAULT_LIMITS.highWaterMark + 2 * chunk + 16);
     // What the producer ran ahead of the client: the kernel's socket buffers and ours.
     assert.ok(maxAhead < 16 * MiB, `pulled ahead ${maxAhead}`);
-    // Without a forced GC, garbage chunks not yet collected count too: the
-    // bounds are loose, and far below the 64 MiB that went through.
-    assert.ok(peak.rss - before.rss < 32, `rss grew ${peak.rss - before.rss} MiB`);
-    assert.ok(after.external - before.external < 32, `external grew`);
+    // RSS and external memory are printed, not asserted: this process also
+    // runs the client, and both sides' garbage (a fresh chunk per pull, a
+    // fresh piece per read) counts until V8 collects it, which it may put
+    // off past 64 MiB of external memory (CI once saw +118 MiB RSS). What
+    // the server holds is bounded exactly by the two checks above.
     client.close();
   } finally {
     await server.stop();
