@@ -28,7 +28,7 @@ import {
   type ConnectionLimits,
   DEFAULT_LIMITS,
 } from "./context.ts";
-import { sleep, until, within } from "../tests/support/net.ts";
+import { sleep, turns, until, within } from "../tests/support/net.ts";
 
 const MiB = 1 << 20;
 const CHUNK = 64 << 10;
@@ -38,21 +38,6 @@ function bytes(length: number, offset = 0): Uint8Array {
   const out = new Uint8Array(length);
   for (let i = 0; i < length; i++) out[i] = (offset + i) % 251;
   return out;
-}
-
-/** Resolves once `n` reactor timers fired one after another: at least `n` more waits. */
-function turns(reactor: Reactor, n: number): Promise<void> {
-  return within(
-    new Promise<void>((resolve) => {
-      let left = n;
-      const tick = () => {
-        if (--left <= 0) resolve();
-        else reactor.setTimer(1, tick);
-      };
-      reactor.setTimer(1, tick);
-    }),
-    `${n} turns of the loop`,
-  );
 }
 
 /** A connected loopback TCP pair, both ends nonblocking: [ours, peer]. */

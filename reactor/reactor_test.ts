@@ -14,7 +14,7 @@ import { close, fcntl, recv, send } from "../syscalls/libc.ts";
 import { socketPair } from "../syscalls/socket.ts";
 import { Interest, Ready } from "./interest.ts";
 import { type Deferred, Reactor } from "./reactor.ts";
-import { until, within } from "../tests/support/net.ts";
+import { turns, until, within } from "../tests/support/net.ts";
 
 /** fcntl(2)'s F_GETFD (syscalls/constants.ts has no need for it): fails with EBADF on a closed fd. */
 const F_GETFD = 1;
@@ -51,25 +51,6 @@ function drain(fd: number): number {
     if (n <= 0) return total;
     total += n;
   }
-}
-
-/**
- * Resolves once `n` reactor timers have fired one after another, 1 ms
- * apart: each needs a wait of its own, so the loop waited at least `n`
- * more times.
- */
-function turns(reactor: Reactor, n: number): Promise<void> {
-  return within(
-    new Promise<void>((resolve) => {
-      let left = n;
-      const tick = () => {
-        if (--left <= 0) resolve();
-        else reactor.setTimer(1, tick);
-      };
-      reactor.setTimer(1, tick);
-    }),
-    `${n} turns of the loop`,
-  );
 }
 
 /** Stops the loop, waits for it (bounded) and releases the reactor. */

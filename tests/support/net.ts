@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { Reactor } from "../../reactor/reactor.ts";
+
 /** Connects to 127.0.0.1:port with Deno's TCP client. */
 export function dial(port: number): Promise<Deno.TcpConn> {
   return Deno.connect({ hostname: "127.0.0.1", port });
@@ -226,4 +228,22 @@ export async function until(cond: () => boolean, what: string, ms = 15_000): Pro
     if (performance.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
     await sleep(2);
   }
+}
+
+/**
+ * Resolves once `n` reactor timers (1 ms) fired one after another: each
+ * needs a wait of its own, so the loop waited at least `n` more times.
+ */
+export function turns(reactor: Reactor, n: number): Promise<void> {
+  return within(
+    new Promise<void>((resolve) => {
+      let left = n;
+      const tick = () => {
+        if (--left <= 0) resolve();
+        else reactor.setTimer(1, tick);
+      };
+      reactor.setTimer(1, tick);
+    }),
+    `${n} turns of the loop`,
+  );
 }

@@ -42,6 +42,7 @@ import {
   METHOD_HEAD,
   METHOD_OTHER,
 } from "./http_parser.ts";
+import { MEMO_MAX, RequestMemo } from "./request_memo.ts";
 
 const log = getLogger(["reactor", "http"]);
 const encoder = new TextEncoder();
@@ -169,12 +170,6 @@ class ClientErrorLog {
     }
   }
 }
-
-/** Whether this machine stores words little-endian (x86_64 and aarch64 do). */
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-/** Longest request remembered for `respondAgain` (wrk's is ~50 bytes). */
-const MEMO_MAX = 256;
 
 /**
  * Identical responses in a row sent straight from a prebuilt run of copies
@@ -518,11 +513,7 @@ class HttpConnection implements Protocol, HttpParserSink {
   /** reactor.now when the request in progress began; -1 between requests. */
   #requestStart = -1;
   #answeredInRead = false;
-  /** The bytes of the last simple request, to recognise it when it comes again. */
-  #memo: Uint8Array | null = null;
-  /** The same bytes as 32-bit words in this machine's byte order. */
-  #memoWords: Int32Array | null = null;
-  #memoLength = 0;
+  readonly #memo = new RequestMemo();
   #memoKey = -1;
   /** The peer sent FIN. */
   #peerEnded = false;
@@ -556,8 +547,11 @@ class HttpConnection implements Protocol, HttpParserSink {
         this.#stash = data.slice(i, end);
         break;
       }
-      const len = this.#memoLength;
-      if (len > 0 && parser.idle && end - i >= len && !this.#draining && this.#matches(data, i)) {
+      const len = this.#memo.length;
+      if (
+        len > 0 && parser.idle && end - i >= len && !this.#draining &&
+        this.#memo.matches(this.#app.viewOf(data), data, i)
+      ) {
         // The same bytes as the last simple request, from the same (idle)
         // state: the same request. Answer it without parsing it again.
         this.#app.respondAgain(conn, this.#memoKey);
@@ -576,7 +570,10 @@ class HttpConnection implements Protocol, HttpParserSink {
         if (parser.expectContinue && !parser.idle && !this.#closing) this.#answerEarly(conn);
         break;
       }
-      if (wasIdle && this.#answered >= 0 && i - from <= MEMO_MAX) this.#remember(data, from, i);
+      if (wasIdle && this.#answered >= 0 && i - from <= MEMO_MAX) {
+        this.#memo.remember(data, from, i);
+        this.#memoKey = this.#answered;
+      }
     }
     this.#app.flush(conn);
     if (this.#closing) {
@@ -605,32 +602,6 @@ class HttpConnection implements Protocol, HttpParserSink {
       }
     }
     conn.resumeReading();
-  }
-
-  /** Whether data[at...] starts with the remembered request: four bytes per step. */
-  #matches(data: Uint8Array, at: number): boolean {
-    const view = this.#app.viewOf(data);
-    const words = this.#memoWords!;
-    const len = this.#memoLength;
-    const whole = len >> 2;
-    for (let k = 0; k < whole; k++) {
-      if (view.getInt32(at + (k << 2), LITTLE_ENDIAN) !== words[k]) return false;
-    }
-    const memo = this.#memo!;
-    for (let k = whole << 2; k < len; k++) if (data[at + k] !== memo[k]) return false;
-    return true;
-  }
-
-  #remember(data: Uint8Array, from: number, to: number): void {
-    if (this.#memo === null) {
-      this.#memo = new Uint8Array(MEMO_MAX);
-      this.#memoWords = new Int32Array(this.#memo.buffer);
-    }
-    // A byte loop, not set(subarray()): no view allocated per request.
-    const memo = this.#memo;
-    for (let k = from; k < to; k++) memo[k - from] = data[k];
-    this.#memoLength = to - from;
-    this.#memoKey = this.#answered;
   }
 
   /**

@@ -93,6 +93,7 @@ import type { Timer } from "../../../reactor/timers.ts";
 import type { CloseReason, Connection, Protocol, TimeoutKind } from "../../connection.ts";
 import type { ProtocolDefinition, ProtocolInstance } from "../definition.ts";
 import { HttpParser, type HttpParserSink, METHOD_HEAD } from "./http_parser.ts";
+import { MEMO_MAX, RequestMemo } from "./request_memo.ts";
 import { reasonPhrase } from "./response.ts";
 import { type Route, RouteMatch, Router } from "./router.ts";
 
@@ -219,8 +220,6 @@ export interface NativeOptions {
 
 /** Requests one connection may have in flight before it stops reading. */
 const MAX_IN_FLIGHT = 32;
-/** Longest request remembered to be answered again without parsing. */
-const MEMO_MAX = 256;
 /** Strings up to this many UTF-16 units are encoded into the shared scratch buffer. */
 const SCRATCH_CHARS = 16 << 10;
 /** Identical replies in a row sent from one prebuilt run of copies (pipelined batches). */
@@ -254,8 +253,6 @@ const EMPTY = new Uint8Array(0);
 const NO_FIELDS = new Int32Array(0);
 const NO_NAMES: readonly string[] = [];
 const CONTINUE_100 = encoder.encode("HTTP/1.1 100 Continue\r\n\r\n");
-/** Whether this machine stores words little-endian (x86_64 and aarch64 do). */
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 const STATUS_LINES: string[] = [];
 function statusLine(status: number): string {
@@ -947,10 +944,7 @@ class NativeConnection implements Protocol, HttpParserSink {
   /** Unparsed bytes kept while not reading (output full, too many in flight). */
   #stash: Uint8Array | null = null;
   #requestStart = -1;
-  /** The last simple request's bytes (it may be answered again without parsing). */
-  #memo: Uint8Array | null = null;
-  #memoWords: Int32Array | null = null;
-  #memoLength = 0;
+  readonly #memo = new RequestMemo();
   /** The request just completed may be remembered. */
   #memoable = false;
   /** How the last request was handled: its view, the router's size then, its head cache, ... */
@@ -1011,8 +1005,11 @@ class NativeConnection implements Protocol, HttpParserSink {
         if (!conn.outputFull) conn.pauseReading();
         break;
       }
-      const len = this.#memoLength;
-      if (len > 0 && end - i >= len && parser.idle && this.#matches(data, i)) {
+      const len = this.#memo.length;
+      if (
+        len > 0 && end - i >= len && parser.idle &&
+        this.#memo.matches(this.app.viewOf(data), data, i)
+      ) {
         // The same bytes as the last simple request, from the same (idle)
         // state: the same request. The parser's fields still describe it.
         this.#again(parser);
@@ -1022,11 +1019,11 @@ class NativeConnection implements Protocol, HttpParserSink {
       const from = i;
       const fresh = parser.idle;
       // The parser's fields are about to describe another request.
-      if (fresh) this.#memoLength = 0;
+      if (fresh) this.#memo.forget();
       this.#memoable = false;
       i = parser.execute(data, i, end);
       if (fresh && this.#memoable && i - from <= MEMO_MAX && parser.idle) {
-        this.#remember(data, from, i);
+        this.#memo.remember(data, from, i);
       }
       if (i === from) break;
     }
@@ -1038,30 +1035,6 @@ class NativeConnection implements Protocol, HttpParserSink {
     if (this.#requestStart < 0) this.#requestStart = this.app.reactor.now;
     const t = conn.timeouts;
     if (t !== null && t.requestMs > 0) conn.pullTimer(this.#requestStart + t.requestMs);
-  }
-
-  /** Whether data[at...] starts with the remembered request: four bytes per step. */
-  #matches(data: Uint8Array, at: number): boolean {
-    const view = this.app.viewOf(data);
-    const words = this.#memoWords!;
-    const len = this.#memoLength;
-    const whole = len >> 2;
-    for (let k = 0; k < whole; k++) {
-      if (view.getInt32(at + (k << 2), LITTLE_ENDIAN) !== words[k]) return false;
-    }
-    const memo = this.#memo!;
-    for (let k = whole << 2; k < len; k++) if (data[at + k] !== memo[k]) return false;
-    return true;
-  }
-
-  #remember(data: Uint8Array, from: number, to: number): void {
-    if (this.#memo === null) {
-      this.#memo = new Uint8Array(MEMO_MAX);
-      this.#memoWords = new Int32Array(this.#memo.buffer);
-    }
-    const memo = this.#memo;
-    for (let k = from; k < to; k++) memo[k - from] = data[k];
-    this.#memoLength = to - from;
   }
 
   /** The head of a request is complete: match it and call its handler. */
