@@ -27,12 +27,12 @@
 
 import { getLogger } from "../../../log/mod.ts";
 import type { Reactor } from "../../../reactor/reactor.ts";
-import type { Timer } from "../../../reactor/timers.ts";
 import { peerAddress } from "../../../syscalls/socket.ts";
 import type { CloseReason, Connection, Protocol, TimeoutKind } from "../../connection.ts";
 import type { ProtocolDefinition, ProtocolInstance } from "../definition.ts";
 import { HttpParser, type HttpParserSink } from "./http_parser.ts";
 import { AccessLog, type AccessLogFormat } from "./access_log.ts";
+import { DateClock } from "./date_clock.ts";
 import { BodySource, latin1, ServerRequest, UrlCache } from "./request.ts";
 import { reasonPhrase, responseConnectionClosed, writeResponse } from "./response.ts";
 
@@ -168,9 +168,8 @@ export class FetchApp {
   /** The access log, or null when off. */
   readonly accessLog: AccessLog | null;
   readonly reactor: Reactor;
-  /** The IMF-fixdate of this second, for the Date header. */
-  date: string = new Date().toUTCString();
-  #dateTimer: Timer;
+  /** The Date header's value, kept current. */
+  readonly clock: DateClock;
   /**
    * Where requests' heads and fields are copied: arenas shared by every
    * request of this app, renewed when full (the old one lives on while
@@ -197,11 +196,7 @@ export class FetchApp {
       ...options,
     };
     this.accessLog = options.accessLog ? new AccessLog(reactor, options.accessLog) : null;
-    const tick = () => {
-      this.date = new Date().toUTCString();
-      reactor.resetTimer(this.#dateTimer, 1000 - (Date.now() % 1000));
-    };
-    this.#dateTimer = reactor.setTimer(1000 - (Date.now() % 1000), tick);
+    this.clock = new DateClock(reactor);
   }
 
   /**
@@ -241,7 +236,7 @@ export class FetchApp {
 
   /** Stops the Date timer. */
   close(): void {
-    this.reactor.cancelTimer(this.#dateTimer);
+    this.clock.close();
     this.accessLog?.flush();
   }
 
@@ -531,7 +526,7 @@ class FetchConnection implements Protocol, HttpParserSink {
           head: ex.head,
           http10: ex.http10,
           keepAlive: ex.keepAlive && !this.#closing && !unsentContinue(ex),
-          date: this.#app.date,
+          date: this.#app.clock.value,
         });
       } catch (error) {
         // Not writable as given (a used body, say): answer 500 instead, once.
@@ -540,7 +535,7 @@ class FetchConnection implements Protocol, HttpParserSink {
           head: ex.head,
           http10: ex.http10,
           keepAlive: false,
-          date: this.#app.date,
+          date: this.#app.clock.value,
         });
       }
       if (result instanceof Promise) {

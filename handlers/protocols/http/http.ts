@@ -31,7 +31,6 @@
 
 import { getLogger } from "../../../log/mod.ts";
 import type { Reactor } from "../../../reactor/reactor.ts";
-import type { Timer } from "../../../reactor/timers.ts";
 import type { Connection, Protocol, TimeoutKind } from "../../connection.ts";
 import { PROMETHEUS_TEXT_TYPE, type ProtocolDefinition } from "../definition.ts";
 import {
@@ -42,6 +41,7 @@ import {
   METHOD_HEAD,
   METHOD_OTHER,
 } from "./http_parser.ts";
+import { DateClock } from "./date_clock.ts";
 import { MEMO_MAX, RequestMemo } from "./request_memo.ts";
 
 const log = getLogger(["reactor", "http"]);
@@ -197,7 +197,6 @@ export class HttpApp {
   #cache: (Uint8Array | null)[] = [];
   /** The address of each cached response, taken once when it is built. */
   #cachePointers: (Deno.PointerObject | null)[] = [];
-  #date = "";
   /** Where responses to one read are assembled before one send. */
   #out = new Uint8Array(64 << 10);
   #outPointer = Deno.UnsafePointer.of(this.#out)!;
@@ -221,7 +220,7 @@ export class HttpApp {
   #requests = 0;
   readonly #dynamic: { path: Uint8Array; reply: () => HttpReply }[];
   #dynamicHit = 0;
-  #dateTimer: Timer;
+  #clock: DateClock;
   readonly #clientErrors = new ClientErrorLog();
 
   /** Sets the app up on `reactor` (its Date timer runs there). */
@@ -232,19 +231,17 @@ export class HttpApp {
       path: encoder.encode(path),
       reply,
     }));
-    this.#refreshDate();
-    const tick = () => {
-      this.#refreshDate();
-      this.#clientErrors.flush(reactor.now);
-      reactor.resetTimer(timer, 1000 - (Date.now() % 1000));
-    };
-    const timer = reactor.setTimer(1000 - (Date.now() % 1000), tick);
-    this.#dateTimer = timer;
+    this.#dropPrebuilt();
+    this.#clock = new DateClock(
+      reactor,
+      () => this.#dropPrebuilt(),
+      () => this.#clientErrors.flush(reactor.now),
+    );
   }
 
   /** Stops the Date timer (the server stopped). */
   close(): void {
-    this.#reactor.cancelTimer(this.#dateTimer);
+    this.#clock.close();
     this.#clientErrors.flush(this.#reactor.now, true);
   }
 
@@ -258,10 +255,8 @@ export class HttpApp {
     this.#clientErrors.report(this.#reactor.now, fd, status, reason);
   }
 
-  #refreshDate(): void {
-    const date = new Date().toUTCString();
-    if (date === this.#date) return;
-    this.#date = date;
+  /** The Date changed: the prebuilt responses carry the old one. */
+  #dropPrebuilt(): void {
     this.#cache = new Array(STATIC.length * VARIANTS * 2).fill(null);
     this.#cachePointers = new Array(STATIC.length * VARIANTS * 2).fill(null);
     this.#runs = new Array(STATIC.length * VARIANTS * 2).fill(null);
@@ -279,7 +274,7 @@ export class HttpApp {
 
   #build(status: number, contentType: string, body: Uint8Array, variant: number, head: boolean) {
     const headers = `HTTP/1.1 ${status} ${REASONS[status] ?? "Unknown"}\r\n` +
-      `Server: reactor\r\nDate: ${this.#date}\r\n` +
+      `Server: reactor\r\nDate: ${this.#clock.value}\r\n` +
       `Content-Type: ${contentType}\r\nContent-Length: ${body.length}\r\n` +
       (status === 405 ? "Allow: GET, HEAD\r\n" : "") +
       CONNECTION_HEADER[variant] + "\r\n";

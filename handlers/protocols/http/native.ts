@@ -89,10 +89,11 @@
 
 import { getLogger } from "../../../log/mod.ts";
 import type { Reactor } from "../../../reactor/reactor.ts";
-import type { Timer } from "../../../reactor/timers.ts";
 import type { CloseReason, Connection, Protocol, TimeoutKind } from "../../connection.ts";
 import type { ProtocolDefinition, ProtocolInstance } from "../definition.ts";
 import { HttpParser, type HttpParserSink, METHOD_HEAD } from "./http_parser.ts";
+import { DateClock } from "./date_clock.ts";
+import { latin1 } from "./request.ts";
 import { MEMO_MAX, RequestMemo } from "./request_memo.ts";
 import { reasonPhrase } from "./response.ts";
 import { type Route, RouteMatch, Router } from "./router.ts";
@@ -263,16 +264,6 @@ function statusLine(status: number): string {
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** What a field value may not contain: CR, LF, NUL, or anything past Latin-1. */
 const BAD_VALUE = /[\r\n\0\u0100-\uffff]/;
-
-/** Bytes as a string, one UTF-16 unit per byte. */
-function latin1(bytes: Uint8Array, start: number, end: number): string {
-  if (end - start <= 64) {
-    let s = "";
-    for (let i = start; i < end; i++) s += String.fromCharCode(bytes[i]);
-    return s;
-  }
-  return String.fromCharCode.apply(null, Array.from(bytes.subarray(start, end)));
-}
 
 /** A string of Latin-1 units as bytes. */
 function latin1Bytes(s: string): Uint8Array {
@@ -686,7 +677,7 @@ class Reply implements NativeReply {
   /** Whether the cached head fits this reply (body length aside). */
   #cacheFits(c: HeadCache, kind: number): boolean {
     if (
-      c.gen !== this.#app.gen || c.status !== this.#status || c.kind !== kind ||
+      c.gen !== this.#app.clock.generation || c.status !== this.#status || c.kind !== kind ||
       c.variant !== this.#variant || c.headerCount !== this.#headerCount
     ) return false;
     const h = this.#headers;
@@ -773,7 +764,7 @@ class Reply implements NativeReply {
       fields += `${name}: ${value.trim()}\r\n`;
     }
     let head = statusLine(status);
-    if (!hasDate) head += `Date: ${this.#app.date}\r\n`;
+    if (!hasDate) head += `Date: ${this.#app.clock.value}\r\n`;
     head += fields;
     if (!hasType && kind !== KIND_NONE && this.#bodyAllowed()) head += CONTENT_TYPE_LINE[kind];
     if (this.#bodyAllowed()) head += `Content-Length: ${bodyLength}\r\n`;
@@ -781,7 +772,7 @@ class Reply implements NativeReply {
     const bytes = latin1Bytes(head);
     // Stored only now: a header that throws leaves the cache as it was.
     c.head = bytes;
-    c.gen = this.#app.gen;
+    c.gen = this.#app.clock.generation;
     c.status = status;
     c.kind = kind;
     c.variant = this.#variant;
@@ -830,10 +821,8 @@ class NativeApp {
   readonly reactor: Reactor;
   readonly maxBody: number;
   readonly maxHeaderBytes: number;
-  /** The IMF-fixdate of this second. */
-  date = "";
-  /** Bumped when `date` changes: head caches of other generations are stale. */
-  gen = 0;
+  /** The Date header's value; its generation tells head caches they are stale. */
+  readonly clock: DateClock;
   /** Where text bodies are encoded (3 bytes per UTF-16 unit at most). */
   readonly scratch = new Uint8Array(3 * SCRATCH_CHARS);
   readonly notFoundCache = new HeadCache();
@@ -845,7 +834,6 @@ class NativeApp {
   requests = 0;
   /** Handler exceptions, rejections and missing replies. */
   errors = 0;
-  #timer: Timer;
   #view: DataView | null = null;
   #viewOf: Uint8Array | null = null;
 
@@ -854,19 +842,7 @@ class NativeApp {
     this.router = router;
     this.maxBody = options.maxBody ?? 1 << 20;
     this.maxHeaderBytes = options.maxHeaderBytes ?? 16 << 10;
-    this.#refreshDate();
-    const tick = () => {
-      this.#refreshDate();
-      reactor.resetTimer(this.#timer, 1000 - (Date.now() % 1000));
-    };
-    this.#timer = reactor.setTimer(1000 - (Date.now() % 1000), tick);
-  }
-
-  #refreshDate(): void {
-    const date = new Date().toUTCString();
-    if (date === this.date) return;
-    this.date = date;
-    this.gen++;
+    this.clock = new DateClock(reactor);
   }
 
   /** The head cache of route `id`. */
@@ -907,7 +883,7 @@ class NativeApp {
 
   /** Stops the Date timer. */
   close(): void {
-    this.reactor.cancelTimer(this.#timer);
+    this.clock.close();
   }
 }
 
