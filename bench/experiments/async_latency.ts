@@ -10,31 +10,13 @@
  */
 
 import { parseArgs } from "node:util";
+import { freePort, waitForPort } from "../lib/server.ts";
 
 const { values } = parseArgs({ options: { requests: { type: "string" } }, strict: true });
 const N = Number(values.requests ?? 2000);
 const ROOT = new URL("../..", import.meta.url).pathname;
 const MODULE = ROOT + "bench/apps/awaiting.ts";
 const ROUTES = ["/", "/micro", "/timer", "/file", "/fetch"];
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = l.addr as Deno.NetAddr;
-  l.close();
-  return port;
-}
-
-async function waitListening(port: number): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    try {
-      (await Deno.connect({ port })).close();
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-  throw new Error(`nothing listens on ${port}`);
-}
 
 /** Sends `n` GETs of `path` one after the other on one connection; returns the latencies (ms). */
 async function sequential(port: number, path: string, n: number): Promise<number[]> {
@@ -99,7 +81,7 @@ for (const [name, args] of servers) {
     stderr: "inherit",
   }).spawn();
   try {
-    await waitListening(port);
+    await waitForPort(port, 30_000, child.status);
     await sequential(port, "/micro", 300); // warm up
     results[name] = {};
     for (const route of ROUTES) {
