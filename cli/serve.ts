@@ -13,6 +13,7 @@ import { Server } from "../server/server.ts";
 import { DEFAULT_LIMITS } from "../handlers/context.ts";
 import { loadModule, ModuleError } from "./module.ts";
 import { SyscallError } from "../syscalls/errno.ts";
+import { IoUringUnavailableError } from "../reactor/io_uring.ts";
 import {
   type AdminListener,
   listenErrorCode,
@@ -128,7 +129,7 @@ export async function serve(cmd: ServeCommand): Promise<number> {
   log.info("{app} listening on {address} ({backend}, {trigger}-triggered, pid {pid}{worker})", {
     app: cmd.module === null ? cmd.app : `--module ${cmd.module}`,
     address: server.address,
-    backend: cmd.backend,
+    backend: server.reactor.backend.name,
     trigger: cmd.trigger,
     pid: Deno.pid,
     worker: cmd.workerId === null ? "" : `, worker ${cmd.workerId}`,
@@ -161,6 +162,10 @@ export function metricsFailure(metrics: { host: string; port: number }, e: unkno
 }
 
 function setUpFailure(cmd: ServeCommand, e: unknown): number {
+  if (e instanceof IoUringUnavailableError) {
+    console.error(`reactor: --backend io_uring: ${e.message}`);
+    return 2;
+  }
   if (e instanceof ModuleError) {
     console.error(`reactor: ${e.message}`);
     return 2;

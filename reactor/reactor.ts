@@ -37,7 +37,7 @@ import { getLogger } from "../log/mod.ts";
 import { close, errno, eventfd, read, write } from "../syscalls/libc.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK, EPOLLET, EPOLLIN, EPOLLRDHUP } from "../syscalls/constants.ts";
 import { SyscallError } from "../syscalls/errno.ts";
-import type { Backend, BackendName } from "./backend.ts";
+import type { Backend, BackendChoice } from "./backend.ts";
 import { EpollBackend } from "./epoll.ts";
 import { ALWAYS_REPORTED, Interest } from "./interest.ts";
 import { Timer, TimerHeap } from "./timers.ts";
@@ -90,8 +90,8 @@ export class ReactorCounters {
 
 /** Reactor settings. */
 export interface ReactorOptions {
-  /** Readiness mechanism (default epoll). */
-  backend?: BackendName;
+  /** Readiness mechanism (default epoll); `auto`: io_uring where it works, else epoll. */
+  backend?: BackendChoice;
   /** Size of the one results array (epoll's maxevents). Default 1024. */
   maxEvents?: number;
   /** Edge-triggered registrations for handlers that honour `triggerBits` (epoll only). */
@@ -121,7 +121,7 @@ const MICROTASK_TURNS = 16;
 /** The longest timeout an i32 millisecond argument holds (~24.8 days). */
 const MAX_WAIT_MS = 0x7fffffff;
 
-function createBackend(name: BackendName, maxEvents: number): Promise<Backend> | Backend {
+function createBackend(name: BackendChoice, maxEvents: number): Promise<Backend> | Backend {
   switch (name) {
     case "epoll":
       return new EpollBackend(maxEvents);
@@ -129,6 +129,10 @@ function createBackend(name: BackendName, maxEvents: number): Promise<Backend> |
       return import("./poll.ts").then((m) => new m.PollBackend(maxEvents));
     case "select":
       return import("./select.ts").then((m) => new m.SelectBackend(maxEvents));
+    case "io_uring":
+      return import("./io_uring.ts").then((m) => new m.IoUringBackend(maxEvents));
+    case "auto":
+      return import("./io_uring.ts").then((m) => m.autoBackend(maxEvents));
     default:
       throw new Error(`unknown backend ${name}`);
   }
@@ -440,6 +444,7 @@ export class Reactor {
   /** Interrupts a wait in progress (from a signal listener, a Deno timer, ...). */
   wake(): void {
     this.#waker.wake();
+    if (this.#parked && this.backend.wakeParked) this.backend.wakeParked();
   }
 
   /** Whether `run()` is looping. */

@@ -98,7 +98,7 @@ const SYMBOLS = {
 type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** Which libc to open: `REACTOR_LIBC` if set (and readable), else glibc's soname. */
-function libcPath(): string {
+export function libcPath(): string {
   try {
     return Deno.env.get("REACTOR_LIBC") || "libc.so.6";
   } catch {
