@@ -30,6 +30,7 @@ import { getLogger } from "../../../../log/mod.ts";
 import { close } from "../../../../syscalls/libc.ts";
 import { openDirectory } from "../../../../syscalls/files.ts";
 import type { Connection } from "../../../connection.ts";
+import type { Metric } from "../../definition.ts";
 import { type HttpParser, METHOD_GET, METHOD_HEAD } from "../http_parser.ts";
 import { latin1 } from "../request.ts";
 import { reasonPhrase } from "../response.ts";
@@ -121,7 +122,7 @@ export class StaticAnswer {
     let page = this.page;
     if (entry === null && this.status !== 304) {
       if (page === null) {
-        page = ascii.encode(reasonPhrase(this.status) + "\n");
+        page = ascii.encode(reasonPhrase(this.status));
         this.pageType = "text/plain; charset=utf-8";
       }
       n = putAscii(h, n, `Content-Type: ${this.pageType}\r\n`);
@@ -538,4 +539,39 @@ export function parseRange(value: string, size: number): number {
 /** The last parsed range, for tests: [start, end). */
 export function lastRange(): [number, number] {
   return [rangeStart, rangeEnd];
+}
+
+/** The static root's counters, for /metrics (the bytes sendfile moved are a connection counter). */
+export function staticMetrics(files: StaticFiles): Metric[] {
+  const c = files.counters;
+  const cache = files.cache;
+  const counter = (name: string, help: string, value: number): Metric => ({
+    name,
+    type: "counter",
+    help,
+    value,
+  });
+  return [
+    counter("static_requests_total", "Requests answered with a file.", c.requests),
+    counter(
+      "static_cache_hits_total",
+      "File lookups answered from the open-file cache.",
+      cache.hits,
+    ),
+    counter("static_cache_misses_total", "File lookups that opened the file.", cache.misses),
+    counter(
+      "static_cache_invalidations_total",
+      "Cached files dropped because they changed.",
+      cache.invalidations,
+    ),
+    counter("static_not_modified_total", "304 answers.", c.notModified),
+    counter("static_partial_total", "206 answers.", c.partial),
+    counter("static_precompressed_total", "Answers from a .br or .gz sidecar.", c.precompressed),
+    {
+      name: "static_cached_files",
+      type: "gauge",
+      help: "Files in the open-file cache.",
+      value: cache.size,
+    },
+  ];
 }
