@@ -962,9 +962,11 @@ Deno.test("static: default flags: types, validators, HEAD, methods, directories,
       async () => {
         const before = await metrics(s);
         // The sendfile counter may be the static root's or the connection layer's.
-        const sendfile = ["static_sendfile_bytes_total", "sendfile_bytes_total"].find((n) =>
-          !Number.isNaN(metric(before, n))
-        ) ?? "static_sendfile_bytes_total";
+        const sendfile = [
+          "static_sendfile_bytes_total",
+          "file_bytes_sent_total",
+          "sendfile_bytes_total",
+        ].find((n) => !Number.isNaN(metric(before, n))) ?? "static_sendfile_bytes_total";
         const names = [
           sendfile,
           "static_cache_hits_total",
@@ -982,9 +984,8 @@ Deno.test("static: default flags: types, validators, HEAD, methods, directories,
         console.log(
           "static metrics, delta over 1 x 304, 1 x 206 (100 kB), 1 MiB + 17 B of 200s:",
           delta,
-          "\n" + after.split("\n").filter((l) =>
-            /^reactor_(static|sendfile)/.test(l)
-          ).join("\n"),
+          "\n" +
+            after.split("\n").filter((l) => /^reactor_(static|sendfile|file)/.test(l)).join("\n"),
         );
         assert.equal(delta.static_not_modified_total, 1);
         assert.equal(delta.static_partial_total, 1);
@@ -1274,52 +1275,64 @@ Deno.test("static: a file replaced (renamed over, rewritten shorter, longer, sam
   }
 });
 
-Deno.test("static: a sidecar replaced (its file unchanged) is served new; one added or removed is noticed", async () => {
+Deno.test("static: sidecars replaced (a deploy writing x.js then x.js.gz, in place, removed) are served new", async () => {
   const s = await serveRoot();
   const base = `${tree.root}/side.js`;
-  const js = bytes("export const side = 1;\n".repeat(200));
-  const gz = (n: number) =>
-    new Uint8Array(gzipSync(bytes(`export const v${n} = ${n};\n`.repeat(50 * n))));
-  try {
-    await Deno.writeFile(base, js);
-    const ident = await get(s.port, "/side.js", { "Accept-Encoding": "gzip" });
-    assertBody(ident, js, "no sidecar yet");
-    await Deno.writeFile(`${base}.gz`, gz(1));
-    const added = await get(s.port, "/side.js", { "Accept-Encoding": "gzip" });
-    console.log(
-      `a .gz added beside a cached file: ${added.headers.get("content-encoding") ?? "identity"}`,
-    );
-    assert.ok(
-      equalBytes(added.body, js) || equalBytes(added.body, gz(1)),
-      "neither identity nor the new sidecar",
-    );
-    // Make sure the sidecar is in use (a change of the file itself reopens both).
-    await Deno.writeFile(base, js.subarray(0, js.length - 1));
-    assertBody(
-      await get(s.port, "/side.js", { "Accept-Encoding": "gzip" }),
-      gz(1),
-      "the .gz in use",
-    );
-    for (
-      const [what, data, write] of [
-        ["renamed over, longer", gz(3), async (d: Uint8Array) => {
-          await Deno.writeFile(`${base}.gz.tmp`, d);
-          await Deno.rename(`${base}.gz.tmp`, `${base}.gz`);
-        }],
-        ["rewritten in place, shorter", gz(2), (d: Uint8Array) => Deno.writeFile(`${base}.gz`, d)],
-      ] as const
-    ) {
-      await write(data);
-      const r = await get(s.port, "/side.js", { "Accept-Encoding": "gzip" });
-      assertBody(r, data, `the .gz sidecar ${what} (side.js unchanged)`);
-      assert.equal(r.headers.get("content-encoding"), "gzip");
+  const js = (n: number) => bytes(`export const v${n} = ${n};\n`.repeat(50 * n));
+  const gz = (n: number) => new Uint8Array(gzipSync(js(n)));
+  const replace = async (path: string, data: Uint8Array) => {
+    await Deno.writeFile(`${path}.tmp`, data);
+    await Deno.rename(`${path}.tmp`, path);
+  };
+  const gzipGet = () => get(s.port, "/side.js", { "Accept-Encoding": "gzip" });
+  const problems: string[] = [];
+  const expect = (r: Reply, want: Uint8Array, what: string) => {
+    if (r.status !== 200 || !equalBytes(r.body, want)) {
+      problems.push(`${what}: got ${r.body.length} bytes, wanted ${want.length}\n${r.head}`);
     }
+  };
+  try {
+    await Deno.writeFile(base, js(1));
+    await Deno.writeFile(`${base}.gz`, gz(1));
+    expect(await gzipGet(), gz(1), "v1");
+    // A deploy replaces side.js, then side.js.gz; a request comes in between.
+    await replace(base, js(2));
+    const between = await gzipGet();
+    console.log(
+      `between the two renames: ${between.body.length} bytes (${
+        between.headers.get("content-encoding") ?? "identity"
+      })`,
+    );
+    await replace(`${base}.gz`, gz(2));
+    expect(await gzipGet(), gz(2), "after the deploy (side.js, then side.js.gz renamed over)");
+    expect(await get(s.port, "/side.js"), js(2), "identity after the deploy");
+    // The sidecar alone rewritten in place, shorter.
+    await Deno.writeFile(`${base}.gz`, gz(1));
+    expect(await gzipGet(), gz(1), "the .gz rewritten in place, shorter (side.js unchanged)");
+    // A large sidecar (sent by sendfile) rewritten in place, shorter.
+    const random = (n: number) => {
+      const b = new Uint8Array(n);
+      for (let off = 0; off < n; off += 65536) crypto.getRandomValues(b.subarray(off, off + 65536));
+      return b;
+    };
+    const big = [
+      new Uint8Array(gzipSync(random(300_000))),
+      new Uint8Array(gzipSync(random(200_000))),
+    ];
+    const noise = (n: number) => n === 1 ? big[0] : big[1];
+    await replace(base, js(3));
+    await Deno.writeFile(`${base}.gz`, noise(1));
+    expect(await gzipGet(), noise(1), "a large .gz beside a changed file");
+    await Deno.writeFile(`${base}.gz`, noise(50));
+    expect(await gzipGet(), noise(50), "the large .gz rewritten in place, shorter");
     await Deno.remove(`${base}.gz`);
-    const gone = await get(s.port, "/side.js", { "Accept-Encoding": "gzip" });
-    assertBody(gone, js.subarray(0, js.length - 1), "the sidecar removed: identity");
+    expect(await gzipGet(), js(3), "the sidecar removed: identity");
+    assert.deepEqual(problems, [], "stale sidecars");
   } finally {
     await s.stop();
-    for (const p of [base, `${base}.gz`, `${base}.gz.tmp`]) await Deno.remove(p).catch(() => {});
+    for (const p of [base, `${base}.gz`, `${base}.tmp`, `${base}.gz.tmp`]) {
+      await Deno.remove(p).catch(() => {});
+    }
   }
 });
 
