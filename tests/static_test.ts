@@ -1286,15 +1286,20 @@ Deno.test("static: sidecars replaced (a deploy writing x.js then x.js.gz, in pla
   };
   const gzipGet = () => get(s.port, "/side.js", { "Accept-Encoding": "gzip" });
   const problems: string[] = [];
-  const expect = (r: Reply, want: Uint8Array, what: string) => {
-    if (r.status !== 200 || !equalBytes(r.body, want)) {
-      problems.push(`${what}: got ${r.body.length} bytes, wanted ${want.length}\n${r.head}`);
+  const expect = async (reply: Promise<Reply>, want: Uint8Array, what: string) => {
+    try {
+      const r = await reply;
+      if (r.status !== 200 || !equalBytes(r.body, want)) {
+        problems.push(`${what}: got ${r.body.length} bytes, wanted ${want.length}\n${r.head}`);
+      }
+    } catch (e) {
+      problems.push(`${what}: ${(e as Error).message}`);
     }
   };
   try {
     await Deno.writeFile(base, js(1));
     await Deno.writeFile(`${base}.gz`, gz(1));
-    expect(await gzipGet(), gz(1), "v1");
+    await expect(gzipGet(), gz(1), "v1");
     // A deploy replaces side.js, then side.js.gz; a request comes in between.
     await replace(base, js(2));
     const between = await gzipGet();
@@ -1304,11 +1309,11 @@ Deno.test("static: sidecars replaced (a deploy writing x.js then x.js.gz, in pla
       })`,
     );
     await replace(`${base}.gz`, gz(2));
-    expect(await gzipGet(), gz(2), "after the deploy (side.js, then side.js.gz renamed over)");
-    expect(await get(s.port, "/side.js"), js(2), "identity after the deploy");
+    await expect(gzipGet(), gz(2), "after the deploy (side.js, then side.js.gz renamed over)");
+    await expect(get(s.port, "/side.js"), js(2), "identity after the deploy");
     // The sidecar alone rewritten in place, shorter.
     await Deno.writeFile(`${base}.gz`, gz(1));
-    expect(await gzipGet(), gz(1), "the .gz rewritten in place, shorter (side.js unchanged)");
+    await expect(gzipGet(), gz(1), "the .gz rewritten in place, shorter (side.js unchanged)");
     // A large sidecar (sent by sendfile) rewritten in place, shorter.
     const random = (n: number) => {
       const b = new Uint8Array(n);
@@ -1322,11 +1327,11 @@ Deno.test("static: sidecars replaced (a deploy writing x.js then x.js.gz, in pla
     const noise = (n: number) => n === 1 ? big[0] : big[1];
     await replace(base, js(3));
     await Deno.writeFile(`${base}.gz`, noise(1));
-    expect(await gzipGet(), noise(1), "a large .gz beside a changed file");
+    await expect(gzipGet(), noise(1), "a large .gz beside a changed file");
     await Deno.writeFile(`${base}.gz`, noise(50));
-    expect(await gzipGet(), noise(50), "the large .gz rewritten in place, shorter");
+    await expect(gzipGet(), noise(50), "the large .gz rewritten in place, shorter");
     await Deno.remove(`${base}.gz`);
-    expect(await gzipGet(), js(3), "the sidecar removed: identity");
+    await expect(gzipGet(), js(3), "the sidecar removed: identity");
     assert.deepEqual(problems, [], "stale sidecars");
   } finally {
     await s.stop();
