@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import { brotliDecompressSync, gunzipSync, gzipSync } from "node:zlib";
 import {
-  type Cli,
+  Cli,
   dial,
   openFdCount,
   sleep,
@@ -958,6 +958,54 @@ Deno.test("static: default flags: types, validators, HEAD, methods, directories,
     );
 
     await t.step(
+      "Connection: close and HTTP/1.0 after a 1 MiB sendfile body: all of it, then the close",
+      async () => {
+        for (
+          const raw of [
+            request("GET", "/big.bin", { Connection: "close" }),
+            "GET /big.bin HTTP/1.0\r\nHost: static.test\r\n\r\n",
+          ]
+        ) {
+          const conn = await dial(port);
+          try {
+            await writeAll(conn, bytes(raw));
+            const replies = new Replies(conn);
+            const r = await within(replies.next(), raw.split("\r\n")[0]);
+            assertBody(r, file("/big.bin"), raw.split("\r\n")[0]);
+            assert.ok(await within(replies.closed(), "the close"), "bytes after the body");
+          } finally {
+            conn.close();
+          }
+        }
+      },
+    );
+
+    await t.step(
+      "validators of a file with a sub-second mtime: its own Last-Modified in If-Modified-Since is 304, in If-Range 206",
+      async () => {
+        const path = `${tree.root}/fraction.txt`;
+        await Deno.writeTextFile(path, "mtime with a fraction of a second\n");
+        await Deno.utime(path, 1700000000.789, 1700000000.789);
+        try {
+          const r = await get(port, "/fraction.txt");
+          const lm = r.headers.get("last-modified")!;
+          assert.equal(lm, "Tue, 14 Nov 2023 22:13:20 GMT", r.head);
+          const ims = await get(port, "/fraction.txt", { "If-Modified-Since": lm });
+          assert.equal(
+            ims.status,
+            304,
+            `If-Modified-Since: ${lm} (mtime .789 s later)\n${ims.head}`,
+          );
+          const ir = await get(port, "/fraction.txt", { Range: "bytes=0-4", "If-Range": lm });
+          assert.equal(ir.status, 206, `If-Range: ${lm}\n${ir.head}`);
+          assert.equal(dec.decode(ir.body), "mtime");
+        } finally {
+          await Deno.remove(path);
+        }
+      },
+    );
+
+    await t.step(
       "metrics: sendfile bytes, cache hits, 304s and 206s move on /metrics",
       async () => {
         const before = await metrics(s);
@@ -1606,6 +1654,233 @@ Deno.test("static: 1 GiB to a slow reader (bytes exact, server RSS flat); client
   } finally {
     await s.stop();
     await Deno.remove(path);
+  }
+});
+
+Deno.test("static: 40 pipelined requests mixing sendfile bodies, memory bodies, 206, 304, 404, read in slow bursts: in order, byte-exact", async () => {
+  const s = await serveRoot();
+  try {
+    const etag = (await get(s.port, "/small.bin")).headers.get("etag")!;
+    type Want = { raw: string; head?: boolean; status: number; body?: Uint8Array };
+    const wants: Want[] = [];
+    for (let i = 0; i < 40; i++) {
+      switch (i % 8) {
+        case 0:
+          wants.push({ raw: request("GET", "/big.bin"), status: 200, body: file("/big.bin") });
+          break;
+        case 1:
+          wants.push({ raw: request("GET", "/small.bin"), status: 200, body: file("/small.bin") });
+          break;
+        case 2:
+          wants.push({
+            raw: request("GET", "/big.bin", { Range: `bytes=${i * 1000}-${i * 1000 + 300_000}` }),
+            status: 206,
+            body: file("/big.bin").subarray(i * 1000, i * 1000 + 300_001),
+          });
+          break;
+        case 3:
+          wants.push({ raw: request("GET", "/small.bin", { "If-None-Match": etag }), status: 304 });
+          break;
+        case 4:
+          wants.push({ raw: request("GET", `/missing-${i}`), status: 404 });
+          break;
+        case 5:
+          wants.push({ raw: request("HEAD", "/big.bin"), head: true, status: 200 });
+          break;
+        case 6:
+          wants.push({
+            raw: request("GET", "/app.js", { "Accept-Encoding": "br" }),
+            status: 200,
+            body: file("/app.js.br"),
+          });
+          break;
+        default:
+          wants.push({
+            raw: request("GET", "/index.html"),
+            status: 200,
+            body: file("/index.html"),
+          });
+      }
+    }
+    const conn = await dial(s.port);
+    try {
+      // One write of all 40; a slow reader (the server must hold the rest, not drop or reorder).
+      const writing = writeAll(conn, bytes(wants.map((w) => w.raw).join("")));
+      const slow: Deno.Conn = {
+        ...conn,
+        read: async (p: Uint8Array) => {
+          await sleep(1);
+          return conn.read(p.subarray(0, Math.min(p.length, 32 << 10)));
+        },
+      } as Deno.Conn;
+      const replies = new Replies(slow);
+      let total = 0;
+      for (const [i, w] of wants.entries()) {
+        const r = await within(replies.next(w.head), `answer ${i}`, 60_000);
+        assert.equal(r.status, w.status, `answer ${i} to ${w.raw.split("\r\n")[0]}\n${r.head}`);
+        if (w.body) assert.ok(equalBytes(r.body, w.body), `answer ${i}: bytes differ`);
+        total += r.body.length;
+      }
+      await writing;
+      console.log(`40 pipelined answers in order, ${(total / MiB).toFixed(1)} MiB of bodies`);
+    } finally {
+      conn.close();
+    }
+  } finally {
+    await s.stop();
+  }
+});
+
+Deno.test("static: with --module, static answers pipelined behind a slow handler keep their order", async () => {
+  const mod = `${tree.base}/slow_app.ts`;
+  await Deno.writeTextFile(
+    mod,
+    `export default { async fetch(req) {
+      const u = new URL(req.url);
+      if (u.pathname === "/slow") await new Promise((r) => setTimeout(r, 300));
+      return new Response("module:" + u.pathname);
+    } };\n`,
+  );
+  const s = await serveRoot("--module", mod);
+  try {
+    const reqs: [string, (r: Reply) => void][] = [
+      [request("GET", "/slow"), (r) => assert.equal(dec.decode(r.body), "module:/slow")],
+      [request("GET", "/big.bin"), (r) => assertBody(r, file("/big.bin"), "big behind slow")],
+      [request("GET", "/notes.txt"), (r) => assertBody(r, file("/notes.txt"), "notes")],
+      [request("GET", "/api/fast"), (r) => assert.equal(dec.decode(r.body), "module:/api/fast")],
+      [request("GET", "/small.bin", { Range: "bytes=0-9" }), (r) => {
+        assert.equal(r.status, 206);
+        assert.ok(equalBytes(r.body, file("/small.bin").subarray(0, 10)));
+      }],
+      [request("GET", "/slow"), (r) => assert.equal(dec.decode(r.body), "module:/slow")],
+      [request("GET", "/app.js", { "Accept-Encoding": "gzip" }), (r) => {
+        assertBody(r, file("/app.js.gz"), "gz behind the second slow");
+      }],
+    ];
+    const conn = await dial(s.port);
+    try {
+      await writeAll(conn, bytes(reqs.map(([raw]) => raw).join("")));
+      const replies = new Replies(conn);
+      for (const [raw, check] of reqs) {
+        const r = await within(replies.next(), raw.split("\r\n")[0]);
+        try {
+          check(r);
+        } catch (e) {
+          throw new Error(`${raw.split("\r\n")[0]}: ${(e as Error).message}\n${r.head}`);
+        }
+      }
+    } finally {
+      conn.close();
+    }
+  } finally {
+    await s.stop();
+  }
+});
+
+Deno.test("static: past 4,096 cached files the oldest is evicted; a download from an evicted fd finishes exact; fds stay bounded", async () => {
+  const COUNT = 4200;
+  const dir = `${tree.root}/many`;
+  const big = `${tree.root}/evict.bin`;
+  const SIZE = 64 * MiB;
+  await Deno.mkdir(dir);
+  for (let i = 0; i < COUNT; i++) {
+    // 80 KiB, sparse: above the in-memory limit, so each entry holds an fd.
+    const f = await Deno.open(`${dir}/f${i}.bin`, { write: true, create: true });
+    await f.truncate(80 << 10);
+    f.close();
+  }
+  await writeSparseFile(big, SIZE, 3);
+  const s = await serveRoot("--metrics", "127.0.0.1:0");
+  try {
+    const fdBase = openFdCount(s.cli.pid);
+    const conn = await dial(s.port);
+    let got = 0;
+    try {
+      await writeAll(conn, bytes(request("GET", "/evict.bin")));
+      const buf = new Uint8Array(MiB);
+      let pending: Uint8Array = new Uint8Array(0);
+      while (findHeadEnd(pending) < 0) {
+        const n = await conn.read(buf);
+        if (n === null) throw new Error("closed before the head");
+        pending = concat([pending, buf.slice(0, n)]);
+      }
+      const end = findHeadEnd(pending);
+      const check = (chunk: Uint8Array) => {
+        const bad = sparseMismatch(chunk, got, 3);
+        if (bad >= 0) throw new Error(`byte ${got + bad} differs`);
+        got += chunk.length;
+      };
+      check(pending.subarray(end + 4));
+      // Evict it: HEADs of 4,200 other files, pipelined 100 at a time.
+      const other = await dial(s.port);
+      try {
+        const replies = new Replies(other);
+        for (let i = 0; i < COUNT; i += 100) {
+          let batch = "";
+          for (let k = i; k < Math.min(COUNT, i + 100); k++) {
+            batch += request("HEAD", `/many/f${k}.bin`);
+          }
+          await writeAll(other, bytes(batch));
+          for (let k = i; k < Math.min(COUNT, i + 100); k++) {
+            const r = await within(replies.next(true), `HEAD ${k}`);
+            assert.equal(r.status, 200);
+            assert.equal(r.headers.get("content-length"), String(80 << 10));
+          }
+        }
+      } finally {
+        other.close();
+      }
+      const fdsFull = openFdCount(s.cli.pid);
+      const cached = metric(await metrics(s), "static_cached_files");
+      console.log(`after ${COUNT} files: ${cached} cached, server fds ${fdBase} -> ${fdsFull}`);
+      assert.ok(cached <= 4096, `${cached} entries cached`);
+      assert.ok(fdsFull <= fdBase + 4096 + 16, `server fds ${fdsFull} (baseline ${fdBase})`);
+      await within(
+        (async () => {
+          while (got < SIZE) {
+            const n = await conn.read(buf);
+            if (n === null) throw new Error(`closed after ${got} of ${SIZE} bytes`);
+            check(buf.subarray(0, n));
+          }
+        })(),
+        "the rest of the evicted file",
+        60_000,
+      );
+    } finally {
+      conn.close();
+    }
+    assert.equal(got, SIZE);
+    await sleep(100);
+    const fdsAfter = openFdCount(s.cli.pid);
+    console.log(`the evicted download finished exact (${SIZE} bytes); server fds now ${fdsAfter}`);
+    assert.ok(fdsAfter <= fdBase + 4096 + 16, `server fds ${fdsAfter} (baseline ${fdBase})`);
+  } finally {
+    await s.stop();
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(big);
+  }
+});
+
+Deno.test("static: --root usage errors are one line and exit 2", async () => {
+  const notDir = `${tree.root}/notes.txt`;
+  for (
+    const [args, re] of [
+      [["--list"], /--list is only for --root/],
+      [["--dotfiles"], /--dotfiles is only for --root/],
+      [["--cache-control", "x"], /--cache-control is only for --root/],
+      [["--root", `${tree.base}/nope`], /--root .*nope/],
+      [["--root", notDir], /not a directory/],
+      [["--root", ""], /--root/],
+      [["--root", tree.root, "--cache-control", ""], /--cache-control/],
+      [["--root", tree.root, "--cache-control", "a\r\nX-Evil: 1"], /--cache-control/],
+    ] as [string[], RegExp][]
+  ) {
+    const cli = new Cli(["serve", "--port", "0", ...args]);
+    const code = await within(cli.exit(), args.join(" "));
+    assert.equal(code, 2, `${args.join(" ")}: ${cli.stderr}`);
+    const lines = cli.stderr.trim().split("\n");
+    assert.equal(lines.length, 1, cli.stderr);
+    assert.match(lines[0], re);
   }
 });
 
