@@ -388,7 +388,7 @@ async function plan(opts: Options, tmp: string): Promise<Plan[]> {
           plans.push({
             name,
             cmd: `bash ${shellQuote(resolve(benchDir, "anchors", "nginx_static.sh"))}`,
-            env: { NGINX: nginx, TMPDIR: tmp },
+            env: { NGINX_BIN: nginx, TMPDIR: tmp },
           });
         }
         break;
