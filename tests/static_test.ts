@@ -18,6 +18,7 @@ import {
   openFdCount,
   sleep,
   startCli,
+  until,
   waitFor,
   within,
   writeAll,
@@ -1858,6 +1859,129 @@ Deno.test("static: past 4,096 cached files the oldest is evicted; a download fro
     await s.stop();
     await Deno.remove(dir, { recursive: true });
     await Deno.remove(big);
+  }
+});
+
+Deno.test("static: --workers 2 keeps --root's flags in every worker; --access-log logs static answers", async () => {
+  const s = await serveRoot(
+    "--workers",
+    "2",
+    "--list",
+    "--cache-control",
+    "no-cache",
+    "--access-log",
+    "json",
+  );
+  let failure: unknown = null;
+  try {
+    // Fresh connections land on either worker (SO_REUSEPORT); each must carry the flags.
+    for (let i = 0; i < 16; i++) {
+      const r = await get(s.port, "/notes.txt", { Connection: "close" });
+      assertBody(r, file("/notes.txt"), `notes ${i}`);
+      assert.equal(r.headers.get("cache-control"), "no-cache", `connection ${i}\n${r.head}`);
+    }
+    assert.equal((await get(s.port, "/nope.txt")).status, 404);
+    const seen = await waitFor(() => s.cli.stdout.includes("/nope.txt"), 5000);
+    const log = s.cli.stdout.trim().split("\n").filter((l) => l.startsWith("{"));
+    console.log(
+      `--workers 2: 16 answers with the flags; access log: ${log.length} lines, e.g. ${log[0]}`,
+    );
+    assert.ok(seen, `no access-log line for /nope.txt:\n${s.cli.stdout.slice(-2000)}`);
+    assert.equal(log.length, 17, "one line per request");
+    assert.equal(JSON.parse(log.find((l) => l.includes("/nope.txt"))!).status, 404);
+    for (let i = 0; i < 8; i++) {
+      const l = await get(s.port, "/noindex/", { Connection: "close" }).catch((e) => e as Error);
+      assert.ok(!(l instanceof Error), `--list on connection ${i}: ${l}`);
+      assert.equal(l.status, 200, `--list on connection ${i}\n${l.head}`);
+    }
+  } catch (e) {
+    failure = e;
+  } finally {
+    await s.stop().catch((e) => failure ??= e);
+  }
+  if (failure) {
+    const errs = s.cli.stderr.split("\n").filter((l) => l.includes("[ERR]")).slice(0, 3).join("\n");
+    throw new Error(`${(failure as Error).message}\nserver errors:\n${errs}`);
+  }
+});
+
+Deno.test("static: under the permissions of deno task start (not --allow-all): files, listing, sidecars, 304, 206", async () => {
+  // The flags `deno task start` (and deno task compile) give: read them from deno.json.
+  const tasks = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url))).tasks;
+  const words = (tasks.start as string).split(/\s+/);
+  const perms = words.slice(words.indexOf("run") + 1, words.indexOf("main.ts"));
+  assert.ok(
+    perms.length > 0 && !perms.includes("-A") && !perms.includes("--allow-all"),
+    tasks.start,
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...perms,
+      new URL("../main.ts", import.meta.url).pathname,
+      "serve",
+      "--port",
+      "0",
+      "--root",
+      tree.root,
+      "--list",
+    ],
+    stdout: "null",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  let stderr = "";
+  const pump = (async () => {
+    for await (const c of child.stderr) stderr += dec.decode(c, { stream: true });
+  })();
+  try {
+    await until(() => /listening on [^\s]*:(\d+)/.test(stderr), "listening");
+    const port = Number(stderr.match(/listening on [^\s]*:(\d+)/)![1]);
+    console.log(`permissions: ${perms.join(" ")}`);
+    assertBody(await get(port, "/notes.txt"), file("/notes.txt"), "a file");
+    assertBody(await get(port, "/big.bin"), file("/big.bin"), "a sendfile body");
+    assertBody(await get(port, "/app.js", { "Accept-Encoding": "br" }), file("/app.js.br"), "br");
+    const etag = (await get(port, "/notes.txt")).headers.get("etag")!;
+    assert.equal((await get(port, "/notes.txt", { "If-None-Match": etag })).status, 304);
+    assert.equal((await get(port, "/small.bin", { Range: "bytes=1-2" })).status, 206);
+    const listing = await get(port, "/noindex/").catch((e) => e as Error);
+    assert.ok(
+      !(listing instanceof Error) && listing.status === 200,
+      `--list: ${listing instanceof Error ? listing.message : listing.head}\n${
+        stderr.split("\n").filter((l) => l.includes("ERR")).join("\n")
+      }`,
+    );
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await pump;
+  }
+});
+
+Deno.test("static: --root through a symlink swapped by a deploy (current -> release-2): printed, not asserted", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "reactor-releases-" });
+  try {
+    for (const n of [1, 2]) {
+      await Deno.mkdir(`${dir}/release-${n}`);
+      await Deno.writeTextFile(`${dir}/release-${n}/v.txt`, `release ${n}\n`);
+    }
+    await Deno.symlink(`${dir}/release-1`, `${dir}/current`);
+    const { cli, port } = await startCli(["--root", `${dir}/current`]);
+    try {
+      const before = dec.decode((await get(port, "/v.txt")).body).trim();
+      await Deno.symlink(`${dir}/release-2`, `${dir}/current.new`);
+      await Deno.rename(`${dir}/current.new`, `${dir}/current`);
+      const after = dec.decode((await get(port, "/v.txt")).body).trim();
+      console.log(
+        `--root ${dir}/current: "${before}", after the swap "${after}" (nginx: release 2)`,
+      );
+      assert.equal(before, "release 1");
+    } finally {
+      cli.kill("SIGTERM");
+      assert.equal(await cli.exit(), 0);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
