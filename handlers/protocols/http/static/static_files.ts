@@ -37,7 +37,7 @@ import {
   statFd,
 } from "../../../../syscalls/files.ts";
 import type { Connection } from "../../../connection.ts";
-import type { Metric } from "../../definition.ts";
+import { counter, gauge, type Metric } from "../../definition.ts";
 import { type HttpParser, METHOD_GET, METHOD_HEAD } from "../http_parser.ts";
 import { latin1 } from "../request.ts";
 import { reasonPhrase } from "../response.ts";
@@ -607,12 +607,6 @@ export function lastRange(): [number, number] {
 export function staticMetrics(files: StaticFiles): Metric[] {
   const c = files.counters;
   const cache = files.cache;
-  const counter = (name: string, help: string, value: number): Metric => ({
-    name,
-    type: "counter",
-    help,
-    value,
-  });
   return [
     counter("static_requests_total", "Requests answered with a file.", c.requests),
     counter(
@@ -629,11 +623,6 @@ export function staticMetrics(files: StaticFiles): Metric[] {
     counter("static_not_modified_total", "304 answers.", c.notModified),
     counter("static_partial_total", "206 answers.", c.partial),
     counter("static_precompressed_total", "Answers from a .br or .gz sidecar.", c.precompressed),
-    {
-      name: "static_cached_files",
-      type: "gauge",
-      help: "Files in the open-file cache.",
-      value: cache.size,
-    },
+    gauge("static_cached_files", "Files in the open-file cache.", cache.size),
   ];
 }
