@@ -7,6 +7,7 @@
  */
 
 import { fetchProtocol } from "../handlers/protocols/http/app.ts";
+import type { StaticOptions } from "../handlers/protocols/http/static/static_files.ts";
 import type { ProtocolDefinition } from "../handlers/protocols/mod.ts";
 import type { AccessLogFormat } from "../handlers/protocols/http/access_log.ts";
 
@@ -32,7 +33,12 @@ function specifier(file: string): string {
  */
 export async function loadModule(
   file: string,
-  options: { maxBody?: number; maxHeaderBytes?: number; accessLog?: AccessLogFormat | null },
+  options: {
+    maxBody?: number;
+    maxHeaderBytes?: number;
+    accessLog?: AccessLogFormat | null;
+    files?: StaticOptions | null;
+  },
 ): Promise<ProtocolDefinition> {
   let mod: { default?: unknown };
   try {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Metric } from "../handlers/protocols/definition.ts";
+import { counter, gauge, type Metric } from "../handlers/protocols/definition.ts";
 import type { ConnectionCounters } from "../handlers/context.ts";
 import type { ReactorCounters } from "../reactor/reactor.ts";
 
@@ -30,18 +30,6 @@ export function coreMetrics(
   startedAt: number,
 ): Metric[] {
   const mem = Deno.memoryUsage();
-  const counter = (name: string, help: string, value: number): Metric => ({
-    name,
-    type: "counter",
-    help,
-    value,
-  });
-  const gauge = (name: string, help: string, value: number): Metric => ({
-    name,
-    type: "gauge",
-    help,
-    value,
-  });
   return [
     gauge("connections_open", "Connections open now.", open),
     counter("connections_accepted_total", "Connections accepted.", c.accepted),
@@ -49,6 +37,12 @@ export function coreMetrics(
     counter("bytes_received_total", "Bytes read from peers.", c.bytesIn),
     counter("bytes_sent_total", "Bytes sent to peers.", c.bytesOut),
     counter("send_eagain_total", "Sends that hit EAGAIN or were partial.", c.sendEagain),
+    counter("file_bytes_sent_total", "Bytes sent from files by sendfile(2).", c.fileBytesOut),
+    counter(
+      "file_truncations_total",
+      "File responses reset because the file shrank while being sent.",
+      c.fileTruncations,
+    ),
     counter("writable_arms_total", "Times writable interest was armed.", c.writableArms),
     counter(
       "high_water_hits_total",
