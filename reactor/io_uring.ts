@@ -68,6 +68,13 @@ import {
 import { close, errno, eventfd, poll_blocking, read, write } from "../syscalls/libc.ts";
 import type { Backend } from "./backend.ts";
 import { EpollBackend } from "./epoll.ts";
+import {
+  GEN_MASK,
+  IoUringStreams,
+  KIND_IGNORE,
+  KIND_SHIFT,
+  type StreamBufferOptions,
+} from "./io_uring_streams.ts";
 
 const log = getLogger(["reactor", "io_uring"]);
 
@@ -79,6 +86,8 @@ const UNUSED = 0;
 const ARMED = 1;
 /** Reported in the last batch: re-armed at the next wait. */
 const REPORTED = 2;
+/** A completion-based stream (`IoUringStreams`): no poll, readiness from its state. */
+const STREAM = 3;
 /** What a failed poll (a bad fd) is reported as, like poll(2)'s POLLNVAL in the poll backend. */
 const FAILED = EPOLLERR | EPOLLHUP;
 
@@ -99,6 +108,12 @@ export interface IoUringBackendOptions {
   cqEntries?: number;
   /** Ask for SINGLE_ISSUER | DEFER_TASKRUN (falls back when refused). Default true. */
   deferTaskrun?: boolean;
+  /**
+   * Completion-based streams (`streams`): the buffers of the provided-buffer
+   * ring, or false for readiness only. Default: the defaults of
+   * `StreamBufferOptions`.
+   */
+  streams?: StreamBufferOptions | false;
 }
 
 /** io_uring POLL_ADD readiness behind the `Backend` interface. */
@@ -110,6 +125,11 @@ export class IoUringBackend implements Backend {
   readonly ring: IoUring;
   /** Whether completion work runs only in our own `io_uring_enter` (DEFER_TASKRUN). */
   readonly deferTaskrun: boolean;
+  /**
+   * Completion-based I/O for connected sockets (multishot recv into a
+   * provided-buffer ring, sends as SQEs), or null when not set up.
+   */
+  readonly streams: IoUringStreams | null = null;
   readonly #maxEvents: number;
   readonly #resultFd: Int32Array;
   readonly #resultEvents: Int32Array;
@@ -128,6 +148,12 @@ export class IoUringBackend implements Backend {
   readonly #pollfd = new Uint8Array(8);
   readonly #eventfdBuffer = new Uint8Array(8);
   readonly #one = new Uint8Array([1, 0, 0, 0, 0, 0, 0, 0]);
+  readonly #emit = (fd: number, events: number): boolean => this.#push(fd, events);
+  #count = 0;
+  /** CQEs the last reap took. */
+  #consumed = 0;
+  /** A `waitBlocking` is in progress. */
+  #parked = false;
 
   /**
    * Sets up the ring.
@@ -178,6 +204,18 @@ export class IoUringBackend implements Backend {
       v.setInt32(0, this.#eventfd, true);
       v.setInt16(4, POLLIN, true);
     }
+    if (options.streams !== false) {
+      try {
+        this.streams = new IoUringStreams(this.ring, options.streams ?? {});
+        this.streams.onQueued = () => {
+          if (this.#parked) this.wakeParked();
+        };
+      } catch (e) {
+        log.info("io_uring: readiness only, no provided-buffer ring: {error}", {
+          error: (e as Error).message,
+        });
+      }
+    }
   }
 
   #ensure(fd: number): void {
@@ -202,11 +240,18 @@ export class IoUringBackend implements Backend {
     }
   }
 
+  /** Submits a NOP now (its completion, ignored, ends a parked `io_uring_enter`). */
+  #nop(): void {
+    const w = this.ring.sqe();
+    this.ring.sqeWords[w + 9] = (KIND_IGNORE << KIND_SHIFT) >>> 0;
+    this.ring.submit();
+  }
+
   /** Queues a one-shot POLL_ADD for `fd` under a new sequence number. */
   #arm(fd: number): void {
     const ring = this.ring;
     const seq = this.#nextSeq;
-    this.#nextSeq = (seq + 1) >>> 0 || 1;
+    this.#nextSeq = ((seq + 1) & GEN_MASK) || 1;
     this.#seqs[fd] = seq;
     this.#state[fd] = ARMED;
     const w = ring.sqe();
@@ -239,6 +284,12 @@ export class IoUringBackend implements Backend {
     if (this.#state[fd] !== UNUSED) throw new SyscallError("io_uring poll", EEXIST, `ADD fd ${fd}`);
     this.#events[fd] = events;
     this.#tokens[fd] = token;
+    const streams = this.streams;
+    if (streams !== null && streams.isStream(fd)) {
+      this.#state[fd] = STREAM;
+      streams.add(fd, events);
+      return;
+    }
     this.#arm(fd);
   }
 
@@ -249,6 +300,10 @@ export class IoUringBackend implements Backend {
     this.#tokens[fd] = token;
     if (this.#events[fd] === events) return;
     this.#events[fd] = events;
+    if (state === STREAM) {
+      this.streams!.modify(fd, events);
+      return;
+    }
     // Reported and not re-armed yet: the re-arm takes the new mask.
     if (state === ARMED) {
       this.#cancel(fd);
@@ -260,6 +315,7 @@ export class IoUringBackend implements Backend {
     const state = fd < this.#state.length ? this.#state[fd] : UNUSED;
     if (state === UNUSED) throw new SyscallError("io_uring poll", ENOENT, `DEL fd ${fd}`);
     if (state === ARMED) this.#cancel(fd);
+    else if (state === STREAM) this.streams!.remove(fd);
     this.#seqs[fd] = 0;
     this.#state[fd] = UNUSED;
   }
@@ -282,7 +338,29 @@ export class IoUringBackend implements Backend {
 
   wait(timeoutMs: number): number {
     this.#rearmReported();
-    const r = this.ring.enter(timeoutMs !== 0 && this.#cqPending() ? 0 : timeoutMs);
+    let n = this.#enterAndReap(timeoutMs);
+    if (n > 0 || timeoutMs === 0 || this.#consumed === 0) return n;
+    // Completions came that report nothing to the Reactor (a send done, a
+    // recv while not reading): not the end of the wait, or the Reactor
+    // would take the loop for idle and park it. Wait out the rest.
+    const end = timeoutMs < 0 ? Infinity : performance.now() + timeoutMs;
+    do {
+      const left = timeoutMs < 0 ? -1 : Math.ceil(end - performance.now());
+      if (left === 0 || left < -1) break;
+      n = this.#enterAndReap(left);
+    } while (n === 0 && this.#consumed > 0);
+    return n;
+  }
+
+  #enterAndReap(timeoutMs: number): number {
+    const streams = this.streams;
+    let timeout = timeoutMs;
+    if (streams !== null) {
+      streams.prepare();
+      if (streams.hasReady) timeout = 0;
+    }
+    if (timeout !== 0 && this.#cqPending()) timeout = 0;
+    const r = this.ring.enter(timeout);
     if (r < 0) this.#enterFailed();
     return this.#reap();
   }
@@ -299,7 +377,10 @@ export class IoUringBackend implements Backend {
     if (!this.deferTaskrun) {
       const n = this.wait(0);
       if (n > 0 || timeoutMs === 0) return n;
+      this.#parked = true;
       await ring.waitBlocking(timeoutMs);
+      this.#parked = false;
+      // SQEs queued meanwhile (a write from a promise) go with the next wait.
       return this.#reap();
     }
     // Only the submitting thread may run the ring's completion work: wait
@@ -308,7 +389,9 @@ export class IoUringBackend implements Backend {
     ring.eventfdEnabled(true);
     let n = this.wait(0);
     if (n === 0 && timeoutMs !== 0) {
+      this.#parked = true;
       await poll_blocking(this.#pollfd, 1, timeoutMs);
+      this.#parked = false;
       n = this.wait(0);
     }
     ring.eventfdEnabled(false);
@@ -323,11 +406,15 @@ export class IoUringBackend implements Backend {
    * after the first, such signals are dropped and the park would not end.
    */
   wakeParked(): void {
-    if (this.#eventfd < 0) return;
+    if (this.#eventfd < 0) {
+      // No eventfd (no DEFER_TASKRUN): a NOP completes the wait in io_uring_enter.
+      this.#nop();
+      return;
+    }
     write(this.#eventfd, this.#one, 8);
   }
 
-  /** Reads up to maxEvents completions into the result arrays; drops stale ones. */
+  /** Reads completions: poll results and stream readiness, up to maxEvents; drops stale ones. */
   #reap(): number {
     const ring = this.ring;
     const cq = ring.cq;
@@ -336,6 +423,7 @@ export class IoUringBackend implements Backend {
     const base = ring.cqes;
     const state = this.#state;
     const seqs = this.#seqs;
+    const streams = this.streams;
     const max = this.#maxEvents;
     let head = ring.cqHead;
     const tail = ring.cqTail();
@@ -344,8 +432,15 @@ export class IoUringBackend implements Backend {
       const w = base + ((head & mask) << 2);
       head = (head + 1) >>> 0;
       const fd = cq[w];
-      const seq = cq[w + 1];
-      if (seq === 0 || fd >= state.length || seqs[fd] !== seq || state[fd] !== ARMED) continue;
+      const hi = cq[w + 1];
+      const kind = hi >>> KIND_SHIFT;
+      if (kind !== 0) {
+        if (kind !== KIND_IGNORE && streams !== null) {
+          streams.complete(fd, kind, hi & GEN_MASK, cqSigned[w + 2], cq[w + 3]);
+        }
+        continue;
+      }
+      if (hi === 0 || fd >= state.length || seqs[fd] !== hi || state[fd] !== ARMED) continue;
       const res = cqSigned[w + 2];
       state[fd] = REPORTED;
       this.#rearm[n] = fd;
@@ -354,9 +449,25 @@ export class IoUringBackend implements Backend {
       this.#resultToken[n] = this.#tokens[fd];
       n++;
     }
+    this.#consumed = (head - ring.cqHead) >>> 0;
     ring.cqAdvance(head);
     this.#rearmCount = n;
+    if (streams !== null && streams.hasReady && n < max) {
+      this.#count = n;
+      n += streams.collect(this.#emit);
+    }
     return n;
+  }
+
+  /** Adds a stream's readiness to the results; false when they are full. */
+  #push(fd: number, events: number): boolean {
+    const i = this.#count;
+    if (i >= this.#maxEvents) return false;
+    this.#resultFd[i] = fd;
+    this.#resultEvents[i] = events;
+    this.#resultToken[i] = this.#tokens[fd];
+    this.#count = i + 1;
+    return true;
   }
 
   resultFd(i: number): number {
@@ -373,6 +484,7 @@ export class IoUringBackend implements Backend {
 
   close(): void {
     this.ring.close();
+    this.streams?.release();
     if (this.#eventfd >= 0) close(this.#eventfd);
   }
 }
