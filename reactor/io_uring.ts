@@ -493,9 +493,9 @@ export class IoUringBackend implements Backend {
  * `--backend auto`: io_uring where it can be set up, else epoll, with one
  * log line saying which and why.
  */
-export function autoBackend(maxEvents: number): Backend {
+export function autoBackend(maxEvents: number, options: IoUringBackendOptions = {}): Backend {
   try {
-    const backend = new IoUringBackend(maxEvents);
+    const backend = new IoUringBackend(maxEvents, options);
     log.info("backend auto: io_uring ({mode})", {
       mode: backend.deferTaskrun ? "single issuer, deferred task work" : "plain ring",
     });

@@ -183,6 +183,8 @@ export class IoUringStreams {
   #inReady = new Uint8Array(1024);
   #toArm: number[] = [];
   #inArm = new Uint8Array(1024);
+  /** Its recv ended with ENOBUFS: re-armed only while buffers are free for it. */
+  #starved = new Uint8Array(1024);
   #toSend: number[] = [];
   #draining: number[] = [];
 
@@ -272,6 +274,7 @@ export class IoUringStreams {
     this.#socketOut = grow(this.#socketOut, new Uint8Array(size));
     this.#inReady = grow(this.#inReady, new Uint8Array(size));
     this.#inArm = grow(this.#inArm, new Uint8Array(size));
+    this.#starved = grow(this.#starved, new Uint8Array(size));
   }
 
   /** Whether `fd` is an open stream. */
@@ -298,6 +301,7 @@ export class IoUringStreams {
     this.#flyOff[fd] = this.#flyLen[fd] = this.#nextLen[fd] = 0;
     this.#sending[fd] = 0;
     this.#socketOut[fd] = 0;
+    this.#starved[fd] = 0;
     this.#chunkHead[fd] = 0;
     const chunks = this.#chunks[fd];
     if (chunks === undefined) {
@@ -420,6 +424,9 @@ export class IoUringStreams {
     const arm = this.#toArm;
     if (arm.length > 0) {
       let kept = 0;
+      // A starved recv re-armed with no buffer free fails again at once:
+      // one per free buffer per turn.
+      let free = this.#bufferCount - this.#held;
       for (let i = 0; i < arm.length; i++) {
         const fd = arm[i];
         this.#inArm[fd] = 0;
@@ -427,10 +434,14 @@ export class IoUringStreams {
           this.#open[fd] !== 1 || (this.#events[fd] & EPOLLIN) === 0 ||
           this.#recvArmed[fd] !== 0 || this.#end[fd] !== 0
         ) continue;
-        if (this.#held >= this.#bufferCount) {
-          this.#inArm[fd] = 1;
-          arm[kept++] = fd; // starved: wait for buffers to come back
-          continue;
+        if (this.#starved[fd] !== 0) {
+          if (free <= 0) {
+            this.#inArm[fd] = 1;
+            arm[kept++] = fd; // wait for buffers to come back
+            continue;
+          }
+          free--;
+          this.#starved[fd] = 0;
         }
         this.#armRecv(fd);
       }
@@ -489,6 +500,7 @@ export class IoUringStreams {
       if (res === 0) this.#end[fd] = 1;
       else if (res === -ENOBUFS) {
         this.counters.bufferStarvations++;
+        this.#starved[fd] = 1;
         this.#wantArm(fd);
       } else if (res < 0 && res !== -ECANCELED) this.#end[fd] = res;
       else if (!more) this.#wantArm(fd);

@@ -38,6 +38,7 @@ import { close, errno, eventfd, read, write } from "../syscalls/libc.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK, EPOLLET, EPOLLIN, EPOLLRDHUP } from "../syscalls/constants.ts";
 import { SyscallError } from "../syscalls/errno.ts";
 import type { Backend, BackendChoice } from "./backend.ts";
+import type { IoUringBackendOptions } from "./io_uring.ts";
 import { EpollBackend } from "./epoll.ts";
 import { ALWAYS_REPORTED, Interest } from "./interest.ts";
 import { Timer, TimerHeap } from "./timers.ts";
@@ -109,6 +110,8 @@ export interface ReactorOptions {
    * short (epoll backend only). Default true.
    */
   watchDenoLoop?: boolean;
+  /** Settings of the io_uring backend (ring and buffer sizes), for `io_uring` and `auto`. */
+  ioUring?: IoUringBackendOptions;
 }
 
 const NO_HANDLER = null;
@@ -121,7 +124,11 @@ const MICROTASK_TURNS = 16;
 /** The longest timeout an i32 millisecond argument holds (~24.8 days). */
 const MAX_WAIT_MS = 0x7fffffff;
 
-function createBackend(name: BackendChoice, maxEvents: number): Promise<Backend> | Backend {
+function createBackend(
+  name: BackendChoice,
+  maxEvents: number,
+  ioUring: IoUringBackendOptions = {},
+): Promise<Backend> | Backend {
   switch (name) {
     case "epoll":
       return new EpollBackend(maxEvents);
@@ -130,9 +137,9 @@ function createBackend(name: BackendChoice, maxEvents: number): Promise<Backend>
     case "select":
       return import("./select.ts").then((m) => new m.SelectBackend(maxEvents));
     case "io_uring":
-      return import("./io_uring.ts").then((m) => new m.IoUringBackend(maxEvents));
+      return import("./io_uring.ts").then((m) => new m.IoUringBackend(maxEvents, ioUring));
     case "auto":
-      return import("./io_uring.ts").then((m) => m.autoBackend(maxEvents));
+      return import("./io_uring.ts").then((m) => m.autoBackend(maxEvents, ioUring));
     default:
       throw new Error(`unknown backend ${name}`);
   }
@@ -276,7 +283,7 @@ export class Reactor {
   /** Creates a reactor (async because the poll/select backends load on demand). */
   static async create(opts: ReactorOptions = {}): Promise<Reactor> {
     return new Reactor(
-      await createBackend(opts.backend ?? "epoll", checkMaxEvents(opts)),
+      await createBackend(opts.backend ?? "epoll", checkMaxEvents(opts), opts.ioUring),
       opts,
       DENO_EPOLL_FDS,
     );
