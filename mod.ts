@@ -103,3 +103,4 @@ export {
 } from "./handlers/protocols/http/native.ts";
 export { type NativeServer, serveNative, type ServeNativeOptions } from "./server/serve_native.ts";
 export { SyscallError } from "./syscalls/errno.ts";
+export { IoUring, type IoUringProbe, probeIoUring } from "./syscalls/io_uring.ts";

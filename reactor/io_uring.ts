@@ -93,7 +93,11 @@ const FAILED = EPOLLERR | EPOLLHUP;
 
 /** io_uring cannot be used here; the message says why in one line. */
 export class IoUringUnavailableError extends Error {
-  /** @param reason why io_uring cannot be used, in one line */
+  /**
+   * Makes the error.
+   *
+   * @param reason why io_uring cannot be used, in one line
+   */
   constructor(reason: string) {
     super(reason);
     this.name = "IoUringUnavailableError";
