@@ -32,7 +32,12 @@ function specifier(file: string): string {
  */
 export async function loadModule(
   file: string,
-  options: { maxBody?: number; maxHeaderBytes?: number; accessLog?: AccessLogFormat | null },
+  options: {
+    maxBody?: number;
+    maxHeaderBytes?: number;
+    maxWebSocketMessage?: number;
+    accessLog?: AccessLogFormat | null;
+  },
 ): Promise<ProtocolDefinition> {
   let mod: { default?: unknown };
   try {

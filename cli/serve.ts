@@ -56,6 +56,7 @@ export async function serve(cmd: ServeCommand): Promise<number> {
     const protocol = cmd.module === null ? undefined : await loadModule(cmd.module, {
       maxBody: cmd.protocolOptions.maxBody as number | undefined,
       maxHeaderBytes: cmd.protocolOptions.maxHeaderBytes as number | undefined,
+      maxWebSocketMessage: cmd.protocolOptions.maxWebSocketMessage as number | undefined,
       accessLog: cmd.accessLog,
     });
     server = await Server.create({

@@ -43,6 +43,8 @@ export interface ServeOptions extends HttpServerOptions {
   maxBody?: number;
   /** Largest request header section (431 above). Default 16 KiB. */
   maxHeaderBytes?: number;
+  /** Largest WebSocket message received, in bytes (close 1009 above). Default 16 MiB. */
+  maxWebSocketMessage?: number;
 }
 
 /** What `serve` returns, as `Deno.HttpServer`. */
@@ -112,6 +114,7 @@ export function serve(
       onError: options.onError,
       maxBody: options.maxBody,
       maxHeaderBytes: options.maxHeaderBytes,
+      maxWebSocketMessage: options.maxWebSocketMessage,
     }),
   );
 }
