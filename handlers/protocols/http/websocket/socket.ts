@@ -123,6 +123,7 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
   readonly #idleMs: number;
   #timer: Timer | null = null;
   #pinged = false;
+  #pingAt = 0;
   #closeSent = false;
   /** A close asked for before the 101 went out: sent right after it. */
   #closeLater: [number | undefined, string | undefined] | null = null;
@@ -476,12 +477,14 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
     }
     if (this.#state !== OPEN) return;
     const half = this.#idleMs / 2;
-    const idle = conn.reactor.now - conn.lastRead;
+    const now = conn.reactor.now;
+    const idle = now - conn.lastRead;
+    if (this.#pinged && conn.lastRead >= this.#pingAt) this.#pinged = false; // answered
     if (idle < half) {
-      this.#pinged = false;
       this.#armTimer(half - idle);
     } else if (!this.#pinged) {
       this.#pinged = true;
+      this.#pingAt = now;
       this.#sendFrame(OP_PING, EMPTY, 0, 0);
       this.#armTimer(half);
     } else {
