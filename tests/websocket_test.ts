@@ -34,7 +34,7 @@ interface Ctx {
 }
 
 async function withWs(
-  fn: (ctx: Ctx) => Promise<void>,
+  fn: (ctx: Ctx) => Promise<void> | void,
   opts: { maxWebSocketMessage?: number } = {},
 ): Promise<void> {
   const seen: Seen = [];
@@ -385,7 +385,7 @@ Deno.test("websocket: idleTimeout: a ping after half of it, close 1001 after the
 
 Deno.test("websocket: Deno.upgradeWebSocket is ours while a server runs, Deno's again after", async () => {
   const original = Deno.upgradeWebSocket;
-  await withWs(async () => {
+  await withWs(() => {
     assert.notEqual(Deno.upgradeWebSocket, original);
     // A request that is not ours goes to Deno's own: its socket is Deno's.
     const req = new Request("http://x/", {
