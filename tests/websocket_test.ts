@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { serve } from "../mod.ts";
+import { DEFAULT_LIMITS, type HttpServer, serve, type ServeOptions } from "../mod.ts";
 import {
   closeOf,
   closePayload,
@@ -28,6 +28,7 @@ type Seen = string[];
 
 interface Ctx {
   port: number;
+  server: HttpServer;
   seen: Seen;
   /** A raw connection with the upgrade done (101 checked). */
   open(path?: string, extra?: string[]): Promise<{ conn: Deno.TcpConn; r: WsReader }>;
@@ -35,7 +36,7 @@ interface Ctx {
 
 async function withWs(
   fn: (ctx: Ctx) => Promise<void> | void,
-  opts: { maxWebSocketMessage?: number } = {},
+  opts: Partial<ServeOptions> = {},
 ): Promise<void> {
   const seen: Seen = [];
   const server = serve({ port: 0, hostname: "127.0.0.1", onListen() {}, ...opts }, async (req) => {
@@ -52,7 +53,11 @@ async function withWs(
       const d = typeof e.data === "string" ? e.data : `bin ${new Uint8Array(e.data).length}`;
       seen.push(`message ${d}`);
       if (e.data === "bye") socket.close(4001, "done");
-      else socket.send(e.data);
+      else if (typeof e.data === "string" && e.data.startsWith("flood")) {
+        // No regard for bufferedAmount: N MiB at once (40 by default).
+        const n = Number(e.data.slice(6)) || 40;
+        for (let k = 0; k < n; k++) socket.send(new Uint8Array(1 << 20));
+      } else socket.send(e.data);
     };
     socket.onerror = (e) => seen.push(`error ${(e as ErrorEvent).message}`);
     socket.onclose = (e) => seen.push(`close ${e.code} ${e.reason} ${e.wasClean}`);
@@ -61,6 +66,7 @@ async function withWs(
   const conns: Deno.TcpConn[] = [];
   try {
     await fn({
+      server,
       port: server.addr.port,
       seen,
       async open(path = "/", extra = []) {
@@ -399,4 +405,139 @@ Deno.test("websocket: Deno.upgradeWebSocket is ours while a server runs, Deno's 
     assert.equal(Object.getPrototypeOf(socket), WebSocket.prototype);
   });
   assert.equal(Deno.upgradeWebSocket, original);
+});
+
+/** A metric's value from the server's /metrics text. */
+function metric(server: HttpServer, name: string): number {
+  const m = server.server.metrics().match(
+    new RegExp(`^reactor_${name}(?:\\{[^}]*\\})? (\\S+)$`, "m"),
+  );
+  assert.ok(m, `metric ${name}`);
+  return Number(m[1]);
+}
+
+Deno.test("websocket: /metrics counts open sockets, messages and bytes both ways", async () => {
+  await withWs(async ({ open, server }) => {
+    const a = await open();
+    const b = await open();
+    assert.equal(metric(server, "websockets_open"), 2);
+    await a.conn.write(concat(frame(1, "héllo"), frame(2, new Uint8Array(1000))));
+    await a.r.frame();
+    await a.r.frame();
+    assert.equal(metric(server, "websocket_messages_received_total"), 2);
+    assert.equal(metric(server, "websocket_messages_sent_total"), 2);
+    assert.equal(metric(server, "websocket_received_bytes_total"), 1006);
+    assert.equal(metric(server, "websocket_sent_bytes_total"), 1006);
+    await b.conn.write(frame(1, "x", { rsv: 2 }));
+    await expectClose(b.r, 1002);
+    assert.equal(metric(server, "websockets_open"), 1);
+    a.conn.close();
+    b.conn.close();
+    await until(() => metric(server, "websockets_open") === 0, "both closed");
+    assert.equal(metric(server, "websockets_opened_total"), 2);
+    assert.equal(metric(server, "websocket_protocol_errors_total"), 1);
+  });
+});
+
+Deno.test("websocket: shutdown mid-conversation: close 1001 to every socket, waits for the handshake", async () => {
+  await withWs(async ({ open, server, seen }) => {
+    const polite = await open();
+    const silent = await open();
+    const client = new WebSocket(`ws://127.0.0.1:${server.addr.port}/`);
+    const clientClosed = new Promise<CloseEvent>((r) => client.onclose = r);
+    await new Promise((r) => client.onopen = r);
+    await polite.conn.write(frame(1, "before"));
+    assert.equal(dec.decode((await polite.r.frame())!.payload), "before");
+    const started = Date.now();
+    const done = server.shutdown();
+    for (const s of [polite, silent]) {
+      const f = (await s.r.frame())!;
+      assert.deepEqual([f.opcode, closeOf(f).code], [8, 1001]);
+    }
+    const e = await clientClosed; // Deno's client answers the close frame
+    assert.deepEqual([e.code, e.wasClean], [1001, true]);
+    await polite.conn.write(frame(8, closePayload(1001)));
+    assert.ok(await polite.r.eof(), "closed after the handshake");
+    // The silent one holds the shutdown until its timeout (500 ms here).
+    await done;
+    const took = Date.now() - started;
+    console.log(`shutdown took ${took} ms with one socket not answering`);
+    assert.ok(took >= 400, `shutdown waited for the silent socket (${took} ms)`);
+    assert.ok(await silent.r.eof());
+    await until(() => seen.filter((s) => s.startsWith("close")).length === 3, "3 close events");
+    assert.equal(seen.filter((s) => s === "close 1001 server shutting down true").length, 1);
+    assert.equal(seen.filter((s) => /^close 1001 .* true$/.test(s)).length, 2);
+  }, { shutdownTimeoutMs: 500 });
+});
+
+Deno.test("websocket: a slow reader of a pushing server: bufferedAmount says what waits, nothing lost", async () => {
+  const N = 400;
+  const SIZE = 64 << 10;
+  let peak = 0;
+  let pushed = 0;
+  const server = serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    const push = () => {
+      // The app's own backpressure: send while less than 256 KiB waits.
+      while (pushed < N && socket.bufferedAmount < 256 << 10) {
+        const m = new Uint8Array(SIZE).fill(pushed & 0xff);
+        m[0] = pushed >> 8;
+        socket.send(m);
+        pushed++;
+        peak = Math.max(peak, socket.bufferedAmount);
+      }
+      if (pushed < N) setTimeout(push, 1);
+    };
+    socket.onopen = push;
+    return response;
+  });
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    await conn.write(enc.encode(upgradeRequest("/")));
+    const r = new WsReader(conn);
+    await r.head();
+    await new Promise((res) => setTimeout(res, 500)); // not reading
+    const stalledAt = pushed;
+    console.log(`pushed ${stalledAt} of ${N} while the client slept; bufferedAmount peak ${peak}`);
+    assert.ok(stalledAt < N, "the server stopped pushing");
+    assert.ok(peak > 0 && peak < (256 << 10) + SIZE + 16, `peak ${peak}`);
+    for (let k = 0; k < N; k++) {
+      const f = (await r.frame())!;
+      assert.equal(f.payload.length, SIZE);
+      assert.equal((f.payload[0] << 8) | f.payload[1], k === 0 ? 0 : (k >> 8 << 8) | (k & 0xff));
+    }
+    conn.close();
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("websocket: a writer that ignores backpressure to a peer that reads nothing is cut (overflow)", async () => {
+  await withWs(async ({ port, seen }) => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(enc.encode(upgradeRequest("/")));
+    const r = new WsReader(conn);
+    await r.head();
+    await conn.write(frame(1, "flood")); // and never read
+    await until(() => seen.some((s) => s.startsWith("close")), "the socket cut");
+    assert.equal(seen[seen.length - 1], "close 1006  false");
+    conn.close();
+  }, { limits: { ...DEFAULT_LIMITS, maxOutputBytes: 2 << 20 } });
+});
+
+Deno.test("websocket: a peer that takes nothing for the write timeout is cut", async () => {
+  await withWs(async ({ port, seen }) => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(enc.encode(upgradeRequest("/")));
+    const r = new WsReader(conn);
+    await r.head();
+    const started = Date.now();
+    await conn.write(frame(1, "flood 4")); // within the overflow limit, never read
+    await until(() => seen.some((s) => s.startsWith("close")), "the socket cut");
+    const took = Date.now() - started;
+    console.log(`cut after ${took} ms (write timeout 300 ms)`);
+    assert.ok(took >= 250, `cut by the write timeout, after ${took} ms`);
+    assert.equal(seen[seen.length - 1], "close 1006  false");
+    conn.close();
+  }, { timeouts: { idleMs: 60_000, requestMs: 10_000, writeMs: 300 } });
 });

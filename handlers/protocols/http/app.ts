@@ -35,7 +35,12 @@ import { AccessLog, type AccessLogFormat } from "./access_log.ts";
 import { DateClock } from "./date_clock.ts";
 import { BodySource, latin1, ServerRequest, UrlCache } from "./request.ts";
 import { reasonPhrase, responseConnectionClosed, writeResponse } from "./response.ts";
-import { hasUpgradeField, type WebSocketSettings, webSocketSettings } from "./websocket/mod.ts";
+import {
+  hasUpgradeField,
+  webSocketMetrics,
+  type WebSocketSettings,
+  webSocketSettings,
+} from "./websocket/mod.ts";
 import {
   holdDenoUpgrade,
   offerUpgrade,
@@ -793,6 +798,7 @@ export function fetchInstance(app: FetchApp): ProtocolInstance {
         help: "Fetch handler exceptions and rejections.",
         value: app.errors,
       },
+      ...webSocketMetrics(app.websockets.stats),
     ],
     stop: () => app.close(),
   };

@@ -67,8 +67,8 @@ export function isValidCloseCode(code: number): boolean {
 
 /** What the parser hands on. Payload views are valid during the call only. */
 export interface FrameSink {
-  /** A whole text message. */
-  onText(text: string): void;
+  /** A whole text message, `size` bytes of UTF-8. */
+  onText(text: string, size: number): void;
   /** A whole binary message, in a buffer of its own (the sink may keep it). */
   onBinary(data: Uint8Array<ArrayBuffer>): void;
   /** A ping: `payload[start, end)`. */
@@ -282,7 +282,7 @@ export class FrameParser {
           this.#fail(CLOSE_INVALID_DATA, "text message is not UTF-8");
           return end;
         }
-        this.#sink.onText(text);
+        this.#sink.onText(text, n);
       } else {
         this.#sink.onBinary(buf.slice(i, to));
       }
@@ -335,7 +335,7 @@ export class FrameParser {
       const text = this.#text;
       this.#text = "";
       this.#decoder = null;
-      this.#sink.onText(text);
+      this.#sink.onText(text, this.#messageBytes);
     } else {
       let bin = this.#binary!;
       this.#binary = null;

@@ -6,7 +6,8 @@ type Event = [string, ...unknown[]];
 
 class Recorder implements FrameSink {
   events: Event[] = [];
-  onText(text: string) {
+  onText(text: string, size: number) {
+    assert.equal(size, new TextEncoder().encode(text).length);
     this.events.push(["text", text]);
   }
   onBinary(data: Uint8Array<ArrayBuffer>) {

@@ -16,6 +16,7 @@ export {
 } from "./frame.ts";
 export {
   ServerWebSocket,
+  webSocketMetrics,
   type WebSocketSettings,
   webSocketSettings,
   WebSocketStats,

@@ -28,6 +28,7 @@
 
 import type { CloseReason, Connection, Protocol, TimeoutKind } from "../../../connection.ts";
 import type { Timer } from "../../../../reactor/timers.ts";
+import type { Metric } from "../../definition.ts";
 import {
   CLOSE_ABNORMAL,
   CLOSE_GOING_AWAY,
@@ -69,6 +70,49 @@ export interface WebSocketSettings {
   readonly maxMessage: number;
   /** The server's counters. */
   readonly stats: WebSocketStats;
+}
+
+/** The counters as /metrics lines. */
+export function webSocketMetrics(stats: WebSocketStats): Metric[] {
+  return [
+    { name: "websockets_open", type: "gauge", help: "WebSockets open now.", value: stats.open },
+    {
+      name: "websockets_opened_total",
+      type: "counter",
+      help: "WebSockets opened (101 sent).",
+      value: stats.opened,
+    },
+    {
+      name: "websocket_messages_received_total",
+      type: "counter",
+      help: "WebSocket messages received.",
+      value: stats.messagesIn,
+    },
+    {
+      name: "websocket_messages_sent_total",
+      type: "counter",
+      help: "WebSocket messages sent.",
+      value: stats.messagesOut,
+    },
+    {
+      name: "websocket_received_bytes_total",
+      type: "counter",
+      help: "WebSocket message payload bytes received.",
+      value: stats.bytesIn,
+    },
+    {
+      name: "websocket_sent_bytes_total",
+      type: "counter",
+      help: "WebSocket message payload bytes sent.",
+      value: stats.bytesOut,
+    },
+    {
+      name: "websocket_protocol_errors_total",
+      type: "counter",
+      help: "WebSockets closed for a protocol error of the peer (1002, 1007, 1009).",
+      value: stats.protocolErrors,
+    },
+  ];
 }
 
 /** Settings with the default message limit and fresh counters. */
@@ -392,9 +436,8 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
   closed(_conn: Connection, reason: CloseReason): void {
     this.#parser?.stop();
     this.#stopTimer();
-    this.#settings.stats.open--;
     if (this.#state === CLOSED) return;
-    this.#state = CLOSED;
+    this.#closedNow();
     this.dispatchEvent(
       new ErrorEvent("error", {
         message: `the connection closed without a close frame (${reason})`,
@@ -406,11 +449,11 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
   // ---- FrameSink ----
 
   /** A text message. */
-  onText(text: string): void {
+  onText(text: string, size: number): void {
     if (this.#state !== OPEN) return;
     const stats = this.#settings.stats;
     stats.messagesIn++;
-    stats.bytesIn += text.length; // UTF-16 units: the decoded size (bytes would need a count)
+    stats.bytesIn += size;
     this.dispatchEvent(new MessageEvent("message", { data: text, origin: this.#url }));
   }
 
@@ -452,8 +495,14 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
     const conn = this.#conn!;
     conn.closeAfterFlush();
     if (this.#state === CLOSED) return;
-    this.#state = CLOSED;
+    this.#closedNow();
     this.dispatchEvent(new CloseEvent("close", { code, reason, wasClean: clean }));
+  }
+
+  /** readyState becomes CLOSED (once): the socket no longer counts as open. */
+  #closedNow(): void {
+    this.#state = CLOSED;
+    this.#settings.stats.open--;
   }
 
   // ---- timers ----
