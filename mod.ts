@@ -39,6 +39,7 @@ export {
   type CloseListener,
   type CloseReason,
   Connection,
+  type FileSource,
   LINGER_MS,
   type Protocol,
   type TimeoutKind,
@@ -53,6 +54,7 @@ export {
   type Timeouts,
 } from "./handlers/context.ts";
 export { OutputBuffer } from "./handlers/output_buffer.ts";
+export { type StaticOptions } from "./handlers/protocols/http/static/static_files.ts";
 export {
   findProtocol,
   type FlagKind,

@@ -9,6 +9,7 @@
 import { parseArgs } from "node:util";
 import denoJson from "../deno.json" with { type: "json" };
 import type { BackendName } from "../reactor/backend.ts";
+import type { StaticOptions } from "../handlers/protocols/http/static/static_files.ts";
 import { type FlagSpec, PROTOCOLS } from "../handlers/protocols/mod.ts";
 import { ACCESS_LOG_FORMATS, type AccessLogFormat } from "../handlers/protocols/http/access_log.ts";
 
@@ -58,8 +59,10 @@ export interface ServeCommand {
   metrics: { host: string; port: number } | null;
   /** `--module FILE`: serve its default export's `fetch` (deno serve's convention), or null. */
   module: string | null;
-  /** `--access-log FORMAT` (with --module): one line per request on stdout, or null. */
+  /** `--access-log FORMAT` (with --module or --root): one line per request on stdout, or null. */
   accessLog: AccessLogFormat | null;
+  /** `--root DIR` and its flags: a directory served at `/`, or null. */
+  files: StaticOptions | null;
 }
 
 /** `probe` settings: one HTTP GET, exit 0 on 200. */
@@ -114,7 +117,12 @@ serve options (default in brackets):
   --workers N|auto            worker processes on one port (SO_REUSEPORT); auto = cores [1]
   --metrics HOST:PORT         admin listener: GET /metrics covers every worker [off]
   --module FILE               serve FILE's default export { fetch } (as deno serve) [off]
-  --access-log FORMAT         with --module: common, combined or json lines on stdout [off]
+  --access-log FORMAT         with --module/--root: common, combined or json lines on stdout [off]
+  --root DIR                  serve DIR's files at / (with --module: what is no file goes to it) [off]
+  --list                      with --root: list directories that have no index.html [off: 403]
+  --dotfiles                  with --root: serve .env, .git/ and other dot names [off: 404]
+  --follow-symlinks           with --root: follow symlinks that lead out of DIR [off: 404]
+  --cache-control VALUE       with --root: the Cache-Control header of files [none]
   --shutdown-timeout S        on SIGTERM/SIGINT, finish in-flight work for at most S s [10]
   --idle-timeout S            close a keep-alive connection idle for S s; 0 = never [60]
   --header-timeout S          a request must arrive whole within S s (slowloris) [10]
@@ -241,6 +249,8 @@ const COMMON_FLAGS = [
   "metrics",
   "module",
   "access-log",
+  "root",
+  "cache-control",
   "shutdown-timeout",
   "idle-timeout",
   "header-timeout",
@@ -284,8 +294,42 @@ function accessLogFlag(
 ): AccessLogFormat | null {
   if (raw === undefined) return null;
   const format = oneOf("access-log", raw, "common", ACCESS_LOG_FORMATS);
-  if (module === undefined) throw new UsageError("--access-log is for --module apps");
+  if (module === undefined) throw new UsageError("--access-log is for --module and --root");
   return format;
+}
+
+/** The on/off flags of --root. */
+const STATIC_SWITCHES = ["list", "dotfiles", "follow-symlinks"];
+
+/** `--root DIR` and the flags that only mean something with it. */
+function rootFlags(values: Record<string, unknown>, app: string): StaticOptions | null {
+  const root = values.root as string | undefined;
+  const cacheControl = values["cache-control"] as string | undefined;
+  if (root === undefined) {
+    for (const name of [...STATIC_SWITCHES, "cache-control"]) {
+      if (values[name] !== undefined) throw new UsageError(`--${name} is only for --root`);
+    }
+    return null;
+  }
+  if (root === "") throw new UsageError("--root must not be empty");
+  if (app !== "http") throw new UsageError(`--root is only for --app http, not --app ${app}`);
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(root);
+  } catch (e) {
+    throw new UsageError(`--root ${root}: ${(e as Error).message.split(":")[0]}`);
+  }
+  if (!info.isDirectory) throw new UsageError(`--root ${root}: not a directory`);
+  if (cacheControl !== undefined && (cacheControl === "" || /[\r\n]/.test(cacheControl))) {
+    throw new UsageError("--cache-control must be one non-empty header value");
+  }
+  return {
+    root,
+    listDirectories: values.list === true,
+    dotfiles: values.dotfiles === true,
+    followSymlinks: values["follow-symlinks"] === true,
+    cacheControl: cacheControl ?? "",
+  };
 }
 
 function moduleFlag(raw: string | undefined, app: string): string | null {
@@ -301,6 +345,7 @@ function parseServe(rest: string[]): ServeCommand | { command: "help"; text: str
     help: { type: "boolean" },
   };
   for (const name of [...COMMON_FLAGS, ...byName.keys()]) options[name] = { type: "string" };
+  for (const name of STATIC_SWITCHES) options[name] = { type: "boolean" };
   const { values } = parse(rest, options);
   if (values.help) return { command: "help", text: HELP };
   const v = values as Record<string, string | undefined>;
@@ -348,7 +393,8 @@ function parseServe(rest: string[]): ServeCommand | { command: "help"; text: str
       : integer("worker-id", v["worker-id"], 0, 0, 1024),
     metrics: v.metrics === undefined ? null : hostPort("metrics", v.metrics, 0),
     module: moduleFlag(v.module, app),
-    accessLog: accessLogFlag(v["access-log"], v.module),
+    accessLog: accessLogFlag(v["access-log"], v.module ?? v.root),
+    files: rootFlags(values, app),
     shutdownTimeoutMs: seconds("shutdown-timeout", v["shutdown-timeout"], 10),
     idleTimeoutMs: seconds("idle-timeout", v["idle-timeout"], 60),
     headerTimeoutMs: seconds("header-timeout", v["header-timeout"], 10),

@@ -7,6 +7,7 @@
  */
 
 import { fetchProtocol } from "../handlers/protocols/http/app.ts";
+import type { StaticOptions } from "../handlers/protocols/http/static/static_files.ts";
 import type { ProtocolDefinition } from "../handlers/protocols/mod.ts";
 import type { AccessLogFormat } from "../handlers/protocols/http/access_log.ts";
 
@@ -37,6 +38,7 @@ export async function loadModule(
     maxHeaderBytes?: number;
     maxWebSocketMessage?: number;
     accessLog?: AccessLogFormat | null;
+    files?: StaticOptions | null;
   },
 ): Promise<ProtocolDefinition> {
   let mod: { default?: unknown };

@@ -12,6 +12,7 @@ import { setUpLogging } from "../log/mod.ts";
 import { Server } from "../server/server.ts";
 import { DEFAULT_LIMITS } from "../handlers/context.ts";
 import { loadModule, ModuleError } from "./module.ts";
+import { fetchProtocol } from "../handlers/protocols/http/app.ts";
 import { SyscallError } from "../syscalls/errno.ts";
 import {
   type AdminListener,
@@ -53,12 +54,18 @@ export async function serve(cmd: ServeCommand): Promise<number> {
   }
   let server: Server;
   try {
-    const protocol = cmd.module === null ? undefined : await loadModule(cmd.module, {
+    const appOptions = {
       maxBody: cmd.protocolOptions.maxBody as number | undefined,
       maxHeaderBytes: cmd.protocolOptions.maxHeaderBytes as number | undefined,
       maxWebSocketMessage: cmd.protocolOptions.maxWebSocketMessage as number | undefined,
       accessLog: cmd.accessLog,
-    });
+      files: cmd.files,
+    };
+    const protocol = cmd.module !== null
+      ? await loadModule(cmd.module, appOptions)
+      : cmd.files !== null
+      ? fetchProtocol(null, appOptions)
+      : undefined;
     server = await Server.create({
       app: cmd.app,
       protocol,
@@ -127,7 +134,11 @@ export async function serve(cmd: ServeCommand): Promise<number> {
     const timer = server.reactor.setTimer(cmd.statsIntervalMs, tick);
   }
   log.info("{app} listening on {address} ({backend}, {trigger}-triggered, pid {pid}{worker})", {
-    app: cmd.module === null ? cmd.app : `--module ${cmd.module}`,
+    app: cmd.module !== null
+      ? `--module ${cmd.module}`
+      : cmd.files !== null
+      ? `--root ${cmd.files.root}`
+      : cmd.app,
     address: server.address,
     backend: cmd.backend,
     trigger: cmd.trigger,

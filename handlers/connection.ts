@@ -15,6 +15,12 @@
  *   said stop, past `maxOutputBytes` more, is cut ("overflow"); one large
  *   write (of any size) to a peer that reads is not. A peer that takes no
  *   bytes at all is caught by the write timeout.
+ * - Files: `sendFile` queues a file range behind the output; its bytes go
+ *   from the file to the socket by sendfile(2) and never enter JS. A
+ *   partial sendfile or EAGAIN arms writable interest exactly as a partial
+ *   send does, and the file bytes still to go count toward the high-water
+ *   mark (they are output waiting, even if not in memory). Writes made
+ *   while a file waits queue behind it.
  * - Close: the fd is closed at once; the protocol's `closed` and the owner's
  *   callback run in the reactor's deferred phase, never inside the caller.
  * - Half-close: after the peer's FIN, pending output is flushed, then close.
@@ -24,6 +30,7 @@
 
 import { getLogger } from "../log/mod.ts";
 import { MSG_NOSIGNAL, SHUT_WR, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
+import { sendFileRange } from "../syscalls/files.ts";
 import { EAGAIN, EINTR, errnoName } from "../syscalls/errno.ts";
 import { close, errno, recv_ptr, send, send_ptr, setsockopt, shutdown } from "../syscalls/libc.ts";
 import { Interest, Ready } from "../reactor/interest.ts";
@@ -36,6 +43,8 @@ const log = getLogger(["reactor", "connection"]);
 
 const READ_BITS = Ready.READABLE | Ready.READ_CLOSED;
 const GONE_BITS = Ready.HANGUP | Ready.ERROR;
+/** `MSG_MORE`: more follows (the file after a response head): let the kernel coalesce. */
+const MSG_MORE = 0x8000;
 /** SO_LINGER on with a zero timeout: close() sends RST. */
 const LINGER_ZERO = new Uint8Array(new Int32Array([1, 0]).buffer);
 
@@ -103,6 +112,27 @@ export interface Protocol {
   timedOut?(conn: Connection, what: TimeoutKind): void;
 }
 
+/**
+ * An open file that `Connection.sendFile` sends from. It may be shared (an
+ * open-file cache): the connection calls `release()` exactly once, when the
+ * range is sent or dropped, and never closes `fd` itself.
+ */
+export interface FileSource {
+  /** The open file (read by sendfile with an explicit offset, so it may be shared). */
+  readonly fd: number;
+  /** The connection is done with this range. */
+  release(): void;
+}
+
+/** A file range waiting behind the output buffer, and what was written after it. */
+interface FileSegment {
+  source: FileSource;
+  offset: number;
+  end: number;
+  /** Bytes written while this range waited: they go after it. */
+  after: OutputBuffer | null;
+}
+
 /** Called once a connection is closed, after its protocol's `closed`. */
 export type CloseListener = (conn: Connection, reason: CloseReason) => void;
 
@@ -145,6 +175,8 @@ export class Connection implements Handler, Deferred {
   #lingerTimer: Timer | null = null;
   #hangupParked = false; // out of the interest list after a hang-up while paused
   #writableWaiters: (() => void)[] | null = null;
+  #files: FileSegment[] | null = null; // file ranges waiting, in order
+  #filePending = 0; // their bytes still to send plus the bytes queued behind them
 
   /**
    * Wraps a connected socket; `open()` registers it.
@@ -191,7 +223,7 @@ export class Connection implements Handler, Deferred {
    * recomputes and re-arms itself if not due.
    */
   #nextDeadline(t: Timeouts): number {
-    if (this.output.length > 0 && t.writeMs > 0) {
+    if (this.#writing && t.writeMs > 0) {
       this.#dueKind = "write";
       return this.lastWrite + t.writeMs;
     }
@@ -306,7 +338,7 @@ export class Connection implements Handler, Deferred {
     if (this.#readingPaused || this.#readingStopped) {
       // Read bits are masked while not reading: only a hang-up or an error.
       if ((ready & GONE_BITS) === 0) return;
-      if ((ready & Ready.ERROR) !== 0 || this.#readingStopped || this.output.length > 0) {
+      if ((ready & Ready.ERROR) !== 0 || this.#readingStopped || this.#writing) {
         this.close("hangup");
         return;
       }
@@ -370,7 +402,7 @@ export class Connection implements Handler, Deferred {
     this.uncork();
     if (this.fd < 0) return;
     this.#readingStopped = true;
-    if (this.output.length === 0) {
+    if (!this.#writing) {
       this.#finish();
       return;
     }
@@ -503,8 +535,102 @@ export class Connection implements Handler, Deferred {
         return false;
       }
     }
-    out.append(data, start, end);
+    const files = this.#files;
+    if (files !== null) {
+      const last = files[files.length - 1];
+      (last.after ??= new OutputBuffer()).append(data, start, end);
+      this.#filePending += end - start;
+    } else {
+      out.append(data, start, end);
+    }
     return this.#queued();
+  }
+
+  /** Bytes waiting: the output buffer, file ranges not yet sent, and what waits behind them. */
+  get pendingBytes(): number {
+    return this.output.length + this.#filePending;
+  }
+
+  /**
+   * Sends `length` bytes of `source` from `offset` by sendfile(2), after
+   * anything already queued; writes made meanwhile go after it. What a
+   * corked connection gathered (a response head) leaves first, flagged
+   * MSG_MORE so the kernel joins it to the file's first bytes. `source` is
+   * released once the range is sent or dropped. If the file ends before
+   * `length` bytes (it shrank while being served), the connection is
+   * aborted with RST: a response cut short must not look complete. Returns
+   * false at the high-water mark (as `write`) or when closed.
+   */
+  sendFile(source: FileSource, offset: number, length: number): boolean {
+    if (this.fd < 0) {
+      source.release();
+      return false;
+    }
+    if (length <= 0) {
+      source.release();
+      return !this.#outputFull;
+    }
+    if (this.#corked) {
+      this.#uncork(MSG_MORE);
+      if (this.fd < 0) {
+        source.release();
+        return false;
+      }
+    }
+    const end = offset + length;
+    if (!this.#writing) {
+      const at = this.#sendFileNow(source, offset, end);
+      if (at === end) {
+        source.release();
+        return true;
+      }
+      if (at < 0) {
+        source.release();
+        return false;
+      }
+      offset = at;
+      this.context.counters.sendEagain++;
+    }
+    const segment: FileSegment = { source, offset, end, after: null };
+    if (this.#files === null) this.#files = [segment];
+    else this.#files.push(segment);
+    this.#filePending += end - offset;
+    return this.#queued();
+  }
+
+  /**
+   * sendfile from `offset` until `end`, EAGAIN or failure. Returns the offset
+   * reached (`end` when done), or -1 when the connection was closed (a send
+   * error, or the file ended early: aborted).
+   */
+  #sendFileNow(source: FileSource, offset: number, end: number): number {
+    const counters = this.context.counters;
+    while (offset < end) {
+      const n = sendFileRange(this.fd, source.fd, offset, end - offset);
+      if (n > 0) {
+        offset += n;
+        counters.bytesOut += n;
+        counters.fileBytesOut += n;
+        this.lastWrite = this.reactor.now;
+        continue;
+      }
+      if (n === 0) {
+        log.warn("fd {fd}: the file ended {missing} bytes early (changed while sent); reset", {
+          fd: this.fd,
+          missing: end - offset,
+        });
+        counters.fileTruncations++;
+        this.abort("reset");
+        return -1;
+      }
+      const e = errno();
+      if (e === EAGAIN) return offset;
+      if (e === EINTR) continue;
+      log.debug("sendfile on fd {fd}: {code}", { fd: this.fd, code: errnoName(e) });
+      this.close("reset");
+      return -1;
+    }
+    return offset;
   }
 
   /**
@@ -525,7 +651,8 @@ export class Connection implements Handler, Deferred {
         this.pullTimer(this.lastWrite + this.#timeouts.writeMs);
       }
     }
-    const crossed = !this.#outputFull && out.length >= this.#limits.highWaterMark;
+    const crossed = !this.#outputFull &&
+      out.length + this.#filePending >= this.#limits.highWaterMark;
     if (crossed) {
       this.#outputFull = true;
       counters.highWaterHits++;
@@ -556,6 +683,10 @@ export class Connection implements Handler, Deferred {
 
   /** Sends what was written since `cork()`, in one `send`. */
   uncork(): void {
+    this.#uncork(MSG_NOSIGNAL);
+  }
+
+  #uncork(flags: number): void {
     if (!this.#corked) return;
     this.#corked = false;
     const ctx = this.context;
@@ -568,7 +699,7 @@ export class Connection implements Handler, Deferred {
       return;
     }
     let n: number;
-    do n = send_ptr(this.fd, ctx.corkBufferPointer, len, MSG_NOSIGNAL); while (
+    do n = send_ptr(this.fd, ctx.corkBufferPointer, len, flags | MSG_NOSIGNAL); while (
       n < 0 && errno() === EINTR
     );
     this.#sent(n, ctx.corkBuffer, 0, len);
@@ -593,30 +724,33 @@ export class Connection implements Handler, Deferred {
   flush(): void {
     const out = this.output;
     const counters = this.context.counters;
-    while (out.length > 0) {
-      const len = out.length;
-      const n = send(this.fd, out.pending(), len, MSG_NOSIGNAL);
-      if (n < 0) {
-        const e = errno();
-        if (e === EINTR) continue;
-        if (e === EAGAIN) {
-          counters.sendEagain++;
-          break;
-        }
-        log.debug("send on fd {fd}: {code}", { fd: this.fd, code: errnoName(e) });
-        this.close("reset");
-        return;
-      }
-      counters.bytesOut += n;
-      out.consume(n);
-      this.lastWrite = this.reactor.now;
-      if (n < len) {
+    for (;;) {
+      if (!this.#flushBytes()) return; // closed
+      if (out.length > 0 || this.#files === null) break; // EAGAIN, or all sent
+      // The output buffer is empty: the first file range is next.
+      const files = this.#files;
+      const segment = files[0];
+      const at = this.#sendFileNow(segment.source, segment.offset, segment.end);
+      if (at < 0) return; // closed
+      this.#filePending -= at - segment.offset;
+      segment.offset = at;
+      if (at < segment.end) {
         counters.sendEagain++;
         break;
       }
+      segment.source.release();
+      files.shift();
+      if (files.length === 0) this.#files = null;
+      const after = segment.after;
+      if (after !== null) {
+        // What was written behind the file is next: into the output buffer.
+        this.#filePending -= after.length;
+        out.append(after.pending(), 0, after.length);
+      }
     }
+    const pending = out.length + this.#filePending;
     let changed = false;
-    if (out.length === 0 && this.#writing) {
+    if (pending === 0 && this.#writing) {
       this.#writing = false;
       counters.writableDisarms++;
       changed = true;
@@ -625,7 +759,7 @@ export class Connection implements Handler, Deferred {
         return;
       }
     }
-    const relieved = this.#outputFull && out.length <= this.#limits.lowWaterMark;
+    const relieved = this.#outputFull && pending <= this.#limits.lowWaterMark;
     if (relieved) {
       this.#outputFull = false;
       this.#ignoredBytes = 0;
@@ -641,7 +775,36 @@ export class Connection implements Handler, Deferred {
       this.#wakeWriters();
       if (this.fd < 0) return;
     }
-    if (out.length === 0 && this.protocol.drained) this.protocol.drained(this);
+    if (pending === 0 && this.protocol.drained) this.protocol.drained(this);
+  }
+
+  /** Sends the output buffer until empty or EAGAIN; false if the connection closed. */
+  #flushBytes(): boolean {
+    const out = this.output;
+    const counters = this.context.counters;
+    while (out.length > 0) {
+      const len = out.length;
+      const n = send(this.fd, out.pending(), len, MSG_NOSIGNAL);
+      if (n < 0) {
+        const e = errno();
+        if (e === EINTR) continue;
+        if (e === EAGAIN) {
+          counters.sendEagain++;
+          return true;
+        }
+        log.debug("send on fd {fd}: {code}", { fd: this.fd, code: errnoName(e) });
+        this.close("reset");
+        return false;
+      }
+      counters.bytesOut += n;
+      out.consume(n);
+      this.lastWrite = this.reactor.now;
+      if (n < len) {
+        counters.sendEagain++;
+        return true;
+      }
+    }
+    return true;
   }
 
   /**
@@ -716,8 +879,13 @@ export class Connection implements Handler, Deferred {
     if (this.#lingerTimer !== null) this.reactor.cancelTimer(this.#lingerTimer);
     this.reactor.deregister(fd);
     close(fd);
-    this.unsentAtClose = this.output.length;
+    this.unsentAtClose = this.output.length + this.#filePending;
     this.output.clear();
+    if (this.#files !== null) {
+      for (const segment of this.#files) segment.source.release();
+      this.#files = null;
+      this.#filePending = 0;
+    }
     this.context.counters.closed++;
     this.#closeReason = reason;
     this.reactor.defer(this);

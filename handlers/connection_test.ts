@@ -21,7 +21,8 @@ import {
 import { EAGAIN, ECONNRESET, errnoName, SyscallError } from "../syscalls/errno.ts";
 import { accept4, close, errno, recv, send } from "../syscalls/libc.ts";
 import { connectTcp, listenTcp, localAddress, setIntOption } from "../syscalls/socket.ts";
-import { type CloseReason, Connection, type Protocol } from "./connection.ts";
+import { openBeneath, openDirectory } from "../syscalls/files.ts";
+import { type CloseReason, Connection, type FileSource, type Protocol } from "./connection.ts";
 import {
   ConnectionContext,
   type ConnectionContextOptions,
@@ -629,6 +630,134 @@ Deno.test("Connection: the idle timeout closes an idle connection but not one wh
     assert.ok(afterResume < 10_000);
     assert.equal(rig.ctx.counters.timeouts, 3);
   } finally {
+    await rig.dispose();
+  }
+});
+
+/** A temp file holding `data`, opened read-only; its fd and a counting FileSource maker. */
+async function tempFile(data: Uint8Array): Promise<{ fd: number; path: string; dir: number }> {
+  const path = await Deno.makeTempFile({ prefix: "reactor-sendfile-" });
+  await Deno.writeFile(path, data);
+  const slash = path.lastIndexOf("/");
+  const dir = openDirectory(path.slice(0, slash));
+  const fd = openBeneath(dir, new TextEncoder().encode(path.slice(slash + 1) + "\0"), true);
+  assert.ok(fd >= 0, `open ${path}: ${errnoName(-fd)}`);
+  return { fd, path, dir };
+}
+
+class CountingSource implements FileSource {
+  released = 0;
+  constructor(readonly fd: number) {}
+  release(): void {
+    this.released++;
+  }
+}
+
+Deno.test("Connection: sendFile interleaves with writes in order, byte-exact, through EAGAIN; each source released once", async () => {
+  const rig = await Rig.create({ limits: MARKS });
+  const fileData = bytes(3 * MiB, 7);
+  const file = await tempFile(fileData);
+  try {
+    const { conn, peer } = await rig.connect({ data() {} });
+    smallKernelBuffers(conn.fd, peer);
+    const enc = new TextEncoder();
+    const parts: Uint8Array[] = [];
+    const a = new CountingSource(file.fd);
+    const b = new CountingSource(file.fd);
+    conn.write(enc.encode("HEAD1\r\n"));
+    parts.push(enc.encode("HEAD1\r\n"));
+    conn.sendFile(a, 0, fileData.length);
+    parts.push(fileData);
+    conn.write(enc.encode("MIDDLE"));
+    parts.push(enc.encode("MIDDLE"));
+    conn.sendFile(b, 1000, 5000); // a range in the middle
+    parts.push(fileData.subarray(1000, 6000));
+    conn.write(enc.encode("TAIL"));
+    parts.push(enc.encode("TAIL"));
+    const expected = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) (expected.set(p, at), at += p.length);
+    assert.ok(conn.pendingBytes > 0, "the small kernel buffer cannot take 3 MiB at once");
+    assert.equal(a.released, 0, "a file range still waiting is not released");
+    const reader = new PeerReader(rig.reactor, peer, expected).start();
+    rig.run();
+    await until(() => reader.received >= expected.length || reader.eof, "the peer to read it all");
+    assert.equal(reader.received, expected.length);
+    assert.equal(reader.mismatchAt, -1, `byte ${reader.mismatchAt} differs`);
+    await until(() => conn.pendingBytes === 0, "nothing pending");
+    assert.equal(a.released, 1);
+    assert.equal(b.released, 1);
+    assert.equal(rig.ctx.counters.fileBytesOut, fileData.length + 5000);
+    assert.ok(rig.ctx.counters.sendEagain > 0, "the file went out over several writable events");
+    assert.equal(conn.closed, false);
+  } finally {
+    close(file.fd);
+    close(file.dir);
+    await Deno.remove(file.path);
+    await rig.dispose();
+  }
+});
+
+Deno.test("Connection: a file range counts toward high water; a file that shrinks while sent resets the connection", async () => {
+  const rig = await Rig.create({ limits: { ...DEFAULT_LIMITS } });
+  const fileData = bytes(8 * MiB);
+  const file = await tempFile(fileData);
+  try {
+    let closedWith: CloseReason | null = null;
+    let high = 0;
+    const { conn, peer } = await rig.connect({
+      data() {},
+      highWater: () => high++,
+      closed: (_, reason) => (closedWith = reason),
+    });
+    smallKernelBuffers(conn.fd, peer);
+    const source = new CountingSource(file.fd);
+    assert.equal(conn.sendFile(source, 0, fileData.length), false, "8 MiB waiting: stop");
+    assert.equal(high, 1, "highWater fired");
+    assert.ok(conn.output.length === 0, "no file byte was copied into memory");
+    await Deno.truncate(file.path, 1 * MiB); // shrinks under the waiting range
+    const reader = new PeerReader(rig.reactor, peer).start();
+    rig.run();
+    await until(() => closedWith !== null, "the connection to close");
+    assert.equal(closedWith, "reset");
+    assert.equal(rig.ctx.counters.fileTruncations, 1);
+    assert.equal(source.released, 1);
+    await until(() => reader.eof || reader.error !== 0, "the peer to see the end");
+    assert.ok(reader.received <= 1 * MiB, `${reader.received} bytes: no more than the file had`);
+    assert.equal(reader.error, ECONNRESET, "RST, not a clean end: the response is cut short");
+  } finally {
+    close(file.fd);
+    close(file.dir);
+    await Deno.remove(file.path);
+    await rig.dispose();
+  }
+});
+
+Deno.test("Connection: closing with file ranges waiting releases them and counts their bytes as unsent", async () => {
+  const rig = await Rig.create({ limits: { ...DEFAULT_LIMITS } });
+  const fileData = bytes(4 * MiB);
+  const file = await tempFile(fileData);
+  try {
+    const { conn, peer } = await rig.connect({ data() {} });
+    smallKernelBuffers(conn.fd, peer);
+    const a = new CountingSource(file.fd);
+    const b = new CountingSource(file.fd);
+    conn.sendFile(a, 0, fileData.length);
+    conn.write(new Uint8Array(100));
+    conn.sendFile(b, 0, 1000);
+    const pending = conn.pendingBytes;
+    assert.ok(pending > 1100, `${pending} pending`);
+    conn.close("local");
+    assert.equal(a.released, 1);
+    assert.equal(b.released, 1);
+    assert.equal(conn.unsentAtClose, pending);
+    const c = new CountingSource(file.fd);
+    assert.equal(conn.sendFile(c, 0, 10), false, "closed");
+    assert.equal(c.released, 1, "released even when refused");
+  } finally {
+    close(file.fd);
+    close(file.dir);
+    await Deno.remove(file.path);
     await rig.dispose();
   }
 });

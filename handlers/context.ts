@@ -76,6 +76,10 @@ export class ConnectionCounters {
    * the peer's arrived) and left the interest list until reading resumes.
    */
   hangupParks = 0;
+  /** Bytes sent from files by sendfile(2) (part of bytesOut). */
+  fileBytesOut = 0;
+  /** File ranges cut short because the file shrank while being sent (connection reset). */
+  fileTruncations = 0;
   /** Times reading from a peer was paused (backpressure). */
   readPauses = 0;
   /** Times a connection's output reached its high-water mark. */

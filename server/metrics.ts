@@ -49,6 +49,12 @@ export function coreMetrics(
     counter("bytes_received_total", "Bytes read from peers.", c.bytesIn),
     counter("bytes_sent_total", "Bytes sent to peers.", c.bytesOut),
     counter("send_eagain_total", "Sends that hit EAGAIN or were partial.", c.sendEagain),
+    counter("file_bytes_sent_total", "Bytes sent from files by sendfile(2).", c.fileBytesOut),
+    counter(
+      "file_truncations_total",
+      "File responses reset because the file shrank while being sent.",
+      c.fileTruncations,
+    ),
     counter("writable_arms_total", "Times writable interest was armed.", c.writableArms),
     counter(
       "high_water_hits_total",

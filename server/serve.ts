@@ -25,6 +25,7 @@ import {
   fetchProtocol,
 } from "../handlers/protocols/http/app.ts";
 import type { ProtocolDefinition } from "../handlers/protocols/mod.ts";
+import type { StaticOptions } from "../handlers/protocols/http/static/static_files.ts";
 import { Server } from "./server.ts";
 
 /** An object with a fetch method: a Hono app, `export default { fetch }`. */
@@ -45,6 +46,12 @@ export interface ServeOptions extends HttpServerOptions {
   maxHeaderBytes?: number;
   /** Largest WebSocket message received, in bytes (close 1009 above). Default 16 MiB. */
   maxWebSocketMessage?: number;
+  /**
+   * A directory to serve: a GET or HEAD naming one of its files is answered
+   * from it (sendfile, validators, ranges, sidecars: docs/http.md), anything
+   * else goes to the handler. With files and no handler, the rest is 404/405.
+   */
+  files?: StaticOptions;
 }
 
 /** What `serve` returns, as `Deno.HttpServer`. */
@@ -69,7 +76,8 @@ export type { FetchHandler, FetchHandlerInfo };
 /** A handler, or an object whose `fetch` is one. */
 export type HandlerLike = FetchHandler | FetchApp;
 
-function handlerOf(h: HandlerLike | undefined): FetchHandler {
+function handlerOf(h: HandlerLike | undefined, files?: StaticOptions): FetchHandler | null {
+  if (h === undefined && files !== undefined) return null;
   if (typeof h === "function") return h;
   if (h !== undefined && typeof h === "object" && typeof h.fetch === "function") {
     return h.fetch.bind(h);
@@ -93,20 +101,22 @@ function handlerOf(h: HandlerLike | undefined): FetchHandler {
 export function serve(handler: HandlerLike): HttpServer;
 /** Serves with options and a handler. */
 export function serve(options: ServeOptions, handler: HandlerLike): HttpServer;
-/** Serves with the handler among the options. */
-export function serve(options: ServeOptions & { handler: FetchHandler }): HttpServer;
+/** Serves with the handler among the options (or only `files`). */
+export function serve(
+  options: ServeOptions & ({ handler: FetchHandler } | { files: StaticOptions }),
+): HttpServer;
 export function serve(
   a: HandlerLike | (ServeOptions & { handler?: FetchHandler }),
   b?: HandlerLike,
 ): HttpServer {
   let options: ServeOptions;
-  let handler: FetchHandler;
+  let handler: FetchHandler | null;
   if (typeof a === "function" || (typeof (a as FetchApp).fetch === "function" && b === undefined)) {
     options = {};
     handler = handlerOf(a as HandlerLike);
   } else {
     options = a as ServeOptions;
-    handler = handlerOf(b ?? options.handler);
+    handler = handlerOf(b ?? options.handler, options.files);
   }
   return startHttpServer(
     options,
@@ -115,6 +125,7 @@ export function serve(
       maxBody: options.maxBody,
       maxHeaderBytes: options.maxHeaderBytes,
       maxWebSocketMessage: options.maxWebSocketMessage,
+      files: options.files ?? null,
     }),
   );
 }

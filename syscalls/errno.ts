@@ -21,8 +21,20 @@ export const ENOMEM = 12;
 export const EACCES = 13;
 /** Already exists (epoll_ctl ADD of a registered fd). */
 export const EEXIST = 17;
+/** Cross-device link; openat2 RESOLVE_BENEATH: the path would leave the directory. */
+export const EXDEV = 18;
+/** Not a directory (a path component is a file). */
+export const ENOTDIR = 20;
+/** Is a directory. */
+export const EISDIR = 21;
 /** Invalid argument. */
 export const EINVAL = 22;
+/** File name too long. */
+export const ENAMETOOLONG = 36;
+/** Function not implemented (a syscall this kernel lacks). */
+export const ENOSYS = 38;
+/** Too many symbolic links, or a symlink refused (O_NOFOLLOW, RESOLVE_NO_SYMLINKS). */
+export const ELOOP = 40;
 /** The system-wide open-file table is full. */
 export const ENFILE = 23;
 /** This process hit RLIMIT_NOFILE. */
@@ -83,6 +95,7 @@ const NAMES: Record<number, string> = {
   14: "EFAULT",
   16: "EBUSY",
   17: "EEXIST",
+  18: "EXDEV",
   19: "ENODEV",
   20: "ENOTDIR",
   21: "EISDIR",
@@ -94,6 +107,7 @@ const NAMES: Record<number, string> = {
   29: "ESPIPE",
   32: "EPIPE",
   34: "ERANGE",
+  36: "ENAMETOOLONG",
   38: "ENOSYS",
   40: "ELOOP",
   64: "ENONET",

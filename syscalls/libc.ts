@@ -81,6 +81,21 @@ const SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  // Files, for static serving (syscalls/files.ts). open is variadic like fcntl:
+  // the mode lands where va_arg reads it with a fixed three-int signature.
+  open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
+  // openat2(2) has no glibc wrapper: syscall(SYS_openat2, dirfd, path, how,
+  // size). syscall() reads each argument as a long; every value passed here
+  // is a non-negative i32/u32, which both ABIs hand over zero-extended.
+  syscall_openat2: {
+    name: "syscall",
+    parameters: ["i32", "i32", "buffer", "buffer", "u32"],
+    result: "i32",
+  },
+  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+  // sendfile(out_fd, in_fd, off_t *offset, count): the offset cell is a
+  // long-lived 8-byte buffer whose address is taken once (pointer, not buffer).
+  sendfile: { parameters: ["i32", "i32", "pointer", "u32"], result: "i32" },
   getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
   setrlimit: { parameters: ["i32", "buffer"], result: "i32" },
   getpid: { parameters: [], result: "i32" },
@@ -167,6 +182,10 @@ export const {
   poll_blocking,
   select,
   select_blocking,
+  open,
+  syscall_openat2,
+  statx,
+  sendfile,
   getrlimit,
   setrlimit,
   getpid,

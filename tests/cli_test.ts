@@ -28,6 +28,13 @@ Deno.test("cli: flags that make no sense are usage errors", () => {
     [["serve", "extra"], /.+/],
     [["fly"], /unknown command "fly"/],
     [["probe", "--path", "health"], /--path must start with/],
+    [["serve", "--list"], /--list is only for --root/],
+    [["serve", "--cache-control", "no-cache"], /--cache-control is only for --root/],
+    [["serve", "--root", "/nonexistent-dir-x"], /--root \/nonexistent-dir-x: /],
+    [["serve", "--root", "/etc/hostname"], /not a directory/],
+    [["serve", "--root", "/tmp", "--app", "echo"], /--root is only for --app http/],
+    [["serve", "--root", "/tmp", "--cache-control", ""], /--cache-control must be/],
+    [["serve", "--access-log", "common"], /--access-log is for --module and --root/],
   ];
   for (const [argv, re] of bad) {
     assert.throws(() => parseCommandLine(argv), (e: unknown) => {

@@ -17,6 +17,10 @@
  *   never waits on the JS thread while any is in flight.
  * - Errors: a handler that throws or rejects is logged once; `onError`
  *   decides the response (default: 500). The server serves on.
+ * - Static files: with `files` (a root directory), a GET or HEAD that names
+ *   a file there is answered from it (static/static_files.ts) before any
+ *   `Request` is built; what is not a file goes to the handler (or, with no
+ *   handler, gets 404/405).
  * - Lifecycle: `request.signal` aborts when the client goes away before its
  *   response is complete; `info.completed` resolves when the response has
  *   been handed to the connection in full, and rejects if the client went
@@ -29,7 +33,7 @@ import { getLogger } from "../../../log/mod.ts";
 import type { Reactor } from "../../../reactor/reactor.ts";
 import { peerAddress } from "../../../syscalls/socket.ts";
 import type { CloseReason, Connection, Protocol, TimeoutKind } from "../../connection.ts";
-import type { ProtocolDefinition, ProtocolInstance } from "../definition.ts";
+import type { Metric, ProtocolDefinition, ProtocolInstance } from "../definition.ts";
 import { HttpParser, type HttpParserSink } from "./http_parser.ts";
 import { AccessLog, type AccessLogFormat } from "./access_log.ts";
 import { DateClock } from "./date_clock.ts";
@@ -48,6 +52,7 @@ import {
   UpgradeTicket,
   WebSocketHandshakeError,
 } from "./websocket/upgrade.ts";
+import { type StaticAnswer, StaticFiles, type StaticOptions } from "./static/static_files.ts";
 
 const log = getLogger(["reactor", "http", "app"]);
 
@@ -67,8 +72,10 @@ export type FetchHandler = (
 
 /** Settings of a fetch app. */
 export interface FetchAppOptions {
-  /** The handler. */
-  handler: FetchHandler;
+  /** The handler (null: only static files, with `files`). */
+  handler: FetchHandler | null;
+  /** A directory whose files are served before the handler is asked. */
+  files?: StaticOptions | null;
   /** Makes the response when the handler throws or rejects (default: 500). */
   onError?: (error: unknown) => Response | Promise<Response>;
   /**
@@ -113,6 +120,8 @@ class Exchange implements FetchHandlerInfo {
   upgrade: UpgradeTicket | null = null;
   /** The request asked for `100 Continue`. */
   expectContinue = false;
+  /** A static file's answer, written instead of `response` (then settled from the start). */
+  staticAnswer: StaticAnswer | null = null;
   /** The target as sent and when the head arrived (for the access log). */
   target = "";
   startedAt = 0;
@@ -180,10 +189,12 @@ function unsentContinue(ex: Exchange): boolean {
 /** The per-server part of a fetch app: options, the Date header, counters. */
 export class FetchApp {
   readonly options:
-    & Required<Omit<FetchAppOptions, "onError" | "accessLog" | "maxWebSocketMessage">>
+    & Required<Omit<FetchAppOptions, "onError" | "accessLog" | "files" | "maxWebSocketMessage">>
     & Pick<FetchAppOptions, "onError">;
   /** What this app's WebSockets share: the message limit, the counters. */
   readonly websockets: WebSocketSettings;
+  /** The static root, or null. */
+  readonly files: StaticFiles | null;
   /** The access log, or null when off. */
   readonly accessLog: AccessLog | null;
   readonly reactor: Reactor;
@@ -215,6 +226,7 @@ export class FetchApp {
       ...options,
     };
     this.accessLog = options.accessLog ? new AccessLog(reactor, options.accessLog) : null;
+    this.files = options.files ? new StaticFiles(options.files) : null;
     this.clock = new DateClock(reactor);
     this.websockets = webSocketSettings(options.maxWebSocketMessage);
     holdDenoUpgrade(); // Deno.upgradeWebSocket works on our requests while we run
@@ -255,10 +267,11 @@ export class FetchApp {
     return new FetchConnection(this, conn);
   }
 
-  /** Stops the Date timer. */
+  /** Stops the Date timer, closes the static root. */
   close(): void {
     releaseDenoUpgrade();
     this.clock.close();
+    this.files?.close();
     this.accessLog?.flush();
   }
 
@@ -417,6 +430,14 @@ class FetchConnection implements Protocol, HttpParserSink {
 
   /** The head of a request is complete: make the exchange and call the handler. */
   onHead(p: HttpParser): boolean {
+    const files = this.#app.files;
+    if (files !== null) {
+      const answer = files.answer(p, this.#app.options.handler !== null, this.#app.reactor.now);
+      if (answer !== null) {
+        this.#serveStatic(p, answer);
+        return true;
+      }
+    }
     const fieldCount = p.fieldCount;
     this.#app.copyHead(p);
     // As Deno.serve: GET and HEAD have a null body, every other method a
@@ -476,11 +497,62 @@ class FetchConnection implements Protocol, HttpParserSink {
     return true;
   }
 
+  /**
+   * A static answer: written now when nothing is owed before it (the usual
+   * case), else queued in order behind the answers still pending.
+   */
+  #serveStatic(p: HttpParser, answer: StaticAnswer): void {
+    this.#current = null;
+    const app = this.#app;
+    const http10 = p.versionMinor === 0;
+    if (this.#queue.length === 0 && !this.#writing) {
+      const keepAlive = answer.write(
+        this.#conn,
+        p.keepAlive && !this.#closing,
+        http10,
+        app.clock.value,
+      );
+      app.requests++;
+      if (app.accessLog !== null) this.#logStatic(app.accessLog, p, answer);
+      if (!keepAlive) this.#closing = true;
+      return;
+    }
+    const ex = new Exchange(
+      this,
+      placeholderRequest(app.options.origin),
+      null,
+      answer.headOnly,
+      http10,
+      p.keepAlive,
+    );
+    ex.staticAnswer = answer.detach();
+    ex.settled = true;
+    if (app.accessLog !== null) {
+      ex.target = this.#targetOf(p);
+      ex.startedAt = performance.now();
+    }
+    this.#queue.push(ex);
+  }
+
+  #logStatic(log: AccessLog, p: HttpParser, answer: StaticAnswer): void {
+    log.add({
+      remote: this.remoteAddr.hostname,
+      method: p.methodString(),
+      target: this.#targetOf(p),
+      versionMinor: p.versionMinor,
+      status: answer.status,
+      bytes: answer.bodyLength,
+      referer: null,
+      userAgent: null,
+      durationMs: 0,
+    });
+  }
+
   #call(ex: Exchange): void {
     const app = this.#app;
     let result: Response | Promise<Response>;
     try {
-      result = app.options.handler(ex.request, ex);
+      result = app.options.handler!(ex.request, ex);
     } catch (error) {
       result = app.errorResponse(error);
     }
@@ -550,17 +622,14 @@ class FetchConnection implements Protocol, HttpParserSink {
 
   /** Queues a bare error response (after the answers already owed), then closes. */
   #respondAndClose(status: number): void {
-    const req = new ServerRequest(
-      "GET",
-      "/",
-      this.#app.options.origin,
-      new Uint8Array(0),
-      new Int32Array(0),
-      0,
-      0,
+    const ex = new Exchange(
+      this,
+      placeholderRequest(this.#app.options.origin),
       null,
+      false,
+      false,
+      false,
     );
-    const ex = new Exchange(this, req, null, false, false, false);
     this.#queue.push(ex);
     this.#closing = true;
     this.#settle(ex, new Response(reasonPhrase(status), { status }));
@@ -579,6 +648,13 @@ class FetchConnection implements Protocol, HttpParserSink {
     while (!this.#writing && this.#queue.length > 0 && this.#queue[0].settled) {
       const ex = this.#queue[0];
       if (conn.closed) return;
+      const answer = ex.staticAnswer;
+      if (answer !== null) {
+        ex.staticAnswer = null;
+        const keep = ex.keepAlive && !this.#closing;
+        this.#finish(ex, answer.write(conn, keep, ex.http10, this.#app.clock.value));
+        continue;
+      }
       if (ex.upgrade !== null) {
         if (ex.upgrade.accepts(ex.response)) {
           // Inside the parse: hand over once the rest of the read is kept.
@@ -720,6 +796,7 @@ class FetchConnection implements Protocol, HttpParserSink {
     const gone = new Error(`the connection closed (${reason})`);
     this.#current?.body?.fail(gone);
     for (const ex of this.#queue) {
+      ex.staticAnswer?.drop();
       ex.request.abort(gone);
       ex.lost(gone);
       ex.upgrade?.lost();
@@ -752,6 +829,13 @@ class FetchConnection implements Protocol, HttpParserSink {
   }
 }
 
+/** A request standing in where no handler will see one (bare errors, static answers). */
+function placeholderRequest(origin: string): ServerRequest {
+  return new ServerRequest("GET", "/", origin, EMPTY_HEAD, EMPTY_FIELDS, 0, 0, null);
+}
+const EMPTY_HEAD = new Uint8Array(0);
+const EMPTY_FIELDS = new Int32Array(0);
+
 /** The URL origin of a listen address, for requests that carry no Host field. */
 export function originOf(address: { host: string; port: number }): string {
   const host = address.host.includes(":") ? `[${address.host}]` : address.host;
@@ -763,12 +847,12 @@ export function originOf(address: { host: string; port: number }): string {
  * `reactor serve --module` run. Not in the registry: it needs a function.
  */
 export function fetchProtocol(
-  handler: FetchHandler,
+  handler: FetchHandler | null,
   options: Omit<FetchAppOptions, "handler" | "origin"> = {},
 ): ProtocolDefinition {
   return {
     name: "fetch",
-    summary: "a fetch handler (Deno.serve's contract)",
+    summary: handler === null ? "static files" : "a fetch handler (Deno.serve's contract)",
     flags: [],
     create(setup) {
       const app = new FetchApp(setup.context.reactor, {
@@ -799,7 +883,43 @@ export function fetchInstance(app: FetchApp): ProtocolInstance {
         value: app.errors,
       },
       ...webSocketMetrics(app.websockets.stats),
+      ...(app.files === null ? [] : staticMetrics(app.files)),
     ],
     stop: () => app.close(),
   };
+}
+
+/** The static root's counters, for /metrics (the bytes sendfile moved are a connection counter). */
+function staticMetrics(files: StaticFiles): Metric[] {
+  const c = files.counters;
+  const cache = files.cache;
+  const counter = (name: string, help: string, value: number): Metric => ({
+    name,
+    type: "counter",
+    help,
+    value,
+  });
+  return [
+    counter("static_requests_total", "Requests answered with a file.", c.requests),
+    counter(
+      "static_cache_hits_total",
+      "File lookups answered from the open-file cache.",
+      cache.hits,
+    ),
+    counter("static_cache_misses_total", "File lookups that opened the file.", cache.misses),
+    counter(
+      "static_cache_invalidations_total",
+      "Cached files dropped because they changed.",
+      cache.invalidations,
+    ),
+    counter("static_not_modified_total", "304 answers.", c.notModified),
+    counter("static_partial_total", "206 answers.", c.partial),
+    counter("static_precompressed_total", "Answers from a .br or .gz sidecar.", c.precompressed),
+    {
+      name: "static_cached_files",
+      type: "gauge",
+      help: "Files in the open-file cache.",
+      value: cache.size,
+    },
+  ];
 }

@@ -1,0 +1,98 @@
+/**
+ * Static files inside the fetch app (`serve({ files })`, `--root` with
+ * `--module`): answers stay in request order when a file is asked for
+ * behind a handler still running, what is not a file goes to the handler,
+ * and a file answer that never got written releases its file.
+ */
+import assert from "node:assert/strict";
+import { serve } from "../mod.ts";
+import { dial, openFdCount, readToEnd, sleep, within, writeAll } from "./support/net.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+async function tree(): Promise<string> {
+  const root = await Deno.makeTempDir({ prefix: "reactor-static-app-" });
+  await Deno.writeTextFile(`${root}/hello.txt`, "hello from a file\n");
+  const big = new Uint8Array(2 << 20).map((_, i) => i % 251);
+  await Deno.writeFile(`${root}/big.bin`, big);
+  return root;
+}
+
+Deno.test("serve({ files }): a file asked for behind a slow handler is answered after it, in order; the rest goes to the handler", async () => {
+  const root = await tree();
+  const server = serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    onListen() {},
+    files: { root },
+  }, async (req) => {
+    const url = new URL(req.url);
+    if (url.pathname === "/slow") await sleep(100);
+    return new Response(`handler ${req.method} ${url.pathname}\n`);
+  });
+  try {
+    const conn = await dial(server.addr.port);
+    await writeAll(
+      conn,
+      enc.encode(
+        "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" +
+          "GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n" +
+          "POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" +
+          "GET /missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      ),
+    );
+    const text = dec.decode(await within(readToEnd(conn), "all four answers"));
+    conn.close();
+    const bodies = text.split("HTTP/1.1 ").slice(1).map((r) => r.split("\r\n\r\n")[1]);
+    assert.deepEqual(bodies, [
+      "handler GET /slow\n",
+      "hello from a file\n",
+      "handler POST /hello.txt\n",
+      "handler GET /missing\n",
+    ]);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("serve({ files }) without a handler: 404 and 405 for what is no file; a big file cut by the client leaves no fd", async () => {
+  const root = await tree();
+  const server = serve({ port: 0, hostname: "127.0.0.1", onListen() {}, files: { root } });
+  try {
+    const port = server.addr.port;
+    const ask = async (head: string) => {
+      const c = await dial(port);
+      await writeAll(c, enc.encode(head));
+      const t = dec.decode(await within(readToEnd(c), head.split("\r\n")[0]));
+      c.close();
+      return t;
+    };
+    assert.match(
+      await ask("GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+      /^HTTP\/1.1 404 /,
+    );
+    const post = await ask(
+      "POST /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert.match(post, /^HTTP\/1.1 405 /);
+    assert.match(post, /\r\nAllow: GET, HEAD\r\n/);
+    const before = openFdCount();
+    for (let i = 0; i < 20; i++) {
+      const c = await dial(port);
+      await writeAll(c, enc.encode("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n"));
+      const buf = new Uint8Array(1024);
+      await c.read(buf); // the start of it, then gone
+      c.close();
+    }
+    await sleep(200);
+    const after = openFdCount();
+    console.log(`fds: ${before} before, ${after} after 20 clients left mid-file`);
+    assert.ok(after <= before + 1, `fds ${before} -> ${after}: none left behind`);
+    assert.equal(server.server.context.counters.fileTruncations, 0);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(root, { recursive: true });
+  }
+});
