@@ -253,7 +253,7 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
   }
   set onopen(f: Listener) {
     if (this.#onopen === null) {
-      this.addEventListener("open", (e) => this.#onopen?.call(self(this), e));
+      this.addEventListener("open", forward);
     }
     this.#onopen = typeof f === "function" ? f : null;
   }
@@ -263,7 +263,7 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
   }
   set onmessage(f: Listener) {
     if (this.#onmessage === null) {
-      this.addEventListener("message", (e) => this.#onmessage?.call(self(this), e));
+      this.addEventListener("message", forward);
     }
     this.#onmessage = typeof f === "function" ? f : null;
   }
@@ -273,7 +273,7 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
   }
   set onclose(f: Listener) {
     if (this.#onclose === null) {
-      this.addEventListener("close", (e) => this.#onclose?.call(self(this), e));
+      this.addEventListener("close", forward);
     }
     this.#onclose = typeof f === "function" ? f : null;
   }
@@ -283,7 +283,7 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
   }
   set onerror(f: Listener) {
     if (this.#onerror === null) {
-      this.addEventListener("error", (e) => this.#onerror?.call(self(this), e));
+      this.addEventListener("error", forward);
     }
     this.#onerror = typeof f === "function" ? f : null;
   }
@@ -374,7 +374,6 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
   accept(conn: Connection, pending: Uint8Array | null): void {
     this.#conn = conn;
     conn.protocol = this;
-    this.#parser = new FrameParser(this, this.#settings.maxMessage);
     const stats = this.#settings.stats;
     stats.open++;
     stats.opened++;
@@ -404,8 +403,8 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
 
   /** Frames from the peer. */
   data(conn: Connection, data: Uint8Array, start: number, end: number): void {
-    const parser = this.#parser;
-    if (parser === null || parser.done) return;
+    const parser = this.#parser ??= new FrameParser(this, this.#settings.maxMessage);
+    if (parser.done || this.#state === CLOSED) return;
     conn.cork();
     parser.execute(data, start, end);
     conn.uncork();
@@ -619,6 +618,22 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
     writeFrameHeader(SCRATCH, HEADER_ROOM - h, opcode, n);
     conn.writeFrom(FRAME_POINTER[h], FRAME_VIEW[h], h + n);
   }
+}
+
+/**
+ * The one listener behind the `on*` attributes of every socket (no closure
+ * per socket): it calls the attribute's handler of the socket the event is
+ * dispatched on.
+ */
+function forward(this: ServerWebSocket, e: Event): void {
+  const handler = e.type === "message"
+    ? this.onmessage
+    : e.type === "open"
+    ? this.onopen
+    : e.type === "close"
+    ? this.onclose
+    : this.onerror;
+  handler?.call(self(this), e);
 }
 
 // `instanceof WebSocket` holds, as for Deno's socket; every member WebSocket

@@ -91,7 +91,11 @@ export class UpgradeTicket {
     for (const [name, value] of this.response!.headers) head += `${name}: ${value}\r\n`;
     head += `date: ${date}\r\n\r\n`;
     conn.write(encoder.encode(head));
-    this.socket!.accept(conn, pending);
+    const socket = this.socket!;
+    // The request may live on (an app's closure): let the response and socket go.
+    this.socket = null;
+    this.response = null;
+    socket.accept(conn, pending);
   }
 
   /** The connection closed before the 101: the socket reports it. */
