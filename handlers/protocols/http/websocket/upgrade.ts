@@ -43,6 +43,8 @@ export class WebSocketHandshakeError extends TypeError {
   /** The HTTP status the fetch app answers with. */
   readonly status: number;
   /**
+   * A refused handshake.
+   *
    * @param message why (Deno's wording where Deno has one)
    * @param status 400 or 426
    */
