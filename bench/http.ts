@@ -1,12 +1,17 @@
 /**
- * Side-by-side HTTP "plaintext" benchmark: our server against Deno.serve, Deno.listen,
- * node:http and a plain C epoll server, one at a time, on the same machine in the same run.
+ * Side-by-side HTTP benchmark, one server at a time, on the same machine in the same run.
+ * Two scenarios:
+ * - plaintext (default): our server against Deno.serve, Deno.listen, node:http and a plain C
+ *   epoll server, all answering `GET /plaintext`;
+ * - static: our server beside nginx, both serving the same generated directory (a 4 KiB and
+ *   a 1 MiB file).
  *
  *   deno task bench [--duration S] [--connections N] [--depth D] [--servers a,b] ...
+ *   deno task bench:static [...]        (the same as: deno task bench --scenario static)
  *
- * For each server: start it in its own session, warm up, run wrk without and with
- * pipelining, and divide the server's CPU time (all of its processes) by the requests
- * served. See docs/bench.md.
+ * For each server and each URL of the scenario: start the server in its own session, warm
+ * up, run wrk without and with pipelining, and divide the server's CPU time (all of its
+ * processes) by the requests served. See docs/bench.md.
  *
  * @module
  */
@@ -19,44 +24,81 @@ import { clockTicksPerSecond, type GroupSample, type SystemCpu, systemCpu } from
 import {
   freePort,
   httpGet,
+  httpGetBytes,
   type ServerHandle,
   shellQuote,
   startServer,
   stopAllServers,
   stopServer,
 } from "./lib/server.ts";
-import { barChartSvg } from "./lib/svg.ts";
+import { barChartSvg, stackSvgs } from "./lib/svg.ts";
 import { formatTable, num } from "./lib/table.ts";
 import { errorCount, runWrk, type WrkErrors, type WrkResult, wrkVersion } from "./lib/wrk.ts";
 
-const HELP = `Usage: deno task bench [options]
+const HELP = `Usage: deno task bench [options]           (the plaintext scenario)
+       deno task bench:static [options]    (the same as: deno task bench --scenario static)
 
-Side-by-side HTTP benchmark on 127.0.0.1: each server in turn (never two at once) gets a
-1 s wrk warm-up, a plain run and a pipelined run; the server's CPU time is divided by the
-requests it served. Needs wrk (sudo apt-get install wrk).
+Side-by-side HTTP benchmark on 127.0.0.1: each server in turn (never two at once) gets, for
+each URL of the scenario, a 1 s wrk warm-up, a plain run and a pipelined run; the server's
+CPU time is divided by the requests it served. Needs wrk (sudo apt-get install wrk).
 
 Options:
+  --scenario NAME   what every server serves (default plaintext):
+                      plaintext  GET /plaintext: "Hello, World!"
+                      static     a generated directory (ROOT in the servers' environment):
+                                 GET /4k.bin (4 KiB), then GET /1m.bin (1 MiB), each
+                                 checked byte for byte before it is loaded
   --duration S      seconds per wrk run (default 5)
   --connections N   wrk connections, one client thread (default 50)
   --depth D         requests per write in the pipelined run (default 16)
-  --servers LIST    comma-separated subset of: ours, deno-serve, deno-listen, node-http, c
-                    (default: all; node-http needs node, c needs cc and the shared C source)
-  --out DIR         where to write http-<time>.json, http-latest.json, http-latest.svg
-                    (default bench/results)
+  --servers LIST    comma-separated subset of the scenario's servers (default: all):
+                      plaintext: ours, deno-serve, deno-listen, node-http, c
+                                 (node-http needs node, c needs cc and the shared C source)
+                      static:    ours, nginx-static (needs nginx: apt-get install nginx-core)
+  --out DIR         where to write the results (default bench/results):
+                      plaintext: http-<time>.json, http-latest.json, http-latest.svg
+                      static:    http-static-<time>.json, http-static-latest.json and .svg
   --rounds N        run every server N times, alternating, and report each server's
                     median run (default 1; 3 or 5 on a noisy machine)
   --ours-cmd CMD    shell command for "ours"; it must serve HTTP/1.1 on 127.0.0.1:$PORT
-                    (default: deno run --allow-all main.ts serve --app http --port $PORT)
+                    (plaintext default: deno run --allow-all main.ts serve --app http
+                    --port $PORT; static: deno run --allow-all main.ts serve --root "$ROOT"
+                    --port $PORT)
   -h, --help        show this help
 
 Lower CPU µs/request is better. rps is capped by the single wrk thread on small machines,
 so compare CPU per request, and only between servers of the same run. See docs/bench.md.`;
 
-/** All server names, in run order. */
-const ALL_SERVERS = ["ours", "deno-serve", "deno-listen", "node-http", "c"] as const;
-type ServerName = typeof ALL_SERVERS[number];
+/** The servers of each scenario, in run order. */
+const SCENARIOS = {
+  plaintext: ["ours", "deno-serve", "deno-listen", "node-http", "c"],
+  static: ["ours", "nginx-static"],
+} as const;
+type Scenario = keyof typeof SCENARIOS;
+type ServerName = typeof SCENARIOS[Scenario][number];
+
+/** The files of the static scenario; their bytes come from {@link patternBytes}. */
+const STATIC_FILES = [
+  { key: "4k", label: "4 KiB", name: "4k.bin", size: 4096 },
+  { key: "1m", label: "1 MiB", name: "1m.bin", size: 1024 * 1024 },
+] as const;
+
+/** A URL every server of the scenario is loaded with, and how to check its answer first. */
+interface Target {
+  /** Key of its figures in the results: "plaintext", or a file's key ("4k", "1m"). */
+  key: string;
+  /** Name in the table and the chart, e.g. "4 KiB". */
+  label: string;
+  /** Path of the plain run's URL. */
+  path: string;
+  /** Path of every request of the pipelined run (pipeline.lua's URLPATH). */
+  pipelinePath: string;
+  /** Throws, saying what was wrong, unless the server on `port` answers as it should. */
+  check(port: number): Promise<void>;
+}
 
 interface Options {
+  scenario: Scenario;
   duration: number;
   connections: number;
   depth: number;
@@ -71,6 +113,8 @@ interface RunFigures {
   requests: number;
   seconds: number;
   rps: number;
+  /** Bytes wrk read from the server (headers and bodies). */
+  bytesRead: number;
   cpuTicks: number;
   cpuSeconds: number;
   /** Server CPU microseconds per request. */
@@ -86,14 +130,20 @@ interface RunFigures {
   errors: WrkErrors;
 }
 
+/** The plain and the pipelined run of one target. */
+interface TargetRuns {
+  plain: RunFigures | null;
+  pipelined: RunFigures | null;
+}
+
 interface ServerResult {
   name: ServerName;
   cmd: string | null;
   status: "ok" | "skipped" | "failed";
   note: string | null;
   port: number | null;
-  plain: RunFigures | null;
-  pipelined: RunFigures | null;
+  /** The runs of each target, by its key. */
+  runs: Record<string, TargetRuns>;
   rssBytes: number | null;
   rssMiB: number | null;
   /** Summed VmHWM (peak RSS) of the server's processes at the end. */
@@ -104,6 +154,8 @@ interface ServerResult {
 
 interface Ratio {
   peer: ServerName;
+  /** The target's key (static: the file), absent in the plaintext scenario. */
+  file?: string;
   /** ours CPU/request divided by the peer's, without pipelining; < 1: ours uses less. */
   plain: number | null;
   /** Same with pipelining. */
@@ -137,6 +189,7 @@ function parseOptions(args: string[]): Options {
       strict: true,
       allowPositionals: false,
       options: {
+        scenario: { type: "string" },
         duration: { type: "string" },
         connections: { type: "string" },
         depth: { type: "string" },
@@ -155,16 +208,25 @@ function parseOptions(args: string[]): Options {
     console.log(HELP);
     Deno.exit(0);
   }
-  let servers: ServerName[] = [...ALL_SERVERS];
+  const scenario = (v.scenario ?? "plaintext") as Scenario;
+  if (!Object.hasOwn(SCENARIOS, scenario)) {
+    fail(`unknown scenario '${v.scenario}': choose from ${Object.keys(SCENARIOS).join(", ")}`);
+  }
+  const all: readonly ServerName[] = SCENARIOS[scenario];
+  let servers: ServerName[] = [...all];
   if (v.servers !== undefined) {
     const wanted = v.servers.split(",").map((s) => s.trim()).filter(Boolean);
-    const unknown = wanted.filter((s) => !(ALL_SERVERS as readonly string[]).includes(s));
+    const unknown = wanted.filter((s) => !(all as readonly string[]).includes(s));
     if (unknown.length || wanted.length === 0) {
-      fail(`unknown server '${unknown.join(",")}': choose from ${ALL_SERVERS.join(", ")}`);
+      fail(
+        `unknown server '${unknown.join(",")}' for the ${scenario} scenario: ` +
+          `choose from ${all.join(", ")}`,
+      );
     }
-    servers = ALL_SERVERS.filter((s) => wanted.includes(s)); // run order stays fixed
+    servers = all.filter((s) => wanted.includes(s)); // run order stays fixed
   }
   return {
+    scenario,
     duration: positiveInt("duration", v.duration, 5),
     connections: positiveInt("connections", v.connections, 50),
     depth: positiveInt("depth", v.depth, 16),
@@ -179,18 +241,83 @@ function log(message: string): void {
   console.error(message);
 }
 
+/** First line a command prints on stdout, or else on stderr (`nginx -v`); null if it fails. */
 async function commandOutput(cmd: string, args: string[]): Promise<string | null> {
   try {
     const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
     if (!out.success) return null;
-    return new TextDecoder().decode(out.stdout).trim().split("\n")[0] || null;
+    const dec = new TextDecoder();
+    const text = dec.decode(out.stdout).trim() || dec.decode(out.stderr).trim();
+    return text.split("\n")[0] || null;
   } catch {
     return null;
   }
 }
 
+/** nginx from PATH, or from the sbin directories a user's PATH often lacks. */
+function findNginx(): string | null {
+  return which("nginx") ??
+    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"]
+      .map(which).find((p) => p !== null) ??
+    null;
+}
+
+/** The bytes of a static test file: a repeating pattern whose period (251) is no power of 2. */
+function patternBytes(size: number): Uint8Array {
+  const bytes = new Uint8Array(size);
+  for (let i = 0; i < size; i++) bytes[i] = i % 251;
+  return bytes;
+}
+
+/** Writes the static scenario's files into `root`. */
+async function writeStaticTree(root: string): Promise<void> {
+  for (const f of STATIC_FILES) await Deno.writeFile(`${root}/${f.name}`, patternBytes(f.size));
+}
+
+/** What the servers of the scenario are loaded with. */
+function targets(scenario: Scenario): Target[] {
+  if (scenario === "plaintext") {
+    return [{
+      key: "plaintext",
+      label: "plaintext",
+      path: "/", // as in the runs before the static scenario came: their figures stay comparable
+      pipelinePath: "/plaintext",
+      async check(port) {
+        const res = await httpGet(port, "/plaintext");
+        if (res.status !== 200 || !res.body.includes("Hello, World!")) {
+          throw new Error(
+            `GET /plaintext answered ${res.status || "nothing"} ${
+              JSON.stringify(res.body.slice(0, 60))
+            }, not 200 "Hello, World!"`,
+          );
+        }
+      },
+    }];
+  }
+  return STATIC_FILES.map((f) => ({
+    key: f.key,
+    label: f.label,
+    path: `/${f.name}`,
+    pipelinePath: `/${f.name}`,
+    async check(port) {
+      const res = await httpGetBytes(port, `/${f.name}`, 10_000);
+      const want = patternBytes(f.size);
+      const same = res.body.length === want.length && res.body.every((b, i) => b === want[i]);
+      if (res.status !== 200 || !same) {
+        throw new Error(
+          `GET /${f.name} answered ${res.status || "nothing"} with ${res.body.length} bytes` +
+            `${res.body.length === want.length ? " that differ from the file" : ""}, ` +
+            `not 200 with the file's ${f.size} bytes`,
+        );
+      }
+    },
+  }));
+}
+
 /** A server to run, or the reason it cannot run on this machine. */
-type Plan = { name: ServerName; cmd: string } | { name: ServerName; skip: string };
+type Plan =
+  | { name: ServerName; cmd: string; env?: Record<string, string> }
+  | { name: ServerName; skip: string };
 
 /** Works out the command of each requested server; compiles the C server into `tmp`. */
 async function plan(opts: Options, tmp: string): Promise<Plan[]> {
@@ -207,10 +334,8 @@ async function plan(opts: Options, tmp: string): Promise<Plan[]> {
         else if (!exists(resolve(repoDir, "main.ts"))) {
           plans.push({ name, skip: "main.ts not found (try --ours-cmd 'CMD')" });
         } else {
-          plans.push({
-            name,
-            cmd: `${deno} run --allow-all main.ts serve --app http --port $PORT`,
-          });
+          const what = opts.scenario === "static" ? `--root "$ROOT"` : "--app http";
+          plans.push({ name, cmd: `${deno} run --allow-all main.ts serve ${what} --port $PORT` });
         }
         break;
       case "deno-serve":
@@ -251,6 +376,23 @@ async function plan(opts: Options, tmp: string): Promise<Plan[]> {
         }
         break;
       }
+      case "nginx-static": {
+        const nginx = findNginx();
+        if (!nginx) {
+          plans.push({
+            name,
+            skip: "nginx is missing: install it with 'apt-get install nginx-core'",
+          });
+        } else {
+          // The anchor's config and pid file go into a directory under TMPDIR: beside the logs.
+          plans.push({
+            name,
+            cmd: `bash ${shellQuote(resolve(benchDir, "anchors", "nginx_static.sh"))}`,
+            env: { NGINX_BIN: nginx, TMPDIR: tmp },
+          });
+        }
+        break;
+      }
     }
   }
   return plans;
@@ -274,6 +416,7 @@ function figures(wrk: WrkResult, before: Mark, after: Mark, hz: number): RunFigu
     requests: wrk.requests,
     seconds: wrk.seconds,
     rps: wrk.rps,
+    bytesRead: wrk.bytesRead,
     cpuTicks,
     cpuSeconds,
     cpuUsPerReq: wrk.requests > 0 ? cpuSeconds * 1e6 / wrk.requests : null,
@@ -290,11 +433,34 @@ function describeErrors(e: WrkErrors): string {
   return Object.entries(e).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(", ");
 }
 
-/** Starts one server, loads it, and always stops its whole session. */
+/** What went wrong around one run (wrk errors, a busy machine), for the notes under the table. */
+function runNotes(label: string, f: RunFigures): string[] {
+  const n: string[] = [];
+  if (errorCount(f.errors)) n.push(`wrk ${label} errors: ${describeErrors(f.errors)}`);
+  // wrk -t1 keeps at most about one core busy; more than that beside the server is
+  // someone else's work competing with the benchmark.
+  const others = f.machineBusyCores - f.cores - 1;
+  if (others > 0.25 || f.stealCores > 0.1) {
+    n.push(
+      `busy machine during the ${label} run: ${others.toFixed(2)} cores used by other ` +
+        `processes, ${f.stealCores.toFixed(2)} stolen by the hypervisor: figures are noisy`,
+    );
+  }
+  return n;
+}
+
+/** Starts one server, checks and loads each target, and always stops its whole session. */
 async function benchOne(
-  p: { name: ServerName; cmd: string },
+  p: { name: ServerName; cmd: string; env?: Record<string, string> },
   opts: Options,
-  ctx: { logDir: string; usedPorts: Set<number>; hz: number; signal: AbortSignal },
+  ctx: {
+    logDir: string;
+    usedPorts: Set<number>;
+    hz: number;
+    signal: AbortSignal;
+    targets: Target[];
+    env: Record<string, string>;
+  },
 ): Promise<ServerResult> {
   const result = emptyResult(p.name, p.cmd, "failed", null);
   const port = freePort(ctx.usedPorts);
@@ -302,6 +468,7 @@ async function benchOne(
   result.port = port;
   log(`${p.name}: starting on 127.0.0.1:${port}: ${p.cmd}`);
   let server: ServerHandle | null = null;
+  const notes: string[] = [];
   try {
     server = await startServer({
       name: p.name,
@@ -309,64 +476,54 @@ async function benchOne(
       port,
       cwd: repoDir,
       logDir: ctx.logDir,
+      env: { ...ctx.env, ...p.env },
     });
     result.logPath = server.logPath;
-    const check = await httpGet(port, "/plaintext");
-    if (check.status !== 200 || !check.body.includes("Hello, World!")) {
-      throw new Error(
-        `GET /plaintext answered ${check.status || "nothing"} ${
-          JSON.stringify(check.body.slice(0, 60))
-        }` +
-          `, not 200 "Hello, World!"`,
+    // Every answer is checked before any load, so a broken one costs no run.
+    for (const t of ctx.targets) await t.check(port);
+
+    let after: Mark | null = null;
+    for (const t of ctx.targets) {
+      const of = ctx.targets.length > 1 ? ` ${t.path}` : "";
+      const base = {
+        url: `http://127.0.0.1:${port}${t.path}`,
+        connections: opts.connections,
+        signal: ctx.signal,
+      };
+      log(`${p.name}:${of} warm-up ${WARMUP_S} s`);
+      await runWrk({ ...base, seconds: WARMUP_S });
+
+      log(`${p.name}:${of} plain ${opts.duration} s`);
+      let before = mark(server);
+      const plain = await runWrk({ ...base, seconds: opts.duration });
+      after = mark(server);
+      const runs: TargetRuns = { plain: figures(plain, before, after, ctx.hz), pipelined: null };
+      result.runs[t.key] = runs;
+
+      log(`${p.name}:${of} pipelined x${opts.depth} ${opts.duration} s`);
+      before = mark(server);
+      const piped = await runWrk({
+        ...base,
+        seconds: opts.duration,
+        script: resolve(benchDir, "pipeline.lua"),
+        env: { DEPTH: String(opts.depth), URLPATH: t.pipelinePath },
+      });
+      after = mark(server);
+      runs.pipelined = figures(piped, before, after, ctx.hz);
+      const where = ctx.targets.length > 1 ? `${t.label} ` : "";
+      notes.push(
+        ...runNotes(`${where}plain`, runs.plain!),
+        ...runNotes(`${where}pipelined`, runs.pipelined),
       );
     }
-    const url = `http://127.0.0.1:${port}/`;
-    const base = { url, connections: opts.connections, signal: ctx.signal };
-    log(`${p.name}: warm-up ${WARMUP_S} s`);
-    await runWrk({ ...base, seconds: WARMUP_S });
 
-    log(`${p.name}: plain ${opts.duration} s`);
-    let before = mark(server);
-    const plain = await runWrk({ ...base, seconds: opts.duration });
-    let after = mark(server);
-    result.plain = figures(plain, before, after, ctx.hz);
-
-    log(`${p.name}: pipelined x${opts.depth} ${opts.duration} s`);
-    before = mark(server);
-    const piped = await runWrk({
-      ...base,
-      seconds: opts.duration,
-      script: resolve(benchDir, "pipeline.lua"),
-      env: { DEPTH: String(opts.depth) },
-    });
-    after = mark(server);
-    result.pipelined = figures(piped, before, after, ctx.hz);
-
-    const end = after.server;
+    const end = after!.server;
     result.rssBytes = end.rssBytes;
     result.rssMiB = end.rssBytes / MiB;
     result.peakRssMiB = end.hwmBytes / MiB;
     result.processes = end.pids.length;
     if (end.pids.length === 0) throw new Error("the server died during the run");
     result.status = "ok";
-    const notes = [
-      ["plain", result.plain],
-      ["pipelined", result.pipelined],
-    ].flatMap(([label, r]) => {
-      const f = r as RunFigures;
-      const n: string[] = [];
-      if (errorCount(f.errors)) n.push(`wrk ${label} errors: ${describeErrors(f.errors)}`);
-      // wrk -t1 keeps at most about one core busy; more than that beside the server is
-      // someone else's work competing with the benchmark.
-      const others = f.machineBusyCores - f.cores - 1;
-      if (others > 0.25 || f.stealCores > 0.1) {
-        n.push(
-          `busy machine during the ${label} run: ${others.toFixed(2)} cores used by other ` +
-            `processes, ${f.stealCores.toFixed(2)} stolen by the hypervisor: figures are noisy`,
-        );
-      }
-      return n;
-    });
     if (notes.length) result.note = notes.join("; ");
   } catch (e) {
     result.status = "failed";
@@ -384,16 +541,23 @@ async function benchOne(
   return result;
 }
 
-function ratios(results: ServerResult[]): Ratio[] {
+/** ours' CPU per request over each peer's, per target. */
+function ratios(results: ServerResult[], ts: Target[], scenario: Scenario): Ratio[] {
   const ours = results.find((r) => r.name === "ours" && r.status === "ok");
   if (!ours) return [];
   const div = (a: number | null | undefined, b: number | null | undefined) =>
     a != null && b != null && b > 0 ? a / b : null;
-  return results.filter((r) => r.name !== "ours" && r.status === "ok").map((r) => ({
-    peer: r.name,
-    plain: div(ours.plain?.cpuUsPerReq, r.plain?.cpuUsPerReq),
-    pipelined: div(ours.pipelined?.cpuUsPerReq, r.pipelined?.cpuUsPerReq),
-  }));
+  return results.filter((r) => r.name !== "ours" && r.status === "ok").flatMap((r) =>
+    ts.map((t) => ({
+      peer: r.name,
+      ...(scenario === "static" ? { file: t.key } : {}),
+      plain: div(ours.runs[t.key]?.plain?.cpuUsPerReq, r.runs[t.key]?.plain?.cpuUsPerReq),
+      pipelined: div(
+        ours.runs[t.key]?.pipelined?.cpuUsPerReq,
+        r.runs[t.key]?.pipelined?.cpuUsPerReq,
+      ),
+    }))
+  );
 }
 
 function kilo(rps: number): string {
@@ -402,31 +566,42 @@ function kilo(rps: number): string {
   return rps.toFixed(0);
 }
 
+/** One bar chart per target (stacked when there are several: each keeps its own scale). */
 function chart(
   results: ServerResult[],
+  ts: Target[],
   opts: Options,
   machine: MachineInfo,
   when: Date,
 ): string {
   const ok = results.filter((r) => r.status === "ok");
-  return barChartSvg({
-    title: "Server CPU time per request (lower is better)",
-    subtitle:
-      `wrk -t1 -c${opts.connections} -d${opts.duration}s, pipelined depth ${opts.depth} · ` +
-      `${machine.cpuModel}, ${machine.nproc} CPUs, Linux ${machine.kernel} · Deno ${machine.deno} · ` +
-      when.toISOString().slice(0, 16).replace("T", " ") + " UTC",
-    yLabel: "CPU µs per request",
-    series: [{ name: "plain" }, { name: `pipelined ×${opts.depth}` }],
-    groups: ok.map((r) => ({
-      label: r.name,
-      sublabel: `${kilo(r.plain?.rps ?? 0)} | ${kilo(r.pipelined?.rps ?? 0)} req/s`,
-      values: [r.plain?.cpuUsPerReq ?? null, r.pipelined?.cpuUsPerReq ?? null],
-      highlight: r.name === "ours",
-    })),
-    footnote: "CPU = user + system time of all the server's processes during the wrk run, " +
-      "divided by the requests served. Compare servers of the same run only.\n" +
-      "Under each name: requests/s plain | pipelined (capped by the single wrk thread).",
-  });
+  const charts = ts.map((t, i) =>
+    barChartSvg({
+      title: opts.scenario === "static"
+        ? `GET of a ${t.label} file: server CPU time per request (lower is better)`
+        : "Server CPU time per request (lower is better)",
+      subtitle:
+        `wrk -t1 -c${opts.connections} -d${opts.duration}s ${t.path}, pipelined depth ${opts.depth} · ` +
+        `${machine.cpuModel}, ${machine.nproc} CPUs, Linux ${machine.kernel} · Deno ${machine.deno} · ` +
+        when.toISOString().slice(0, 16).replace("T", " ") + " UTC",
+      yLabel: "CPU µs per request",
+      series: [{ name: "plain" }, { name: `pipelined ×${opts.depth}` }],
+      groups: ok.map((r) => {
+        const runs = r.runs[t.key];
+        return {
+          label: r.name,
+          sublabel: `${kilo(runs?.plain?.rps ?? 0)} | ${kilo(runs?.pipelined?.rps ?? 0)} req/s`,
+          values: [runs?.plain?.cpuUsPerReq ?? null, runs?.pipelined?.cpuUsPerReq ?? null],
+          highlight: r.name === "ours",
+        };
+      }),
+      footnote: i < ts.length - 1 ? undefined : "CPU = user + system time of all the server's " +
+        "processes during the wrk run, divided by the requests served. Compare servers of the " +
+        "same run only.\nUnder each name: requests/s plain | pipelined (capped by the single " +
+        "wrk thread).",
+    })
+  );
+  return charts.length === 1 ? charts[0] : stackSvgs(charts);
 }
 
 /** A result with no figures yet (a server about to run, or one skipped). */
@@ -442,8 +617,7 @@ function emptyResult(
     status,
     note,
     port: null,
-    plain: null,
-    pipelined: null,
+    runs: {},
     rssBytes: null,
     rssMiB: null,
     peakRssMiB: null,
@@ -452,16 +626,32 @@ function emptyResult(
   };
 }
 
-/** The median of a server's rounds: plain and pipelined each picked by CPU per request. */
+/** The median of a server's rounds: each target's plain and pipelined picked by CPU/request. */
 function medianResult(runs: ServerResult[]): ServerResult {
   const ok = runs.filter((r) => r.status === "ok");
   if (ok.length === 0) return runs[runs.length - 1];
-  const pick = (k: "plain" | "pipelined") => {
-    const sorted = ok.map((r) => r[k]).filter((f): f is RunFigures => f !== null)
-      .sort((a, b) => (a.cpuUsPerReq ?? Infinity) - (b.cpuUsPerReq ?? Infinity));
+  const pick = (key: string, k: keyof TargetRuns) => {
+    const sorted = ok.map((r) => r.runs[key]?.[k] ?? null).filter((f): f is RunFigures =>
+      f !== null
+    ).sort((a, b) => (a.cpuUsPerReq ?? Infinity) - (b.cpuUsPerReq ?? Infinity));
     return sorted.length ? sorted[(sorted.length - 1) >> 1] : null;
   };
-  return { ...ok[0], plain: pick("plain"), pipelined: pick("pipelined") };
+  const median: Record<string, TargetRuns> = {};
+  for (const key of Object.keys(ok[0].runs)) {
+    median[key] = { plain: pick(key, "plain"), pipelined: pick(key, "pipelined") };
+  }
+  return { ...ok[0], runs: median };
+}
+
+/**
+ * A result as the report files hold it: the plaintext scenario keeps its flat `plain` and
+ * `pipelined` (the file format older runs have), the static scenario names its runs `files`.
+ */
+function reportShape(r: ServerResult, scenario: Scenario): Record<string, unknown> {
+  const { runs, ...rest } = r;
+  if (scenario === "static") return { ...rest, files: runs };
+  const only = runs.plaintext;
+  return { ...rest, plain: only?.plain ?? null, pipelined: only?.pipelined ?? null };
 }
 
 async function main(): Promise<number> {
@@ -486,18 +676,25 @@ async function main(): Promise<number> {
   const machine = machineInfo();
   const logDir = await Deno.makeTempDir({ prefix: "reactor-bench-" });
   const plans = await plan(opts, logDir);
+  const ts = targets(opts.scenario);
+  const isStatic = opts.scenario === "static";
+  const nginx = isStatic ? findNginx() : null;
   const tools = {
     wrk: await wrkVersion(wrk),
     node: which("node") ? await commandOutput("node", ["--version"]) : null,
     cc: which("cc") ? await commandOutput("cc", ["--version"]) : null,
+    ...(isStatic ? { nginx: nginx ? await commandOutput(nginx, ["-v"]) : null } : {}),
   };
+  // The static scenario's directory: every server gets it as ROOT.
+  const root = isStatic ? await Deno.makeTempDir({ prefix: "reactor-bench-static-" }) : null;
+  if (root) await writeStaticTree(root);
   log(
     `bench: ${machine.cpuModel}, ${machine.nproc} CPUs, Linux ${machine.kernel}, ` +
       `Deno ${machine.deno}, load ${machine.loadavg.map((l) => l.toFixed(2)).join(" ")}`,
   );
   log(
-    `bench: wrk -t1 -c${opts.connections} -d${opts.duration}s, pipelined depth ${opts.depth}; ` +
-      `logs in ${logDir}`,
+    `bench: ${opts.scenario} scenario${root ? ` (ROOT=${root})` : ""}, wrk -t1 ` +
+      `-c${opts.connections} -d${opts.duration}s, pipelined depth ${opts.depth}; logs in ${logDir}`,
   );
 
   const results: ServerResult[] = [];
@@ -514,7 +711,14 @@ async function main(): Promise<number> {
           rounds.set(p.name, [emptyResult(p.name, null, "skipped", p.skip)]);
           continue;
         }
-        const r = await benchOne(p, opts, { logDir, usedPorts, hz, signal: abort.signal });
+        const r = await benchOne(p, opts, {
+          logDir,
+          usedPorts,
+          hz,
+          signal: abort.signal,
+          targets: ts,
+          env: root ? { ROOT: root } : {},
+        });
         if (interrupted) break;
         if (r.status === "failed") log(`${p.name}: FAILED: ${r.note}`);
         rounds.set(p.name, [...(rounds.get(p.name) ?? []), r]);
@@ -527,29 +731,39 @@ async function main(): Promise<number> {
     } catch {
       // not built
     }
+    if (root) await Deno.remove(root, { recursive: true });
   }
   for (const runs of rounds.values()) results.push(medianResult(runs));
 
   if (interrupted) return 130;
 
-  // Table.
+  // Table: one row per server (plaintext), or per server and file (static).
   const d = opts.depth;
-  const rows = results.map((r) =>
+  const rows = results.flatMap((r) =>
     r.status === "ok"
-      ? [
+      ? ts.map((t) => [
         r.name,
-        num(r.plain?.rps),
-        num(r.plain?.cpuUsPerReq, 2),
-        num(r.pipelined?.rps),
-        num(r.pipelined?.cpuUsPerReq, 2),
+        ...(isStatic ? [t.label] : []),
+        num(r.runs[t.key]?.plain?.rps),
+        num(r.runs[t.key]?.plain?.cpuUsPerReq, 2),
+        num(r.runs[t.key]?.pipelined?.rps),
+        num(r.runs[t.key]?.pipelined?.cpuUsPerReq, 2),
         num(r.rssMiB, 1),
-      ]
-      : [r.name, r.status, "", "", "", ""]
+      ])
+      : [[r.name, ...(isStatic ? [""] : []), r.status, "", "", "", ""]]
   );
   console.log();
   console.log(
     formatTable(
-      ["server", "rps", "cpu µs/req", `rps (pipelined ${d})`, "cpu µs/req (pipelined)", "RSS MiB"],
+      [
+        "server",
+        ...(isStatic ? ["file"] : []),
+        "rps",
+        "cpu µs/req",
+        `rps (pipelined ${d})`,
+        "cpu µs/req (pipelined)",
+        "RSS MiB",
+      ],
       rows,
     ),
   );
@@ -557,23 +771,27 @@ async function main(): Promise<number> {
   if (opts.rounds > 1) {
     console.log(`  (each server's median of ${opts.rounds} rounds; every round's cpu µs/req:)`);
     for (const [name, runs] of rounds) {
-      const each = (k: "plain" | "pipelined") =>
-        runs.map((r) => num(r[k]?.cpuUsPerReq, 2)).join(" ");
-      if (runs[0].status !== "skipped") {
-        console.log(`  ${name}: plain ${each("plain")}; pipelined ${each("pipelined")}`);
+      if (runs[0].status === "skipped") continue;
+      for (const t of ts) {
+        const each = (k: keyof TargetRuns) =>
+          runs.map((r) => num(r.runs[t.key]?.[k]?.cpuUsPerReq, 2)).join(" ");
+        const what = isStatic ? `${name} ${t.label}` : name;
+        console.log(`  ${what}: plain ${each("plain")}; pipelined ${each("pipelined")}`);
       }
     }
   }
 
-  const rs = ratios(results);
+  const rs = ratios(results, ts, opts.scenario);
   console.log();
   if (rs.length) {
     console.log("CPU per request, ours vs each peer (< 1 means ours uses less CPU):");
+    const label = (x: Ratio) =>
+      `ours vs ${x.peer}${x.file ? `, ${ts.find((t) => t.key === x.file)?.label}` : ""}`;
     console.log(
       formatTable(
         ["", "plain", `pipelined ${d}`],
         rs.map((x) => [
-          `ours vs ${x.peer}`,
+          label(x),
           x.plain === null ? "-" : `${x.plain.toFixed(2)}x`,
           x.pipelined === null ? "-" : `${x.pipelined.toFixed(2)}x`,
         ]),
@@ -583,14 +801,19 @@ async function main(): Promise<number> {
     console.log("No ratios: 'ours' did not run, or no peer did.");
   }
 
-  // Files.
+  // Files: the static scenario's have their own names, so neither overwrites the other.
+  const base = isStatic ? "http-static" : "http";
   const stamp = when.toISOString().replace(/\.\d+Z$/, "Z").replaceAll(":", "-");
   const report = {
-    benchmark: "http-plaintext",
+    benchmark: isStatic ? "http-static" : "http-plaintext",
     timestamp: when.toISOString(),
     machine,
     tools,
     parameters: {
+      scenario: opts.scenario,
+      ...(isStatic
+        ? { files: STATIC_FILES.map((f) => ({ key: f.key, path: `/${f.name}`, bytes: f.size })) }
+        : {}),
       durationS: opts.duration,
       connections: opts.connections,
       depth: opts.depth,
@@ -601,22 +824,24 @@ async function main(): Promise<number> {
       oursCmd: opts.oursCmd,
       rounds: opts.rounds,
     },
-    servers: results,
-    rounds: Object.fromEntries(rounds),
+    servers: results.map((r) => reportShape(r, opts.scenario)),
+    rounds: Object.fromEntries(
+      [...rounds].map(([name, runs]) => [name, runs.map((r) => reportShape(r, opts.scenario))]),
+    ),
     ratios: rs,
   };
   await Deno.mkdir(opts.out, { recursive: true });
   const json = JSON.stringify(report, null, 2) + "\n";
-  const jsonPath = resolve(opts.out, `http-${stamp}.json`);
+  const jsonPath = resolve(opts.out, `${base}-${stamp}.json`);
   await Deno.writeTextFile(jsonPath, json);
-  await Deno.writeTextFile(resolve(opts.out, "http-latest.json"), json);
-  const svgPath = resolve(opts.out, "http-latest.svg");
-  await Deno.writeTextFile(svgPath, chart(results, opts, machine, when));
+  await Deno.writeTextFile(resolve(opts.out, `${base}-latest.json`), json);
+  const svgPath = resolve(opts.out, `${base}-latest.svg`);
+  await Deno.writeTextFile(svgPath, chart(results, ts, opts, machine, when));
   const show = (p: string) =>
     relative(Deno.cwd(), p).startsWith("..") ? p : relative(Deno.cwd(), p);
   console.log();
   console.log(
-    `wrote ${show(jsonPath)}, http-latest.json, http-latest.svg; server logs in ${logDir}`,
+    `wrote ${show(jsonPath)}, ${base}-latest.json, ${base}-latest.svg; server logs in ${logDir}`,
   );
 
   Deno.removeSignalListener("SIGINT", onSignal);

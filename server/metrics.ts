@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Metric } from "../handlers/protocols/definition.ts";
+import { counter, gauge, type Metric } from "../handlers/protocols/definition.ts";
 import type { ConnectionCounters } from "../handlers/context.ts";
 import type { ReactorCounters } from "../reactor/reactor.ts";
 
@@ -30,18 +30,6 @@ export function coreMetrics(
   startedAt: number,
 ): Metric[] {
   const mem = Deno.memoryUsage();
-  const counter = (name: string, help: string, value: number): Metric => ({
-    name,
-    type: "counter",
-    help,
-    value,
-  });
-  const gauge = (name: string, help: string, value: number): Metric => ({
-    name,
-    type: "gauge",
-    help,
-    value,
-  });
   return [
     gauge("connections_open", "Connections open now.", open),
     counter("connections_accepted_total", "Connections accepted.", c.accepted),

@@ -48,6 +48,10 @@ export function serveNative(
 ): NativeServer {
   return startHttpServer(
     options,
-    nativeProtocol(router, { maxBody: options.maxBody, maxHeaderBytes: options.maxHeaderBytes }),
+    nativeProtocol(router, {
+      maxBody: options.maxBody,
+      maxHeaderBytes: options.maxHeaderBytes,
+      files: options.files,
+    }),
   );
 }

@@ -10,9 +10,13 @@
  * @module
  */
 
-import { errno, open, sendfile, statx, syscall_openat2 } from "./libc.ts";
+import { errno, getdents64, open, sendfile, statx, syscall_openat2 } from "./libc.ts";
 import { check } from "./socket.ts";
 
+/** `O_NONBLOCK`: opening a FIFO does not wait for a writer. */
+export const O_NONBLOCK = 0o4000;
+/** `AT_FDCWD`: a path relative to the working directory. */
+export const AT_FDCWD = -100;
 /** `O_RDONLY`. */
 export const O_RDONLY = 0;
 /** `O_DIRECTORY`: fail unless the path is a directory. */
@@ -126,10 +130,57 @@ export function openDirectory(path: string): number {
  * -errno (ENOSYS: a kernel before 5.6).
  */
 export function openBeneath(dirfd: number, path: Uint8Array, beneath: boolean): number {
-  howView.setUint32(0, O_RDONLY | O_CLOEXEC, true);
+  // O_NONBLOCK: a FIFO (or a device) would otherwise block the whole loop
+  // in open(2) until a writer comes; regular files ignore it.
+  howView.setUint32(0, O_RDONLY | O_CLOEXEC | O_NONBLOCK, true);
   howView.setUint32(16, beneath ? RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS : 0, true);
   const fd = syscall_openat2(SYS_OPENAT2, dirfd, path, how, OPEN_HOW_SIZE);
   return fd < 0 ? -errno() : fd;
+}
+
+/** One entry of a directory. */
+export interface DirectoryEntry {
+  /** The name's bytes as a string, one char per byte (decode as UTF-8 to show it). */
+  name: string;
+  /** A directory (a symlink counts as what it points to only if `dirfd`'s stat says so). */
+  directory: boolean;
+}
+
+const DT_DIR = 4;
+const DT_LNK = 10;
+
+/**
+ * The entries of the directory open as `fd` (from its start; "." and ".."
+ * left out), by getdents64. Symlinks are followed (statx) to tell
+ * directories. Throws a SyscallError.
+ */
+export function readDirectory(fd: number): DirectoryEntry[] {
+  const buf = new Uint8Array(32 << 10);
+  const view = new DataView(buf.buffer);
+  const out: DirectoryEntry[] = [];
+  const st = newFileStat();
+  for (;;) {
+    const n = getdents64(fd, buf, buf.length);
+    if (n === 0) return out;
+    check("getdents64", n);
+    // struct linux_dirent64: d_ino u64 @0, d_off i64 @8, d_reclen u16 @16, d_type u8 @18, d_name @19.
+    for (let at = 0; at < n;) {
+      const reclen = view.getUint16(at + 16, true);
+      const type = buf[at + 18];
+      let end = at + 19;
+      while (buf[end] !== 0) end++;
+      const name = String.fromCharCode(...buf.subarray(at + 19, end));
+      if (name !== "." && name !== "..") {
+        let directory = type === DT_DIR;
+        if (type === DT_LNK) {
+          const path = buf.slice(at + 19, end + 1);
+          directory = statAt(fd, path, st) === 0 && st.kind === "directory";
+        }
+        out.push({ name, directory });
+      }
+      at += reclen;
+    }
+  }
 }
 
 /** The largest count one sendfile call takes (what Linux moves at most per call). */

@@ -93,6 +93,9 @@ const SYMBOLS = {
     result: "i32",
   },
   statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+  // getdents64 (glibc 2.30+): a directory's entries from an fd we opened, so a
+  // listing needs no path (and no Deno read permission on /proc).
+  getdents64: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   // sendfile(out_fd, in_fd, off_t *offset, count): the offset cell is a
   // long-lived 8-byte buffer whose address is taken once (pointer, not buffer).
   sendfile: { parameters: ["i32", "i32", "pointer", "u32"], result: "i32" },
@@ -185,6 +188,7 @@ export const {
   open,
   syscall_openat2,
   statx,
+  getdents64,
   sendfile,
   getrlimit,
   setrlimit,

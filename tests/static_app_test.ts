@@ -5,7 +5,7 @@
  * and a file answer that never got written releases its file.
  */
 import assert from "node:assert/strict";
-import { serve } from "../mod.ts";
+import { type NativeHandler, Router, serve, serveNative } from "../mod.ts";
 import { dial, openFdCount, readToEnd, sleep, within, writeAll } from "./support/net.ts";
 
 const enc = new TextEncoder();
@@ -91,6 +91,59 @@ Deno.test("serve({ files }) without a handler: 404 and 405 for what is no file; 
     console.log(`fds: ${before} before, ${after} after 20 clients left mid-file`);
     assert.ok(after <= before + 1, `fds ${before} -> ${after}: none left behind`);
     assert.equal(server.server.context.counters.fileTruncations, 0);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("serveNative({ files }): routes first, files for what no route matches, in order behind an async route", async () => {
+  const root = await tree();
+  const router = new Router<NativeHandler>()
+    .get("/hello.txt", (_req, res) => res.text("the route wins\n"))
+    .get("/slow", async (_req, res) => {
+      await sleep(100);
+      res.text("slow route\n");
+    });
+  const server = serveNative(
+    { port: 0, hostname: "127.0.0.1", onListen() {}, files: { root } },
+    router,
+  );
+  try {
+    await Deno.writeTextFile(`${root}/page.txt`, "a page\n");
+    const conn = await dial(server.addr.port);
+    await writeAll(
+      conn,
+      enc.encode(
+        "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" +
+          "GET /page.txt HTTP/1.1\r\nHost: x\r\n\r\n" +
+          "GET /page.txt HTTP/1.1\r\nHost: x\r\n\r\n" +
+          "GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n" +
+          "GET /missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      ),
+    );
+    const text = dec.decode(await within(readToEnd(conn), "all five answers"));
+    conn.close();
+    const answers = text.split("HTTP/1.1 ").slice(1);
+    assert.deepEqual(answers.map((r) => r.split("\r\n\r\n")[1]), [
+      "slow route\n",
+      "a page\n",
+      "a page\n",
+      "the route wins\n",
+      "Not Found",
+    ]);
+    assert.match(answers[1], /^200 OK\r\n/);
+    assert.match(answers[1], /\r\nETag: "/);
+    // The same request bytes twice in a row (the native memo) are files both times.
+    const c2 = await dial(server.addr.port);
+    const again = "GET /page.txt HTTP/1.1\r\nHost: x\r\n\r\n";
+    await writeAll(
+      c2,
+      enc.encode(again + again + again.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")),
+    );
+    const t2 = dec.decode(await within(readToEnd(c2), "three answers"));
+    c2.close();
+    assert.equal(t2.split("a page\n").length - 1, 3, t2);
   } finally {
     await server.shutdown();
     await Deno.remove(root, { recursive: true });

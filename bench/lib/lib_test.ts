@@ -3,8 +3,8 @@
 import assert from "node:assert/strict";
 import { resolve } from "node:path";
 import { groupPids, parseStat } from "./proc.ts";
-import { httpGet, shellQuote, startServer, stopServer } from "./server.ts";
-import { barChartSvg, niceTicks } from "./svg.ts";
+import { httpGet, httpGetBytes, shellQuote, startServer, stopServer } from "./server.ts";
+import { barChartSvg, niceTicks, stackSvgs } from "./svg.ts";
 import { formatTable } from "./table.ts";
 import { durationToMs, parseWrk, sizeToBytes } from "./wrk.ts";
 import { parseNumberFlag, parseNumberListFlag } from "./flags.ts";
@@ -70,6 +70,16 @@ Deno.test("barChartSvg draws one bar per value and escapes text", () => {
   assert.ok(svg.includes("a &#60; b") && svg.includes("y&#38;z") && svg.includes("n/a"));
 });
 
+Deno.test("stackSvgs puts charts one under the other", () => {
+  const chart = (title: string) =>
+    barChartSvg({ title, yLabel: "µs", series: [{ name: "s" }], groups: [], height: 300 });
+  const svg = stackSvgs([chart("first"), chart("second")]);
+  assert.match(svg, /^<\?xml[^>]*>\n<svg [^>]*width="720" height="600"/);
+  assert.equal(svg.match(/<\?xml/g)?.length, 1);
+  assert.ok(svg.includes(`<svg x="0" y="300" xmlns=`), svg.slice(0, 400));
+  assert.ok(svg.indexOf("first") < svg.indexOf("second"));
+});
+
 Deno.test("formatTable pads columns", () => {
   const t = formatTable(["name", "n"], [["a", "1"], ["bbb", "22"]]);
   assert.equal(t, "name   n\n----  --\na      1\nbbb   22");
@@ -97,6 +107,26 @@ Deno.test("startServer runs a server in its own session and stopServer kills it 
     assert.deepEqual(stop.leftover, []);
     assert.deepEqual(groupPids(server.pid), []);
     await Deno.remove(resolve(server.logPath, ".."), { recursive: true });
+  }
+});
+
+Deno.test("httpGetBytes reads a binary body whole, httpGet decodes it", async () => {
+  const bytes = new Uint8Array(300_000).map((_, i) => i % 251);
+  const ac = new AbortController();
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, signal: ac.signal, onListen() {} },
+    (req) => new URL(req.url).pathname === "/bin" ? new Response(bytes) : new Response("héllo"),
+  );
+  try {
+    const res = await httpGetBytes(server.addr.port, "/bin");
+    assert.equal(res.status, 200);
+    assert.equal(res.headers["content-length"], String(bytes.length));
+    assert.deepEqual(res.body, bytes);
+    const text = await httpGet(server.addr.port, "/text");
+    assert.equal(text.body, "héllo");
+  } finally {
+    ac.abort();
+    await server.finished;
   }
 });
 

@@ -232,29 +232,72 @@ export interface SimpleResponse {
   body: string;
 }
 
+/** A response read by {@link httpGetBytes}: the body as it came, for binary files. */
+export interface BytesResponse {
+  /** Status code, 0 when no status line arrived. */
+  status: number;
+  /** Lower-cased header names to values. */
+  headers: Record<string, string>;
+  /** Body bytes (Content-Length bytes, or whatever arrived before the timeout/close). */
+  body: Uint8Array;
+}
+
+const CRLFCRLF = [13, 10, 13, 10];
+const CHUNKED_END = [48, 13, 10, 13, 10]; // "0\r\n\r\n"
+
+function indexOfSeq(buf: Uint8Array, seq: number[], from = 0): number {
+  outer: for (let i = from; i + seq.length <= buf.length; i++) {
+    for (let j = 0; j < seq.length; j++) if (buf[i + j] !== seq[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+function endsWithSeq(buf: Uint8Array, seq: number[]): boolean {
+  return buf.length >= seq.length && indexOfSeq(buf, seq, buf.length - seq.length) >= 0;
+}
+
 /**
  * One HTTP/1.1 GET over a fresh TCP connection, without fetch's connection pool or proxy
- * settings: used to check that a server answers correctly before loading it.
+ * settings, keeping the body as bytes: used to check that a server answers correctly (e.g.
+ * serves a binary file whole) before loading it.
  */
-export async function httpGet(port: number, path = "/", timeoutMs = 5000): Promise<SimpleResponse> {
+export async function httpGetBytes(
+  port: number,
+  path = "/",
+  timeoutMs = 5000,
+): Promise<BytesResponse> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   const timer = setTimeout(() => conn.close(), timeoutMs);
-  const enc = new TextEncoder();
-  const dec = new TextDecoder();
-  let text = "";
+  let data = new Uint8Array(65536);
+  let size = 0;
+  let end = -1;
+  let want = -1; // whole response length once Content-Length is known
+  let chunked = false;
   try {
-    await conn.write(enc.encode(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`));
-    const buf = new Uint8Array(16384);
+    await conn.write(
+      new TextEncoder().encode(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`),
+    );
     for (;;) {
-      const end = text.indexOf("\r\n\r\n");
-      if (end >= 0) {
-        const len = text.slice(0, end).match(/^content-length:\s*(\d+)/im);
-        if (len && text.length - end - 4 >= Number(len[1])) break;
-        if (/^transfer-encoding:\s*chunked/im.test(text) && text.endsWith("0\r\n\r\n")) break;
+      if (end < 0) {
+        end = indexOfSeq(data.subarray(0, size), CRLFCRLF, 0);
+        if (end >= 0) {
+          const head = new TextDecoder("latin1").decode(data.subarray(0, end));
+          const len = head.match(/^content-length:\s*(\d+)/im);
+          if (len) want = end + 4 + Number(len[1]);
+          chunked = /^transfer-encoding:\s*chunked/im.test(head);
+        }
       }
-      const n = await conn.read(buf);
+      if (want >= 0 && size >= want) break;
+      if (chunked && endsWithSeq(data.subarray(0, size), CHUNKED_END)) break;
+      if (size === data.length) {
+        const bigger = new Uint8Array(Math.max(data.length * 2, want));
+        bigger.set(data);
+        data = bigger;
+      }
+      const n = await conn.read(data.subarray(size));
       if (n === null) break;
-      text += dec.decode(buf.subarray(0, n), { stream: true });
+      size += n;
     }
   } catch {
     // closed by the timer or the peer: parse what arrived
@@ -266,15 +309,29 @@ export async function httpGet(port: number, path = "/", timeoutMs = 5000): Promi
       // already closed by the timer
     }
   }
-  const end = text.indexOf("\r\n\r\n");
-  const head = end >= 0 ? text.slice(0, end) : text;
+  const bytes = data.subarray(0, size);
+  if (end < 0) end = indexOfSeq(bytes, CRLFCRLF);
+  const head = new TextDecoder("latin1").decode(end >= 0 ? bytes.subarray(0, end) : bytes);
   const [statusLine, ...lines] = head.split("\r\n");
   const headers: Record<string, string> = {};
   for (const line of lines) {
     const i = line.indexOf(":");
     if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
   }
-  let body = end >= 0 ? text.slice(end + 4) : "";
-  if (headers["content-length"]) body = body.slice(0, Number(headers["content-length"]));
-  return { status: Number(statusLine.match(/^HTTP\/1\.[01] (\d{3})/)?.[1] ?? 0), headers, body };
+  let body = end >= 0 ? bytes.subarray(end + 4) : new Uint8Array(0);
+  if (headers["content-length"]) body = body.subarray(0, Number(headers["content-length"]));
+  return {
+    status: Number(statusLine.match(/^HTTP\/1\.[01] (\d{3})/)?.[1] ?? 0),
+    headers,
+    body: body.slice(),
+  };
+}
+
+/**
+ * One HTTP/1.1 GET over a fresh TCP connection, without fetch's connection pool or proxy
+ * settings: used to check that a server answers correctly before loading it.
+ */
+export async function httpGet(port: number, path = "/", timeoutMs = 5000): Promise<SimpleResponse> {
+  const res = await httpGetBytes(port, path, timeoutMs);
+  return { ...res, body: new TextDecoder().decode(res.body) };
 }

@@ -214,3 +214,27 @@ export function barChartSvg(o: BarChartOptions): string {
   add(`</svg>`);
   return out.join("\n") + "\n";
 }
+
+/**
+ * Stacks standalone SVG documents (e.g. two {@link barChartSvg} charts with different
+ * scales) top to bottom into one document, each keeping its own size.
+ */
+export function stackSvgs(docs: string[]): string {
+  let y = 0;
+  let width = 0;
+  const parts: string[] = [];
+  for (const doc of docs) {
+    const body = doc.replace(/^<\?xml[^>]*>\s*/, "").trim();
+    const root = body.match(/^<svg\b[^>]*>/);
+    const w = Number(root?.[0].match(/\bwidth="([\d.]+)"/)?.[1]);
+    const h = Number(root?.[0].match(/\bheight="([\d.]+)"/)?.[1]);
+    if (!root || !(w > 0) || !(h > 0)) throw new Error("stackSvgs: an <svg> with width and height");
+    parts.push(`<svg x="0" y="${y}"${body.slice(4)}`);
+    y += h;
+    width = Math.max(width, w);
+  }
+  return `<?xml version="1.0" encoding="UTF-8"?>\n` +
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}" ` +
+    `viewBox="0 0 ${width} ${y}">\n<rect width="100%" height="100%" fill="#fff"/>\n` +
+    parts.join("\n") + `\n</svg>\n`;
+}

@@ -56,6 +56,16 @@ export interface Metric {
   readonly value: number;
 }
 
+/** A counter line of `/metrics`. */
+export function counter(name: string, help: string, value: number): Metric {
+  return { name, type: "counter", help, value };
+}
+
+/** A gauge line of `/metrics`. */
+export function gauge(name: string, help: string, value: number): Metric {
+  return { name, type: "gauge", help, value };
+}
+
 /** The content type of the Prometheus text exposition format (`/metrics`). */
 export const PROMETHEUS_TEXT_TYPE = "text/plain; version=0.0.4";
 

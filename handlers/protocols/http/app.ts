@@ -33,7 +33,7 @@ import { getLogger } from "../../../log/mod.ts";
 import type { Reactor } from "../../../reactor/reactor.ts";
 import { peerAddress } from "../../../syscalls/socket.ts";
 import type { CloseReason, Connection, Protocol, TimeoutKind } from "../../connection.ts";
-import type { Metric, ProtocolDefinition, ProtocolInstance } from "../definition.ts";
+import type { ProtocolDefinition, ProtocolInstance } from "../definition.ts";
 import { HttpParser, type HttpParserSink } from "./http_parser.ts";
 import { AccessLog, type AccessLogFormat } from "./access_log.ts";
 import { DateClock } from "./date_clock.ts";
@@ -52,7 +52,12 @@ import {
   UpgradeTicket,
   WebSocketHandshakeError,
 } from "./websocket/upgrade.ts";
-import { type StaticAnswer, StaticFiles, type StaticOptions } from "./static/static_files.ts";
+import {
+  type StaticAnswer,
+  StaticFiles,
+  staticMetrics,
+  type StaticOptions,
+} from "./static/static_files.ts";
 
 const log = getLogger(["reactor", "http", "app"]);
 
@@ -887,39 +892,4 @@ export function fetchInstance(app: FetchApp): ProtocolInstance {
     ],
     stop: () => app.close(),
   };
-}
-
-/** The static root's counters, for /metrics (the bytes sendfile moved are a connection counter). */
-function staticMetrics(files: StaticFiles): Metric[] {
-  const c = files.counters;
-  const cache = files.cache;
-  const counter = (name: string, help: string, value: number): Metric => ({
-    name,
-    type: "counter",
-    help,
-    value,
-  });
-  return [
-    counter("static_requests_total", "Requests answered with a file.", c.requests),
-    counter(
-      "static_cache_hits_total",
-      "File lookups answered from the open-file cache.",
-      cache.hits,
-    ),
-    counter("static_cache_misses_total", "File lookups that opened the file.", cache.misses),
-    counter(
-      "static_cache_invalidations_total",
-      "Cached files dropped because they changed.",
-      cache.invalidations,
-    ),
-    counter("static_not_modified_total", "304 answers.", c.notModified),
-    counter("static_partial_total", "206 answers.", c.partial),
-    counter("static_precompressed_total", "Answers from a .br or .gz sidecar.", c.precompressed),
-    {
-      name: "static_cached_files",
-      type: "gauge",
-      help: "Files in the open-file cache.",
-      value: cache.size,
-    },
-  ];
 }

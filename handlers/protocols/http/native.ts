@@ -93,6 +93,12 @@ import type { CloseReason, Connection, Protocol, TimeoutKind } from "../../conne
 import type { ProtocolDefinition, ProtocolInstance } from "../definition.ts";
 import { HttpParser, type HttpParserSink, METHOD_HEAD } from "./http_parser.ts";
 import { DateClock } from "./date_clock.ts";
+import {
+  type StaticAnswer,
+  StaticFiles,
+  staticMetrics,
+  type StaticOptions,
+} from "./static/static_files.ts";
 import { latin1 } from "./request.ts";
 import { MEMO_MAX, RequestMemo } from "./request_memo.ts";
 import { reasonPhrase } from "./response.ts";
@@ -214,6 +220,11 @@ export interface NativeOptions {
   maxBody?: number;
   /** Largest request header section in bytes (431 above). Default 16 KiB. */
   maxHeaderBytes?: number;
+  /**
+   * A directory whose files answer the GET and HEAD requests no route
+   * matches (sendfile, validators, ranges: docs/http.md, "Static files").
+   */
+  files?: StaticOptions;
 }
 
 // ---------------------------------------------------------------------------
@@ -341,6 +352,10 @@ function decodeComponent(t: Uint8Array, from: number, to: number): string {
 /** A reply's place in its connection's queue: its bytes once it is sent. */
 class Slot {
   bytes: Uint8Array | null = null;
+  /** A static file's answer, written in place of `bytes`, and how. */
+  answer: StaticAnswer | null = null;
+  keepAlive = true;
+  http10 = false;
 }
 
 class RequestView implements NativeRequest {
@@ -843,7 +858,11 @@ class NativeApp {
     this.maxBody = options.maxBody ?? 1 << 20;
     this.maxHeaderBytes = options.maxHeaderBytes ?? 16 << 10;
     this.clock = new DateClock(reactor);
+    this.files = options.files ? new StaticFiles(options.files) : null;
   }
+
+  /** Files for what no route matches, or null. */
+  readonly files: StaticFiles | null;
 
   /** The head cache of route `id`. */
   cacheFor(id: number): HeadCache {
@@ -884,6 +903,7 @@ class NativeApp {
   /** Stops the Date timer. */
   close(): void {
     this.clock.close();
+    this.files?.close();
   }
 }
 
@@ -1019,6 +1039,14 @@ class NativeConnection implements Protocol, HttpParserSink {
     const req = this.#req;
     const method = p.methodString();
     const status = app.router.match(p.method, method, p.target, 0, p.targetLength, req.match);
+    if (status === 404 && app.files !== null) {
+      const answer = app.files.answer(p, true, app.reactor.now);
+      if (answer !== null) {
+        this.#lastView = null; // the same bytes again come back here, not to a route
+        this.#serveStatic(p, answer);
+        return true;
+      }
+    }
     req.begin(p, method);
     const variant = this.#draining || !p.keepAlive
       ? CLOSE
@@ -1060,6 +1088,23 @@ class NativeConnection implements Protocol, HttpParserSink {
       this.#handle(req, this.#lastCache!, this.#lastVariant, this.#lastHeadOnly);
     }
     this.onRequest(p);
+  }
+
+  /** A file's answer: now when nothing is owed before it, else in its slot. */
+  #serveStatic(p: HttpParser, answer: StaticAnswer): void {
+    const keepAlive = !this.#draining && p.keepAlive;
+    this.app.requests++;
+    if (this.#queue.length === 0) {
+      this.#spillRun();
+      answer.write(this.conn, keepAlive, p.versionMinor === 0, this.app.clock.value);
+      return;
+    }
+    const slot = new Slot();
+    slot.answer = answer.detach();
+    slot.bytes = EMPTY;
+    slot.keepAlive = keepAlive;
+    slot.http10 = p.versionMinor === 0;
+    this.#queue.push(slot);
   }
 
   /** Calls the handler of the request `req` describes (or answers 404/405). */
@@ -1281,7 +1326,13 @@ class NativeConnection implements Protocol, HttpParserSink {
     const q = this.#queue;
     const batch = this.#beginBatch();
     while (q.length > 0 && q[0].bytes !== null) {
-      const bytes = q.shift()!.bytes!;
+      const slot = q.shift()!;
+      if (slot.answer !== null) {
+        this.#spillRun();
+        slot.answer.write(conn, slot.keepAlive, slot.http10, this.app.clock.value);
+        continue;
+      }
+      const bytes = slot.bytes!;
       this.send(bytes, 0, bytes.length);
     }
     if (batch) this.#endBatch();
@@ -1344,6 +1395,7 @@ class NativeConnection implements Protocol, HttpParserSink {
       this.#bodyTo = null;
       to.failBody(new Error(`the connection closed (${reason})`));
     }
+    for (const slot of this.#queue) slot.answer?.drop();
     this.#queue.length = 0;
     this.#stash = null;
   }
@@ -1412,6 +1464,7 @@ export function nativeProtocol(
             help: "Native handler exceptions, rejections and missing replies.",
             value: app.errors,
           },
+          ...(app.files === null ? [] : staticMetrics(app.files)),
         ],
         stop: () => app.close(),
       };

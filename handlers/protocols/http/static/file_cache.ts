@@ -86,6 +86,8 @@ export class FileEntry implements FileSource {
   typeLines: Uint8Array = new Uint8Array(0);
   /** "Last-Modified", "ETag" (and "Cache-Control", "Vary") lines: also sent with 304. */
   validatorLines: Uint8Array = new Uint8Array(0);
+  /** The Content-Type (for a sidecar opened again). */
+  type = "";
   /** The `.br` and `.gz` sidecars (identity entries only). */
   br: FileEntry | null = null;
   gz: FileEntry | null = null;
@@ -111,6 +113,7 @@ export class FileEntry implements FileSource {
 
   /** Builds the header lines (once the sidecars are known). */
   buildLines(type: string, encoding: string, cacheControl: string, vary: boolean): void {
+    this.type = type;
     let t = `Content-Type: ${type}\r\nAccept-Ranges: bytes\r\n`;
     if (encoding !== "") t += `Content-Encoding: ${encoding}\r\n`;
     let v = `Last-Modified: ${this.lastModified}\r\nETag: ${this.etag}\r\n`;
@@ -253,6 +256,32 @@ export class FileCache {
     this.#add(key, entry);
     this.entry = entry;
     return Found.File;
+  }
+
+  /**
+   * The `which` sidecar of `identity` as it is now: checked like the file
+   * (statx of its path), opened again if it changed, dropped if it is gone.
+   * A deploy may replace a file and its sidecars in any order.
+   */
+  sidecar(identity: FileEntry, which: "br" | "gz", now: number): FileEntry | null {
+    const side = identity[which];
+    if (side === null) return null;
+    const o = this.options;
+    if (o.revalidateMs > 0 && now - side.checkedAt < o.revalidateMs) return side;
+    const st = this.#stat;
+    if (statAt(this.rootFd, side.path, st) === 0 && side.sameAs(st)) {
+      side.checkedAt = now;
+      return side;
+    }
+    this.invalidations++;
+    if (side.bytes !== null) this.#memory -= side.bytes.length;
+    side.retire();
+    const length = identity.path.length - 1;
+    const encoding = which === "br" ? "br" : "gzip";
+    const fresh = this.#sidecar(identity.path, length, which === "br" ? BR : GZ, encoding, now);
+    fresh?.buildLines(identity.type, encoding, o.cacheControl, true);
+    identity[which] = fresh;
+    return fresh;
   }
 
   #sidecar(

@@ -28,13 +28,21 @@
 
 import { getLogger } from "../../../../log/mod.ts";
 import { close } from "../../../../syscalls/libc.ts";
-import { openDirectory } from "../../../../syscalls/files.ts";
+import {
+  AT_FDCWD,
+  type FileStat,
+  newFileStat,
+  openDirectory,
+  statAt,
+  statFd,
+} from "../../../../syscalls/files.ts";
 import type { Connection } from "../../../connection.ts";
+import { counter, gauge, type Metric } from "../../definition.ts";
 import { type HttpParser, METHOD_GET, METHOD_HEAD } from "../http_parser.ts";
 import { latin1 } from "../request.ts";
 import { reasonPhrase } from "../response.ts";
 import { DEFAULT_FILE_CACHE, FileCache, type FileEntry, Found } from "./file_cache.ts";
-import { listingPage } from "./listing.ts";
+import { encodeSegment, listingPage } from "./listing.ts";
 import { TargetDecoder } from "./target.ts";
 
 const log = getLogger(["reactor", "http", "static"]);
@@ -121,7 +129,7 @@ export class StaticAnswer {
     let page = this.page;
     if (entry === null && this.status !== 304) {
       if (page === null) {
-        page = ascii.encode(reasonPhrase(this.status) + "\n");
+        page = ascii.encode(reasonPhrase(this.status));
         this.pageType = "text/plain; charset=utf-8";
       }
       n = putAscii(h, n, `Content-Type: ${this.pageType}\r\n`);
@@ -165,6 +173,8 @@ export class StaticAnswer {
 }
 
 const ascii = new TextEncoder();
+/** How often the root's path is checked for a swapped symlink. */
+const ROOT_CHECK_MS = 1000;
 const headScratch = new Uint8Array(16 << 10);
 
 function putAscii(out: Uint8Array, at: number, s: string): number {
@@ -211,11 +221,13 @@ export interface StaticCounters {
 
 /** A directory served at `/`. One per server (worker); shared by its connections. */
 export class StaticFiles {
-  readonly cache: FileCache;
+  /** The open-file cache of the root as it resolves now. */
+  cache: FileCache;
   readonly counters: StaticCounters = { requests: 0, notModified: 0, partial: 0, precompressed: 0 };
   readonly #options: Required<StaticOptions>;
   readonly #decoder = new TargetDecoder(1024);
   readonly #answer = new StaticAnswer();
+  #now = 0;
   /** Field index of each WANTED header in the request, or -1. */
   readonly #found = new Int32Array(WANTED.length);
   #lastKey = "";
@@ -233,14 +245,56 @@ export class StaticFiles {
       smallFileBytes: DEFAULT_FILE_CACHE.smallFileBytes,
       ...options,
     };
+    this.#rootPath = ascii.encode(this.#options.root + "\0");
+    this.cache = this.#openRoot();
+  }
+
+  #openRoot(): FileCache {
     const o = this.#options;
-    this.cache = new FileCache(openDirectory(o.root), {
+    const cache = new FileCache(openDirectory(o.root), {
       followSymlinks: o.followSymlinks,
       revalidateMs: o.revalidateMs,
       smallFileBytes: o.smallFileBytes,
       cacheControl: o.cacheControl,
     });
+    statFd(cache.rootFd, this.#rootStat);
+    return cache;
   }
+
+  /**
+   * Once a second: does the root's path still name the directory we hold
+   * open? A deploy that swaps a symlink (`current` -> `release-2`) moves
+   * it; then the root is opened again and the cache starts afresh.
+   */
+  #checkRoot(now: number): void {
+    this.#rootCheckedAt = now;
+    const st = this.#scratchStat;
+    if (statAt(AT_FDCWD, this.#rootPath, st) !== 0) return; // gone: keep serving what we hold
+    const held = this.#rootStat;
+    if (st.ino === held.ino && st.dev === held.dev) return;
+    let fresh: FileCache;
+    try {
+      fresh = this.#openRoot();
+    } catch (error) {
+      log.warn("the root {root} moved but cannot be opened: {error}", {
+        root: this.#options.root,
+        error,
+      });
+      return;
+    }
+    log.info("the root {root} now names another directory: cache dropped", {
+      root: this.#options.root,
+    });
+    const old = this.cache;
+    this.cache = fresh;
+    old.close();
+    close(old.rootFd);
+  }
+
+  readonly #rootPath: Uint8Array;
+  readonly #rootStat: FileStat = newFileStat();
+  readonly #scratchStat: FileStat = newFileStat();
+  #rootCheckedAt = 0;
 
   /** The options in effect. */
   get options(): Readonly<Required<StaticOptions>> {
@@ -268,6 +322,8 @@ export class StaticFiles {
     if (d.decode(p.target, p.targetLength) !== 0) return this.#bare(a, 400, method);
     if (d.hidden && !this.#options.dotfiles) return hasFallback ? null : this.#bare(a, 404, method);
     const key = this.#keyOf(d.path, d.length, d.trailingSlash);
+    this.#now = now;
+    if (now - this.#rootCheckedAt >= ROOT_CHECK_MS) this.#checkRoot(now);
     const cache = this.cache;
     let found = cache.lookup(key, d.path, d.length, now);
     if (found === Found.Directory) {
@@ -285,13 +341,7 @@ export class StaticFiles {
           found = Found.Missing;
         }
         if (found === Found.Missing) {
-          if (this.#options.listDirectories) {
-            return this.#listing(
-              a,
-              dirFd,
-              latin1(p.target, d.pathAt, d.queryAt < 0 ? p.targetLength : d.queryAt),
-            );
-          }
+          if (this.#options.listDirectories) return this.#listing(a, dirFd, d, method);
           return hasFallback ? null : this.#bare(a, 403, method);
         }
       } finally {
@@ -333,8 +383,12 @@ export class StaticFiles {
       found[ACCEPT_ENCODING] >= 0
     ) {
       const accepts = value(ACCEPT_ENCODING);
-      if (identity.br !== null && acceptsEncoding(accepts, "br")) entry = identity.br;
-      else if (identity.gz !== null && acceptsEncoding(accepts, "gzip")) entry = identity.gz;
+      const now = this.#now;
+      const br = acceptsEncoding(accepts, "br") ? this.cache.sidecar(identity, "br", now) : null;
+      const gz = br === null && acceptsEncoding(accepts, "gzip")
+        ? this.cache.sidecar(identity, "gz", now)
+        : null;
+      entry = br ?? gz ?? identity;
       if (entry !== identity) this.counters.precompressed++;
     }
     a.entry = entry;
@@ -391,18 +445,22 @@ export class StaticFiles {
     d: TargetDecoder,
     method: number,
   ): StaticAnswer {
-    // The path as sent (still encoded) plus "/", then the query.
-    const pathEnd = d.queryAt < 0 ? p.targetLength : d.queryAt;
-    let path = latin1(p.target, d.pathAt, pathEnd);
-    if (path === "") path = "/";
+    // Built from the normalized path, encoded again, never from the target
+    // as sent: "//evil.example" would be a Location on another host.
     const query = d.queryAt < 0 ? "" : latin1(p.target, d.queryAt, p.targetLength);
-    a.location = path + "/" + query;
+    a.location = "/" + encodePath(latin1(d.path, 0, d.length)) + "/" + query;
     return this.#bare(a, 301, method);
   }
 
-  #listing(a: StaticAnswer, dirFd: number, urlPath: string): StaticAnswer {
+  #listing(a: StaticAnswer, dirFd: number, d: TargetDecoder, method: number): StaticAnswer {
+    const urlPath = d.length === 0 ? "/" : "/" + latin1(d.path, 0, d.length) + "/";
+    try {
+      a.page = listingPage(dirFd, urlPath, this.#options.dotfiles);
+    } catch (error) {
+      log.warn("cannot list {path}: {error}", { path: urlPath, error });
+      return this.#bare(a, 500, method);
+    }
     a.status = 200;
-    a.page = listingPage(dirFd, urlPath, this.#options.dotfiles);
     a.pageType = "text/html; charset=utf-8";
     return a;
   }
@@ -432,6 +490,11 @@ export class StaticFiles {
     this.cache.close();
     close(this.cache.rootFd);
   }
+}
+
+/** A decoded path (one char per byte) as a URL path: each segment percent-encoded. */
+function encodePath(path: string): string {
+  return path.split("/").map(encodeSegment).join("/");
 }
 
 const INDEX = ascii.encode("index.html\0");
@@ -538,4 +601,28 @@ export function parseRange(value: string, size: number): number {
 /** The last parsed range, for tests: [start, end). */
 export function lastRange(): [number, number] {
   return [rangeStart, rangeEnd];
+}
+
+/** The static root's counters, for /metrics (the bytes sendfile moved are a connection counter). */
+export function staticMetrics(files: StaticFiles): Metric[] {
+  const c = files.counters;
+  const cache = files.cache;
+  return [
+    counter("static_requests_total", "Requests answered with a file.", c.requests),
+    counter(
+      "static_cache_hits_total",
+      "File lookups answered from the open-file cache.",
+      cache.hits,
+    ),
+    counter("static_cache_misses_total", "File lookups that opened the file.", cache.misses),
+    counter(
+      "static_cache_invalidations_total",
+      "Cached files dropped because they changed.",
+      cache.invalidations,
+    ),
+    counter("static_not_modified_total", "304 answers.", c.notModified),
+    counter("static_partial_total", "206 answers.", c.partial),
+    counter("static_precompressed_total", "Answers from a .br or .gz sidecar.", c.precompressed),
+    gauge("static_cached_files", "Files in the open-file cache.", cache.size),
+  ];
 }

@@ -29,7 +29,7 @@
 import type { CloseReason, Connection, Protocol, TimeoutKind } from "../../../connection.ts";
 import type { Timer } from "../../../../reactor/timers.ts";
 import type { Reactor } from "../../../../reactor/reactor.ts";
-import type { Metric } from "../../definition.ts";
+import { counter, gauge, type Metric } from "../../definition.ts";
 import {
   CLOSE_ABNORMAL,
   CLOSE_GOING_AWAY,
@@ -76,43 +76,29 @@ export interface WebSocketSettings {
 /** The counters as /metrics lines. */
 export function webSocketMetrics(stats: WebSocketStats): Metric[] {
   return [
-    { name: "websockets_open", type: "gauge", help: "WebSockets open now.", value: stats.open },
-    {
-      name: "websockets_opened_total",
-      type: "counter",
-      help: "WebSockets opened (101 sent).",
-      value: stats.opened,
-    },
-    {
-      name: "websocket_messages_received_total",
-      type: "counter",
-      help: "WebSocket messages received.",
-      value: stats.messagesIn,
-    },
-    {
-      name: "websocket_messages_sent_total",
-      type: "counter",
-      help: "WebSocket messages sent.",
-      value: stats.messagesOut,
-    },
-    {
-      name: "websocket_received_bytes_total",
-      type: "counter",
-      help: "WebSocket message payload bytes received.",
-      value: stats.bytesIn,
-    },
-    {
-      name: "websocket_sent_bytes_total",
-      type: "counter",
-      help: "WebSocket message payload bytes sent.",
-      value: stats.bytesOut,
-    },
-    {
-      name: "websocket_protocol_errors_total",
-      type: "counter",
-      help: "WebSockets closed for a protocol error of the peer (1002, 1007, 1009).",
-      value: stats.protocolErrors,
-    },
+    gauge("websockets_open", "WebSockets open now.", stats.open),
+    counter("websockets_opened_total", "WebSockets opened (101 sent).", stats.opened),
+    counter(
+      "websocket_messages_received_total",
+      "WebSocket messages received.",
+      stats.messagesIn,
+    ),
+    counter("websocket_messages_sent_total", "WebSocket messages sent.", stats.messagesOut),
+    counter(
+      "websocket_received_bytes_total",
+      "WebSocket message payload bytes received.",
+      stats.bytesIn,
+    ),
+    counter(
+      "websocket_sent_bytes_total",
+      "WebSocket message payload bytes sent.",
+      stats.bytesOut,
+    ),
+    counter(
+      "websocket_protocol_errors_total",
+      "WebSockets closed for a protocol error of the peer (1002, 1007, 1009).",
+      stats.protocolErrors,
+    ),
   ];
 }
 
