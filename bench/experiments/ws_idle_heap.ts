@@ -45,6 +45,9 @@ const settle = async () => {
 const rss = () => Deno.memoryUsage().rss;
 await settle();
 const heap0 = Deno.memoryUsage().heapUsed;
+const snapshot = Deno.env.get("WS_HEAP_SNAPSHOT"); // a path prefix: write before/after snapshots
+const v8 = snapshot ? await import("node:v8") : null;
+v8?.writeHeapSnapshot(`${snapshot}-before.heapsnapshot`);
 const rss0 = rss();
 
 const client = `
@@ -73,6 +76,7 @@ while (room.size < count) {
 }
 await settle();
 const heap1 = Deno.memoryUsage().heapUsed;
+v8?.writeHeapSnapshot(`${snapshot}-after.heapsnapshot`);
 const rss1 = rss();
 console.log(
   `${count} idle WebSockets: JS heap ${((heap1 - heap0) / count).toFixed(0)} B/socket, ` +

@@ -173,6 +173,50 @@ export function defineWebSocketSuite(name: string, serve: ServeFn): void {
     });
   });
 
+  test("on* handlers and addEventListener: order, this, target", async () => {
+    const seen: string[] = [];
+    await withWsServer(serve, (req) => {
+      const { socket, response } = Deno.upgradeWebSocket(req);
+      const path = new URL(req.url).pathname;
+      const on = function (this: unknown, e: Event) {
+        seen.push(`on ${this === socket} ${e.target === socket}`);
+      };
+      const listener = (e: Event) => seen.push(`listener ${e.target === socket}`);
+      if (path === "/on-first") {
+        socket.onmessage = on;
+        socket.addEventListener("message", listener);
+      } else if (path === "/listener-first") {
+        socket.addEventListener("message", listener);
+        socket.onmessage = on;
+      } else {
+        socket.onmessage = on; // alone
+      }
+      socket.addEventListener("close", () => seen.push("close listener"));
+      return response;
+    }, async (url) => {
+      for (const path of ["/on-first", "/listener-first", "/alone"]) {
+        const c = new Client(url + path);
+        await c.opened;
+        c.ws.send("x");
+        c.ws.close();
+        await c.closed;
+        await until(() => seen.includes("close listener"), "server close");
+        seen.push("|");
+        seen.splice(seen.indexOf("close listener"), 1);
+      }
+      assert.deepEqual(seen, [
+        "on true true",
+        "listener true",
+        "|",
+        "listener true",
+        "on true true",
+        "|",
+        "on true true",
+        "|",
+      ]);
+    });
+  });
+
   test("the server closes with a code and reason: the client sees them", async () => {
     const log: string[] = [];
     await withWsServer(serve, echo(log), async (url) => {
