@@ -3,7 +3,7 @@
  * Hono app of hono_ws_app.ts (`upgradeWebSocket` from `hono/deno`) on
  * Deno.serve (the oracle), on reactor's `serve`, and on `reactor serve
  * --module`; examples/chat.ts on `deno serve` and on `reactor serve
- * --module`.
+ * --module`; a module that takes `Deno.upgradeWebSocket` at load time.
  *
  * @module
  */
@@ -137,4 +137,18 @@ Deno.test({ name: "deno serve: examples/chat.ts", ...opts }, async () => {
 
 Deno.test({ name: "reactor serve --module: examples/chat.ts", ...opts }, async () => {
   await withCli(["--module", "examples/chat.ts"], checkChat);
+});
+
+Deno.test({
+  name: "reactor serve --module: a module that took Deno.upgradeWebSocket at load time",
+  ...opts,
+}, async () => {
+  await withCli(["--module", "tests/apps/fixtures/ws_captured.ts"], async (port) => {
+    const c = await client(`ws://${HOST}:${port}/`);
+    c.ws.send("hi");
+    assert.equal(await c.next(), "captured: hi");
+    const closed = new Promise((r) => c.ws.onclose = r);
+    c.ws.close();
+    await closed;
+  });
 });
