@@ -470,6 +470,23 @@ Deno.test("websocket: shutdown mid-conversation: close 1001 to every socket, wai
   }, { shutdownTimeoutMs: 500 });
 });
 
+Deno.test("websocket: a socket upgraded while the server drains gets close 1001 at once", async () => {
+  await withWs(async ({ port, server }) => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(enc.encode(upgradeRequest("/async"))); // upgraded after 20 ms
+    await new Promise((r) => setTimeout(r, 5));
+    const done = server.shutdown();
+    const r = new WsReader(conn);
+    assert.match(await r.head(), /^HTTP\/1\.1 101 /);
+    const f = (await r.frame())!;
+    assert.deepEqual([f.opcode, closeOf(f).code], [8, 1001]);
+    await conn.write(frame(8, closePayload(1001)));
+    assert.ok(await r.eof());
+    conn.close();
+    await done;
+  });
+});
+
 Deno.test("websocket: a slow reader of a pushing server: bufferedAmount says what waits, nothing lost", async () => {
   const N = 400;
   const SIZE = 64 << 10;

@@ -317,6 +317,8 @@ class FetchConnection implements Protocol, HttpParserSink {
   #stash: Uint8Array | null = null;
   /** A request that may be upgraded waits for its answer: what follows is kept unparsed. */
   #upgrading = false;
+  /** The server is shutting down (a socket upgraded now is told to close). */
+  #shuttingDown = false;
   /** Within #parse (a handover then waits for its end). */
   #parsing = false;
   /** An accepted upgrade to hand over when the parse in progress ends. */
@@ -716,6 +718,8 @@ class FetchConnection implements Protocol, HttpParserSink {
     const pending = this.#stash;
     this.#stash = null;
     ticket.accept(this.#conn, pending, this.#app.clock.value);
+    // Upgraded while the server drains: the socket closes with 1001 at once.
+    if (this.#shuttingDown) this.#conn.shutdown();
   }
 
   #finish(ex: Exchange, keepAlive: boolean): void {
@@ -821,6 +825,7 @@ class FetchConnection implements Protocol, HttpParserSink {
 
   shutdown(conn: Connection): void {
     this.#closing = true;
+    this.#shuttingDown = true;
     if (this.#queue.length === 0) conn.closeAfterFlush();
   }
 
