@@ -300,8 +300,15 @@ export class FrameParser {
         this.#decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
         this.#text = "";
       } else {
-        // The first frame's size, when it is the only one; grown on demand.
-        this.#binary = new Uint8Array(this.#fin ? this.#remaining + (to - i) : 0);
+        // One frame: its size is the message's. Fragments: a resizable buffer
+        // (grown and trimmed in place, never copied again), the first
+        // frame's size to start with.
+        const first = this.#remaining + (to - i);
+        this.#binary = new Uint8Array(
+          this.#fin ? new ArrayBuffer(first) : new ArrayBuffer(first, {
+            maxByteLength: this.#maxMessage,
+          }),
+        );
       }
     }
     const n = to - i;
@@ -315,13 +322,12 @@ export class FrameParser {
       }
     } else if (n > 0) {
       const at = this.#messageBytes;
-      let bin = this.#binary!;
+      const bin = this.#binary!;
       if (at + n > bin.length) {
-        const grown = new Uint8Array(
+        // Only a resizable one is ever short (the view tracks its length).
+        bin.buffer.resize(
           Math.min(this.#maxMessage, Math.max(at + n + this.#remaining, bin.length * 2)),
         );
-        grown.set(bin.subarray(0, at));
-        bin = this.#binary = grown;
       }
       bin.set(buf.subarray(i, to), at);
     }
@@ -337,11 +343,9 @@ export class FrameParser {
       this.#decoder = null;
       this.#sink.onText(text, this.#messageBytes);
     } else {
-      let bin = this.#binary!;
+      const bin = this.#binary!;
       this.#binary = null;
-      if (bin.length !== this.#messageBytes) {
-        bin = new Uint8Array(bin.buffer.transfer(this.#messageBytes));
-      }
+      if (bin.buffer.resizable) bin.buffer.resize(this.#messageBytes);
       this.#sink.onBinary(bin);
     }
   }

@@ -204,3 +204,27 @@ Deno.test("frame: server headers for each length class", () => {
   writeFrameHeader(out, 0, 2, 2 ** 32 + 5);
   assert.deepEqual(Array.from(out), [0x82, 127, 0, 0, 0, 1, 0, 0, 0, 5]);
 });
+
+Deno.test("frame: a large fragmented binary message in reads of every size: one buffer, exact", () => {
+  const parts = [70000, 0, 70000, 5].map((n, k) =>
+    new Uint8Array(n).map((_, i) => (i * 7 + k) & 0xff)
+  );
+  const whole = concat(...parts);
+  const bytes = concat(
+    ...parts.map((p, k) => frame(k === 0 ? 2 : 0, p, { fin: k === parts.length - 1 })),
+  );
+  for (const step of [1, 7, 1000, 65536, bytes.length]) {
+    const got: Uint8Array[] = [];
+    const r = new Recorder();
+    r.onBinary = (d) => void got.push(d);
+    const p = new FrameParser(r);
+    for (let at = 0; at < bytes.length; at += step) {
+      const chunk = bytes.slice(at, Math.min(bytes.length, at + step));
+      p.execute(chunk, 0, chunk.length);
+    }
+    assert.equal(got.length, 1, `step ${step}: ${JSON.stringify(r.events)}`);
+    assert.equal(got[0].byteLength, whole.length);
+    assert.equal(got[0].buffer.byteLength, whole.length); // trimmed: the app's ArrayBuffer is exact
+    assert.deepEqual(got[0], whole);
+  }
+});
