@@ -102,4 +102,9 @@ export {
   Router,
 } from "./handlers/protocols/http/native.ts";
 export { type NativeServer, serveNative, type ServeNativeOptions } from "./server/serve_native.ts";
+export {
+  upgradeWebSocket,
+  type UpgradeWebSocketOptions,
+  WebSocketHandshakeError,
+} from "./handlers/protocols/http/websocket/upgrade.ts";
 export { SyscallError } from "./syscalls/errno.ts";
