@@ -725,7 +725,8 @@ export class Connection implements Handler, Deferred {
     const out = this.output;
     const counters = this.context.counters;
     for (;;) {
-      if (!this.#flushBytes()) return; // closed
+      // Bytes before a file range (a response head) go out flagged MSG_MORE.
+      if (!this.#flushBytes(this.#files !== null ? MSG_MORE : 0)) return; // closed
       if (out.length > 0 || this.#files === null) break; // EAGAIN, or all sent
       // The output buffer is empty: the first file range is next.
       const files = this.#files;
@@ -779,12 +780,12 @@ export class Connection implements Handler, Deferred {
   }
 
   /** Sends the output buffer until empty or EAGAIN; false if the connection closed. */
-  #flushBytes(): boolean {
+  #flushBytes(flags: number): boolean {
     const out = this.output;
     const counters = this.context.counters;
     while (out.length > 0) {
       const len = out.length;
-      const n = send(this.fd, out.pending(), len, MSG_NOSIGNAL);
+      const n = send(this.fd, out.pending(), len, flags | MSG_NOSIGNAL);
       if (n < 0) {
         const e = errno();
         if (e === EINTR) continue;

@@ -395,8 +395,11 @@ class FetchConnection implements Protocol, HttpParserSink {
     if (parser.idle && this.#requestStart < 0) this.#requestStart = this.#app.reactor.now;
     let i = start;
     while (i < end && !this.#closing) {
-      if (this.#queue.length >= MAX_IN_FLIGHT || this.#upgrading) {
-        // Enough answers pending: stop parsing, keep the rest, stop reading.
+      if (this.#queue.length >= MAX_IN_FLIGHT || this.#upgrading || this.#conn.outputFull) {
+        // Enough answers pending, or the peer is not taking them (a file
+        // behind, a large body): stop parsing, keep the rest, stop reading
+        // until lowWater (as nginx takes the next pipelined request only once
+        // the answer before it is out).
         this.#stash = data.slice(i, end);
         this.#conn.pauseReading();
         return;
@@ -743,18 +746,35 @@ class FetchConnection implements Protocol, HttpParserSink {
     const log = this.#app.accessLog;
     if (log !== null) this.#logAccess(log, ex);
     if (!keepAlive) this.#closing = true;
-    if (this.#stash !== null && this.#queue.length < MAX_IN_FLIGHT && !this.#closing) {
-      // Room again: handle the requests kept at the limit now (the client may
-      // send nothing more to wake us), then read again.
-      const kept = this.#stash;
-      this.#stash = null;
-      const conn = this.#conn;
-      conn.cork();
-      this.#parse(kept, 0, kept.length);
-      conn.uncork();
-      if (this.#stash === null) conn.resumeReading();
-    }
+    this.#parseStash();
     this.#closeIfDone();
+  }
+
+  /**
+   * Room again (an answer went out, or the output fell to low water): handle
+   * the requests kept at the limit now (the client may send nothing more to
+   * wake us), then read again.
+   */
+  #parseStash(): void {
+    const conn = this.#conn;
+    if (
+      this.#stash === null || this.#queue.length >= MAX_IN_FLIGHT || this.#closing ||
+      this.#upgrading || conn.outputFull || conn.closed
+    ) return;
+    const kept = this.#stash;
+    this.#stash = null;
+    conn.cork();
+    this.#parse(kept, 0, kept.length);
+    conn.uncork();
+    if (this.#stash === null) conn.resumeReading();
+  }
+
+  /** The output fell to low water: parse what was kept, or read again. */
+  lowWater(conn: Connection): void {
+    if (this.#stash !== null) this.#parseStash();
+    else if (!this.#closing && !this.#upgrading && this.#queue.length < MAX_IN_FLIGHT) {
+      conn.resumeReading();
+    }
   }
 
   #logAccess(log: AccessLog, ex: Exchange): void {
