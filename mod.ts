@@ -102,5 +102,10 @@ export {
   Router,
 } from "./handlers/protocols/http/native.ts";
 export { type NativeServer, serveNative, type ServeNativeOptions } from "./server/serve_native.ts";
+export {
+  upgradeWebSocket,
+  type UpgradeWebSocketOptions,
+  WebSocketHandshakeError,
+} from "./handlers/protocols/http/websocket/upgrade.ts";
 export { SyscallError } from "./syscalls/errno.ts";
 export { IoUring, type IoUringProbe, probeIoUring } from "./syscalls/io_uring.ts";

@@ -48,6 +48,9 @@ Options:
                       static     a generated directory (ROOT in the servers' environment):
                                  GET /4k.bin (4 KiB), then GET /1m.bin (1 MiB), each
                                  checked byte for byte before it is loaded
+                      websocket  runs bench/websocket.ts (deno serve and ours echoing
+                                 64-byte messages; not wrk): the same as
+                                 deno task bench:websocket, with its own options
   --duration S      seconds per wrk run (default 5)
   --connections N   wrk connections, one client thread (default 50)
   --depth D         requests per write in the pipelined run (default 16)
@@ -654,7 +657,25 @@ function reportShape(r: ServerResult, scenario: Scenario): Record<string, unknow
   return { ...rest, plain: only?.plain ?? null, pipelined: only?.pipelined ?? null };
 }
 
+/** `--scenario websocket`: bench/websocket.ts with the other arguments (its load is not wrk). */
+async function websocketScenario(args: string[]): Promise<number | null> {
+  const at = args.findIndex((a) => a === "--scenario=websocket" || a === "--scenario");
+  if (at < 0) return null;
+  const inline = args[at] === "--scenario=websocket";
+  if (!inline && args[at + 1] !== "websocket") return null;
+  const rest = args.filter((_, i) => i !== at && (inline || i !== at + 1));
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", resolve(benchDir, "websocket.ts"), ...rest],
+    stdin: "inherit",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  return (await child.status).code;
+}
+
 async function main(): Promise<number> {
+  const ws = await websocketScenario(Deno.args);
+  if (ws !== null) return ws;
   const opts = parseOptions(Deno.args);
   const wrk = which("wrk");
   if (!wrk) fail("wrk is missing: install it with 'sudo apt-get install wrk'");

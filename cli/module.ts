@@ -7,6 +7,7 @@
  */
 
 import { fetchProtocol } from "../handlers/protocols/http/app.ts";
+import { holdDenoUpgrade } from "../handlers/protocols/http/websocket/upgrade.ts";
 import type { StaticOptions } from "../handlers/protocols/http/static/static_files.ts";
 import type { ProtocolDefinition } from "../handlers/protocols/mod.ts";
 import type { AccessLogFormat } from "../handlers/protocols/http/access_log.ts";
@@ -36,11 +37,16 @@ export async function loadModule(
   options: {
     maxBody?: number;
     maxHeaderBytes?: number;
+    maxWebSocketMessage?: number;
     accessLog?: AccessLogFormat | null;
     files?: StaticOptions | null;
   },
 ): Promise<ProtocolDefinition> {
   let mod: { default?: unknown };
+  // Deno.upgradeWebSocket is ours before the module loads: a module that
+  // keeps a reference to it at load time (`const { upgradeWebSocket } =
+  // Deno`) gets ours too. Held for the life of the process.
+  holdDenoUpgrade();
   try {
     mod = await import(specifier(file));
   } catch (e) {

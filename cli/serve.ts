@@ -58,6 +58,7 @@ export async function serve(cmd: ServeCommand): Promise<number> {
     const appOptions = {
       maxBody: cmd.protocolOptions.maxBody as number | undefined,
       maxHeaderBytes: cmd.protocolOptions.maxHeaderBytes as number | undefined,
+      maxWebSocketMessage: cmd.protocolOptions.maxWebSocketMessage as number | undefined,
       accessLog: cmd.accessLog,
       files: cmd.files,
     };

@@ -219,7 +219,10 @@ export async function supervise(cmd: ServeCommand): Promise<number> {
     w.child = null;
     w.adminPort = null;
     if (stopping !== null) {
-      if (status.code !== 0) failed = true;
+      // Killed by the very signal we passed on: it was still starting (no
+      // handler installed yet, so nothing in flight). That is a clean stop.
+      const byOurSignal = status.signal !== null && status.signal === stopping;
+      if (status.code !== 0 && !byOurSignal) failed = true;
       log.info("worker {id} exited with {code}", { id: w.id, code: status.code });
       return;
     }

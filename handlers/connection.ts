@@ -807,7 +807,8 @@ export class Connection implements Handler, Deferred {
     const out = this.output;
     const counters = this.context.counters;
     for (;;) {
-      if (!this.#flushBytes()) return; // closed
+      // Bytes before a file range (a response head) go out flagged MSG_MORE.
+      if (!this.#flushBytes(this.#files !== null ? MSG_MORE : 0)) return; // closed
       if (out.length > 0 || this.#files === null) break; // EAGAIN, or all sent
       // The output buffer is empty: the first file range is next.
       const files = this.#files;
@@ -861,7 +862,7 @@ export class Connection implements Handler, Deferred {
   }
 
   /** Sends the output buffer until empty or EAGAIN; false if the connection closed. */
-  #flushBytes(): boolean {
+  #flushBytes(flags: number): boolean {
     const out = this.output;
     const counters = this.context.counters;
     while (out.length > 0) {
@@ -873,7 +874,7 @@ export class Connection implements Handler, Deferred {
         n = streams.send(this.fd, out.pending(), 0, len);
         if (n < 0) e = -n;
       } else {
-        n = send(this.fd, out.pending(), len, MSG_NOSIGNAL);
+        n = send(this.fd, out.pending(), len, flags | MSG_NOSIGNAL);
         if (n < 0) e = errno();
       }
       if (n < 0) {

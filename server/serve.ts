@@ -44,6 +44,8 @@ export interface ServeOptions extends HttpServerOptions {
   maxBody?: number;
   /** Largest request header section (431 above). Default 16 KiB. */
   maxHeaderBytes?: number;
+  /** Largest WebSocket message received, in bytes (close 1009 above). Default 16 MiB. */
+  maxWebSocketMessage?: number;
   /**
    * A directory to serve: a GET or HEAD naming one of its files is answered
    * from it (sendfile, validators, ranges, sidecars: docs/http.md), anything
@@ -122,6 +124,7 @@ export function serve(
       onError: options.onError,
       maxBody: options.maxBody,
       maxHeaderBytes: options.maxHeaderBytes,
+      maxWebSocketMessage: options.maxWebSocketMessage,
       files: options.files ?? null,
     }),
   );

@@ -40,6 +40,19 @@ import { DateClock } from "./date_clock.ts";
 import { BodySource, latin1, ServerRequest, UrlCache } from "./request.ts";
 import { reasonPhrase, responseConnectionClosed, writeResponse } from "./response.ts";
 import {
+  hasUpgradeField,
+  webSocketMetrics,
+  type WebSocketSettings,
+  webSocketSettings,
+} from "./websocket/mod.ts";
+import {
+  holdDenoUpgrade,
+  offerUpgrade,
+  releaseDenoUpgrade,
+  UpgradeTicket,
+  WebSocketHandshakeError,
+} from "./websocket/upgrade.ts";
+import {
   type StaticAnswer,
   StaticFiles,
   staticMetrics,
@@ -81,6 +94,8 @@ export interface FetchAppOptions {
   origin: string;
   /** An access log line per request, in this format (default: none). */
   accessLog?: AccessLogFormat | null;
+  /** Largest WebSocket message received, in bytes (1009 above). Default 16 MiB. */
+  maxWebSocketMessage?: number;
 }
 
 /** Bytes of one head arena (many requests' heads). */
@@ -106,6 +121,8 @@ class Exchange implements FetchHandlerInfo {
   keepAlive: boolean;
   response: Response | null = null;
   settled = false;
+  /** The request may become a WebSocket (a GET with an Upgrade field), or null. */
+  upgrade: UpgradeTicket | null = null;
   /** The request asked for `100 Continue`. */
   expectContinue = false;
   /** A static file's answer, written instead of `response` (then settled from the start). */
@@ -177,8 +194,10 @@ function unsentContinue(ex: Exchange): boolean {
 /** The per-server part of a fetch app: options, the Date header, counters. */
 export class FetchApp {
   readonly options:
-    & Required<Omit<FetchAppOptions, "onError" | "accessLog" | "files">>
+    & Required<Omit<FetchAppOptions, "onError" | "accessLog" | "files" | "maxWebSocketMessage">>
     & Pick<FetchAppOptions, "onError">;
+  /** What this app's WebSockets share: the message limit, the counters. */
+  readonly websockets: WebSocketSettings;
   /** The static root, or null. */
   readonly files: StaticFiles | null;
   /** The access log, or null when off. */
@@ -214,6 +233,8 @@ export class FetchApp {
     this.accessLog = options.accessLog ? new AccessLog(reactor, options.accessLog) : null;
     this.files = options.files ? new StaticFiles(options.files) : null;
     this.clock = new DateClock(reactor);
+    this.websockets = webSocketSettings(options.maxWebSocketMessage);
+    holdDenoUpgrade(); // Deno.upgradeWebSocket works on our requests while we run
   }
 
   /**
@@ -253,6 +274,7 @@ export class FetchApp {
 
   /** Stops the Date timer, closes the static root. */
   close(): void {
+    releaseDenoUpgrade();
     this.clock.close();
     this.files?.close();
     this.accessLog?.flush();
@@ -260,6 +282,10 @@ export class FetchApp {
 
   /** The response for a handler that threw `error`: onError's, else a 500. */
   errorResponse(error: unknown): Response | Promise<Response> {
+    if (error instanceof WebSocketHandshakeError && !this.options.onError) {
+      log.debug("WebSocket handshake refused: {error}", { error: error.message });
+      return error.response(); // a bad handshake is the client's error: 400 (426)
+    }
     this.errors++;
     log.error("handler threw: {error}", { error });
     const onError = this.options.onError;
@@ -289,6 +315,14 @@ class FetchConnection implements Protocol, HttpParserSink {
   #closing = false;
   /** Unparsed bytes kept while the connection does not read (too many in flight). */
   #stash: Uint8Array | null = null;
+  /** A request that may be upgraded waits for its answer: what follows is kept unparsed. */
+  #upgrading = false;
+  /** The server is shutting down (a socket upgraded now is told to close). */
+  #shuttingDown = false;
+  /** Within #parse (a handover then waits for its end). */
+  #parsing = false;
+  /** An accepted upgrade to hand over when the parse in progress ends. */
+  #handOverDue: Exchange | null = null;
   #requestStart = -1;
   #remoteAddr: Deno.NetAddr | null = null;
   readonly #urlCache = new UrlCache();
@@ -346,12 +380,26 @@ class FetchConnection implements Protocol, HttpParserSink {
   }
 
   #parse(data: Uint8Array, start: number, end: number): void {
+    this.#parsing = true;
+    this.#parseRange(data, start, end);
+    this.#parsing = false;
+    const ex = this.#handOverDue;
+    if (ex !== null) {
+      this.#handOverDue = null;
+      this.#handOver(ex);
+    }
+  }
+
+  #parseRange(data: Uint8Array, start: number, end: number): void {
     const parser = this.#parser;
     if (parser.idle && this.#requestStart < 0) this.#requestStart = this.#app.reactor.now;
     let i = start;
     while (i < end && !this.#closing) {
-      if (this.#queue.length >= MAX_IN_FLIGHT) {
-        // Enough answers pending: stop parsing, keep the rest, stop reading.
+      if (this.#queue.length >= MAX_IN_FLIGHT || this.#upgrading || this.#conn.outputFull) {
+        // Enough answers pending, or the peer is not taking them (a file
+        // behind, a large body): stop parsing, keep the rest, stop reading
+        // until lowWater (as nginx takes the next pipelined request only once
+        // the answer before it is out).
         this.#stash = data.slice(i, end);
         this.#conn.pauseReading();
         return;
@@ -438,6 +486,19 @@ class FetchConnection implements Protocol, HttpParserSink {
           }
         };
       }
+    }
+    if (
+      method === 1 && fieldCount > 0 &&
+      hasUpgradeField(
+        this.#app.arenaHead,
+        this.#app.arenaFields,
+        this.#app.arenaFieldBase,
+        fieldCount,
+      )
+    ) {
+      ex.upgrade = new UpgradeTicket(this.#app.websockets, ex.http10);
+      offerUpgrade(request, ex.upgrade);
+      this.#upgrading = true;
     }
     this.#queue.push(ex);
     if (body !== null && !hasBody) body.end();
@@ -551,6 +612,9 @@ class FetchConnection implements Protocol, HttpParserSink {
     this.#current?.body?.end();
     this.#current = null;
     this.#requestStart = -1;
+    // Bytes behind a request that may become a WebSocket may be frames:
+    // parse nothing more until its answer says which.
+    if (this.#upgrading) return false;
     if (!p.keepAlive) {
       this.#closing = true; // answer what was asked, then close
       this.#closeIfDone();
@@ -601,6 +665,15 @@ class FetchConnection implements Protocol, HttpParserSink {
         this.#finish(ex, answer.write(conn, keep, ex.http10, this.#app.clock.value));
         continue;
       }
+      if (ex.upgrade !== null) {
+        if (ex.upgrade.accepts(ex.response)) {
+          // Inside the parse: hand over once the rest of the read is kept.
+          if (this.#parsing) this.#handOverDue = ex;
+          else this.#handOver(ex);
+          return;
+        }
+        this.#upgrading = false;
+      }
       let result: boolean | Promise<boolean>;
       try {
         result = writeResponse(conn, ex.response!, {
@@ -636,6 +709,22 @@ class FetchConnection implements Protocol, HttpParserSink {
     }
   }
 
+  /** The 101: the connection becomes the socket's, with the bytes kept behind the request. */
+  #handOver(ex: Exchange): void {
+    const ticket = ex.upgrade!;
+    this.#queue.shift();
+    this.#app.requests++;
+    ex.sent();
+    const log = this.#app.accessLog;
+    if (log !== null) this.#logAccess(log, ex);
+    this.#closing = true; // this protocol is done with the connection
+    const pending = this.#stash;
+    this.#stash = null;
+    ticket.accept(this.#conn, pending, this.#app.clock.value);
+    // Upgraded while the server drains: the socket closes with 1001 at once.
+    if (this.#shuttingDown) this.#conn.shutdown();
+  }
+
   #finish(ex: Exchange, keepAlive: boolean): void {
     this.#queue.shift();
     this.#app.requests++;
@@ -657,18 +746,35 @@ class FetchConnection implements Protocol, HttpParserSink {
     const log = this.#app.accessLog;
     if (log !== null) this.#logAccess(log, ex);
     if (!keepAlive) this.#closing = true;
-    if (this.#stash !== null && this.#queue.length < MAX_IN_FLIGHT && !this.#closing) {
-      // Room again: handle the requests kept at the limit now (the client may
-      // send nothing more to wake us), then read again.
-      const kept = this.#stash;
-      this.#stash = null;
-      const conn = this.#conn;
-      conn.cork();
-      this.#parse(kept, 0, kept.length);
-      conn.uncork();
-      if (this.#stash === null) conn.resumeReading();
-    }
+    this.#parseStash();
     this.#closeIfDone();
+  }
+
+  /**
+   * Room again (an answer went out, or the output fell to low water): handle
+   * the requests kept at the limit now (the client may send nothing more to
+   * wake us), then read again.
+   */
+  #parseStash(): void {
+    const conn = this.#conn;
+    if (
+      this.#stash === null || this.#queue.length >= MAX_IN_FLIGHT || this.#closing ||
+      this.#upgrading || conn.outputFull || conn.closed
+    ) return;
+    const kept = this.#stash;
+    this.#stash = null;
+    conn.cork();
+    this.#parse(kept, 0, kept.length);
+    conn.uncork();
+    if (this.#stash === null) conn.resumeReading();
+  }
+
+  /** The output fell to low water: parse what was kept, or read again. */
+  lowWater(conn: Connection): void {
+    if (this.#stash !== null) this.#parseStash();
+    else if (!this.#closing && !this.#upgrading && this.#queue.length < MAX_IN_FLIGHT) {
+      conn.resumeReading();
+    }
   }
 
   #logAccess(log: AccessLog, ex: Exchange): void {
@@ -722,6 +828,7 @@ class FetchConnection implements Protocol, HttpParserSink {
       ex.staticAnswer?.drop();
       ex.request.abort(gone);
       ex.lost(gone);
+      ex.upgrade?.lost();
     }
     this.#queue.length = 0;
     this.#stash = null;
@@ -738,6 +845,7 @@ class FetchConnection implements Protocol, HttpParserSink {
 
   shutdown(conn: Connection): void {
     this.#closing = true;
+    this.#shuttingDown = true;
     if (this.#queue.length === 0) conn.closeAfterFlush();
   }
 
@@ -804,6 +912,7 @@ export function fetchInstance(app: FetchApp): ProtocolInstance {
         help: "Fetch handler exceptions and rejections.",
         value: app.errors,
       },
+      ...webSocketMetrics(app.websockets.stats),
       ...(app.files === null ? [] : staticMetrics(app.files)),
     ],
     stop: () => app.close(),

@@ -692,6 +692,15 @@ export const http: ProtocolDefinition = {
       min: 256,
       max: 1 << 24,
     },
+    {
+      name: "max-ws-message",
+      key: "maxWebSocketMessage",
+      kind: "integer",
+      help: "with --module: largest WebSocket message in bytes, close 1009 above",
+      default: 16 << 20,
+      min: 125,
+      max: 2 ** 31 - 1,
+    },
   ],
   create(setup, options) {
     const metricsRoute = () => ({

@@ -1,0 +1,154 @@
+/**
+ * Unchanged WebSocket apps on three servers with the same expectations: the
+ * Hono app of hono_ws_app.ts (`upgradeWebSocket` from `hono/deno`) on
+ * Deno.serve (the oracle), on reactor's `serve`, and on `reactor serve
+ * --module`; examples/chat.ts on `deno serve` and on `reactor serve
+ * --module`; a module that takes `Deno.upgradeWebSocket` at load time.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { serve } from "../../mod.ts";
+import { startCli } from "../support/net.ts";
+import app from "./hono_ws_app.ts";
+import { HOST, WAIT_MS, within } from "./suite.ts";
+
+/** Opens a Deno WebSocket; resolves with it and a reader of its messages. */
+async function client(url: string): Promise<{ ws: WebSocket; next: () => Promise<string> }> {
+  const ws = new WebSocket(url);
+  const queue: string[] = [];
+  const waiters: ((s: string) => void)[] = [];
+  ws.onmessage = (e) => {
+    const w = waiters.shift();
+    if (w) w(e.data);
+    else queue.push(e.data);
+  };
+  await within(
+    new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = (e) => reject(new Error((e as ErrorEvent).message));
+    }),
+    WAIT_MS,
+    "open",
+  );
+  const next = () =>
+    queue.length > 0
+      ? Promise.resolve(queue.shift()!)
+      : within(new Promise<string>((r) => waiters.push(r)), WAIT_MS, "a message");
+  return { ws, next };
+}
+
+async function checkHono(port: number): Promise<void> {
+  const res = await fetch(`http://${HOST}:${port}/`);
+  assert.equal(await res.text(), "hello from hono");
+  const c = await client(`ws://${HOST}:${port}/ws?name=ada`);
+  assert.equal(await c.next(), "welcome ada");
+  c.ws.send("hi");
+  assert.equal(await c.next(), "echo: hi");
+  const closed = new Promise<CloseEvent>((r) => c.ws.onclose = r);
+  c.ws.send("bye");
+  const e = await within(closed, WAIT_MS, "close");
+  assert.deepEqual([e.code, e.reason, e.wasClean], [4000, "bye ada", true]);
+}
+
+async function checkChat(port: number): Promise<void> {
+  const a = await client(`ws://${HOST}:${port}/ws?name=ada`);
+  assert.equal(await a.next(), "* ada joined (1 here)");
+  const b = await client(`ws://${HOST}:${port}/ws?name=bob`);
+  assert.equal(await a.next(), "* bob joined (2 here)");
+  assert.equal(await b.next(), "* bob joined (2 here)");
+  b.ws.send("hello, ada");
+  assert.equal(await a.next(), "bob: hello, ada");
+  assert.equal(await b.next(), "bob: hello, ada");
+  const bClosed = new Promise((r) => b.ws.onclose = r);
+  b.ws.close();
+  await bClosed;
+  assert.equal(await a.next(), "* bob left");
+  const aClosed = new Promise((r) => a.ws.onclose = r);
+  a.ws.close();
+  await aClosed;
+}
+
+const opts = { sanitizeResources: false, sanitizeOps: false };
+
+Deno.test({ name: "deno-serve: hono upgradeWebSocket app", ...opts }, async () => {
+  const server = Deno.serve({ port: 0, hostname: HOST, onListen() {} }, app.fetch);
+  try {
+    await checkHono(server.addr.port);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test({ name: "reactor: hono upgradeWebSocket app", ...opts }, async () => {
+  const server = serve({ port: 0, hostname: HOST, onListen() {} }, app.fetch);
+  try {
+    await checkHono(server.addr.port);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+async function withCli(args: string[], fn: (port: number) => Promise<void>): Promise<void> {
+  const { cli, port } = await startCli(args);
+  try {
+    await fn(port);
+  } finally {
+    cli.kill("SIGTERM");
+    assert.equal(await cli.exit(), 0, cli.stderr);
+  }
+}
+
+Deno.test({ name: "reactor serve --module: hono upgradeWebSocket app", ...opts }, async () => {
+  await withCli(["--module", "tests/apps/hono_ws_app.ts"], checkHono);
+});
+
+Deno.test({ name: "deno serve: examples/chat.ts", ...opts }, async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["serve", "--port", "0", "--host", HOST, "examples/chat.ts"],
+    cwd: new URL("../..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let out = "";
+  const dec = new TextDecoder();
+  const pump = (async () => {
+    for await (const c of child.stderr) out += dec.decode(c);
+  })();
+  const pumpOut = (async () => {
+    for await (const c of child.stdout) out += dec.decode(c);
+  })();
+  try {
+    const end = Date.now() + 15_000;
+    let m: RegExpMatchArray | null = null;
+    while (!(m = out.match(/Listening on http:\/\/[^\s]*:(\d+)/)) && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(m, `deno serve did not listen: ${out}`);
+    await checkChat(Number(m[1]));
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await pump;
+    await pumpOut;
+  }
+});
+
+Deno.test({ name: "reactor serve --module: examples/chat.ts", ...opts }, async () => {
+  await withCli(["--module", "examples/chat.ts"], checkChat);
+});
+
+Deno.test({
+  name: "reactor serve --module: a module that took Deno.upgradeWebSocket at load time",
+  ...opts,
+}, async () => {
+  await withCli(["--module", "tests/apps/fixtures/ws_captured.ts"], async (port) => {
+    const c = await client(`ws://${HOST}:${port}/`);
+    c.ws.send("hi");
+    assert.equal(await c.next(), "captured: hi");
+    const closed = new Promise((r) => c.ws.onclose = r);
+    c.ws.close();
+    await closed;
+  });
+});
