@@ -91,6 +91,9 @@ const STREAM = 3;
 /** What a failed poll (a bad fd) is reported as, like poll(2)'s POLLNVAL in the poll backend. */
 const FAILED = EPOLLERR | EPOLLHUP;
 
+/** How long `close()` lets closed streams deliver what they took. */
+export const CLOSE_DRAIN_MS = 1000;
+
 /** io_uring cannot be used here; the message says why in one line. */
 export class IoUringUnavailableError extends Error {
   /**
@@ -486,7 +489,18 @@ export class IoUringBackend implements Backend {
     return this.#resultToken[i];
   }
 
+  /**
+   * Releases the ring. Bytes that closed connections' streams took are
+   * delivered first, as `close(2)` would, for up to `CLOSE_DRAIN_MS` (this
+   * blocks: it runs once, when the server stops); then every fd is closed.
+   */
   close(): void {
+    const streams = this.streams;
+    if (streams !== null && streams.closing()) {
+      const end = performance.now() + CLOSE_DRAIN_MS;
+      while (streams.closing() && performance.now() < end) this.#enterAndReap(10);
+      streams.closeRemaining();
+    }
     this.ring.close();
     this.streams?.release();
     if (this.#eventfd >= 0) close(this.#eventfd);

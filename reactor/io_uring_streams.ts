@@ -797,6 +797,27 @@ export class IoUringStreams {
     list.length = kept;
   }
 
+  /** Whether closed streams still have bytes on their way (their fds are still open). */
+  closing(): boolean {
+    const c = this.#closing;
+    for (let fd = 0; fd < c.length; fd++) if (c[fd] === CLOSE_FD) return true;
+    return false;
+  }
+
+  /** Closes the fds of closed streams whose bytes did not all go (the ring is going away). */
+  closeRemaining(): void {
+    const c = this.#closing;
+    for (let fd = 0; fd < c.length; fd++) {
+      if (c[fd] !== CLOSE_FD) continue;
+      c[fd] = CLOSE_NONE;
+      log.debug("fd {fd}: {bytes} bytes not delivered before the ring closed", {
+        fd,
+        bytes: this.unsent(fd),
+      });
+      close(fd);
+    }
+  }
+
   /** Drops what was not sent; a send in flight is ended by shutting the socket down. */
   #cut(fd: number): void {
     this.#sendError[fd] = -EPIPE;

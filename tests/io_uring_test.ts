@@ -19,6 +19,7 @@ import {
 } from "../syscalls/io_uring.ts";
 import { close, send, setsockopt } from "../syscalls/libc.ts";
 import { connectTcp, socketPair } from "../syscalls/socket.ts";
+import { Server } from "../server/server.ts";
 import { withServer } from "./support/server.ts";
 import type { Connection, Protocol } from "../handlers/connection.ts";
 import {
@@ -324,5 +325,42 @@ Deno.test({
       assert.ok(server.reactor.counters.parkedWaits > parkedBefore, "the loop never parked");
       conn.close();
     });
+  },
+});
+
+Deno.test({
+  name:
+    "io_uring streams: bytes a closed connection took still reach the peer when the server stops",
+  ignore,
+  async fn() {
+    const big = pattern(13, 4 << 20);
+    let stopping: Promise<void> | null = null;
+    let server: Server | null = null;
+    const answer = (): Protocol => ({
+      data() {},
+      end(conn: Connection) {
+        conn.write(big);
+        conn.closeAfterFlush();
+      },
+      // The connection is closed as far as it knows, with bytes still in the
+      // ring's hands: stop the server right now.
+      closed() {
+        stopping = server!.stop();
+      },
+    });
+    server = await Server.start({ backend: "io_uring", port: 0, protocol: answer });
+    try {
+      const conn = await dial(server.port);
+      await writeAll(conn, new Uint8Array([1]));
+      await conn.closeWrite();
+      const back = await readToEnd(conn);
+      assert.ok(stopping !== null, "the connection never closed");
+      await stopping;
+      assert.equal(back.length, big.length);
+      assert.deepEqual(back, big);
+      conn.close();
+    } finally {
+      await server.stop();
+    }
   },
 });
