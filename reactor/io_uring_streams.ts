@@ -89,6 +89,8 @@ const BGID = 1;
  * (backpressure) cannot take the whole buffer ring from the others.
  */
 export const MAX_HELD_CHUNKS = 4;
+/** Free send buffers kept for reuse (32 MiB at the default size); more are left to the GC. */
+export const MAX_POOLED_SEND_BUFFERS = 1024;
 /** How long a closed stream may take to deliver the bytes it took before it is cut. */
 export const DRAIN_MS = 5000;
 
@@ -98,7 +100,10 @@ export interface StreamBufferOptions {
   count?: number;
   /** Bytes per provided buffer. Default 16 KiB. */
   size?: number;
-  /** Staging bytes per fd for sends (taken from a pool, only while bytes wait). Default 64 KiB. */
+  /**
+   * Staging bytes per send buffer; an fd has two (one in flight, one
+   * filling), taken from a pool only while bytes wait. Default 32 KiB.
+   */
   sendSize?: number;
 }
 
@@ -198,7 +203,7 @@ export class IoUringStreams {
     this.#ring = ring;
     this.#bufferCount = options.count ?? 1024;
     this.#bufferSize = options.size ?? 16384;
-    this.#sendSize = options.sendSize ?? 65536;
+    this.#sendSize = options.sendSize ?? 32768;
     const data = mapAnonymous(this.#bufferCount * this.#bufferSize);
     this.buffers = data.bytes;
     this.#buffersPointer = data.pointer;
@@ -666,8 +671,9 @@ export class IoUringStreams {
   #releaseSendBuffers(fd: number): void {
     const a = this.#flying[fd];
     const b = this.#next[fd];
-    if (a) this.#pool.push(a);
-    if (b) this.#pool.push(b);
+    // The pool keeps what a busy moment needed, up to a bound; the rest is garbage.
+    if (a && this.#pool.length < MAX_POOLED_SEND_BUFFERS) this.#pool.push(a);
+    if (b && this.#pool.length < MAX_POOLED_SEND_BUFFERS) this.#pool.push(b);
     if (a !== undefined) this.#flying[fd] = null;
     if (b !== undefined) this.#next[fd] = null;
   }
