@@ -42,6 +42,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { getLogger } from "../log/mod.ts";
 import {
   EFD_CLOEXEC,
@@ -383,7 +384,7 @@ export class IoUringBackend implements Backend {
     const ring = this.ring;
     if (!this.deferTaskrun) {
       const n = this.wait(0);
-      if (n > 0 || timeoutMs === 0) return n;
+      if (n > 0 || timeoutMs === 0) return await this.#denoTurn(n);
       this.#parked = true;
       await ring.waitBlocking(timeoutMs);
       this.#parked = false;
@@ -395,15 +396,26 @@ export class IoUringBackend implements Backend {
     // queued before the signal was switched on is run by the look below.
     ring.eventfdEnabled(true);
     let n = this.wait(0);
-    if (n === 0 && timeoutMs !== 0) {
-      this.#parked = true;
-      await poll_blocking(this.#pollfd, 1, timeoutMs);
-      this.#parked = false;
-      n = this.wait(0);
+    if (n > 0 || timeoutMs === 0) {
+      ring.eventfdEnabled(false);
+      return await this.#denoTurn(n);
     }
+    this.#parked = true;
+    await poll_blocking(this.#pollfd, 1, timeoutMs);
+    this.#parked = false;
+    n = this.wait(0);
     ring.eventfdEnabled(false);
     read(this.#eventfd, this.#eventfdBuffer, 8); // reset its count (nonblocking)
     return n;
+  }
+
+  /**
+   * A parked wait lets Deno's loop turn (the Reactor parks for that, too,
+   * when Deno has IO waiting): when results were there at once, one
+   * `setImmediate` turn stands in for the trip to the thread pool.
+   */
+  #denoTurn(n: number): Promise<number> {
+    return new Promise((resolve) => setImmediate(() => resolve(n)));
   }
 
   /**
