@@ -75,6 +75,12 @@ export interface Backend {
    * DEFER_TASKRUN, see `io_uring.ts`). Optional; called besides the waker.
    */
   wakeParked?(): void;
+  /**
+   * Finishes work the kernel has not done yet for fds already closed (io_uring
+   * sends of closed connections), for up to `ms`. Optional; the Reactor's
+   * `drain` calls it after the loop stopped.
+   */
+  drain?(ms?: number): Promise<void>;
   /** The fd of result `i` (0 <= i < the count `wait` returned). */
   resultFd(i: number): number;
   /** The event bits of result `i`. */

@@ -92,7 +92,7 @@ const STREAM = 3;
 /** What a failed poll (a bad fd) is reported as, like poll(2)'s POLLNVAL in the poll backend. */
 const FAILED = EPOLLERR | EPOLLHUP;
 
-/** How long `close()` lets closed streams deliver what they took. */
+/** How long `drain()` lets closed streams deliver what they took, by default. */
 export const CLOSE_DRAIN_MS = 1000;
 
 /** io_uring cannot be used here; the message says why in one line. */
@@ -502,17 +502,26 @@ export class IoUringBackend implements Backend {
   }
 
   /**
-   * Releases the ring. Bytes that closed connections' streams took are
-   * delivered first, as `close(2)` would, for up to `CLOSE_DRAIN_MS` (this
-   * blocks: it runs once, when the server stops); then every fd is closed.
+   * Lets closed connections' streams deliver what they took, as `close(2)`
+   * would, for up to `ms`, turning Deno's loop between looks (a peer in this
+   * process can read meanwhile). Call after the loop stopped, before `close`.
+   */
+  async drain(ms: number = CLOSE_DRAIN_MS): Promise<void> {
+    const streams = this.streams;
+    if (streams === null || !streams.closing()) return;
+    const end = performance.now() + ms;
+    while (streams.closing() && performance.now() < end) {
+      this.#enterAndReap(0);
+      if (streams.closing()) await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+
+  /**
+   * Releases the ring: requests in flight are cancelled, and the fds of
+   * closed streams whose bytes did not all go (see `drain`) are closed.
    */
   close(): void {
-    const streams = this.streams;
-    if (streams !== null && streams.closing()) {
-      const end = performance.now() + CLOSE_DRAIN_MS;
-      while (streams.closing() && performance.now() < end) this.#enterAndReap(10);
-      streams.closeRemaining();
-    }
+    this.streams?.closeRemaining();
     this.ring.close();
     this.streams?.release();
     if (this.#eventfd >= 0) close(this.#eventfd);

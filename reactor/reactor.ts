@@ -474,6 +474,16 @@ export class Reactor {
     this.wake();
   }
 
+  /**
+   * Lets the backend finish what it took for fds already closed (io_uring:
+   * bytes of closed connections still being sent), for up to `ms` (default
+   * 1 s). A no-op on the readiness backends, whose `send` hands bytes to the
+   * kernel at once. Call after `run()` resolved, before `close`.
+   */
+  async drain(ms?: number): Promise<void> {
+    if (this.backend.drain) await this.backend.drain(ms);
+  }
+
   /** Releases the backend and the waker. Call after `run()` resolved. */
   close(): void {
     if (this.#running) throw new Error("Cannot close a running reactor: stop() and await run()");
