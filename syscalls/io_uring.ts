@@ -5,8 +5,10 @@
  * that says whether io_uring works here (and why not).
  *
  * ## The bindings
- * `syscall(long nr, ...)` is variadic; Deno binds it with a fixed signature
- * per use, as `fcntl` is in `libc.ts`. On x86_64 and aarch64 Linux variadic
+ * `syscall(long nr, ...)` is variadic; `libc.ts` binds it with a fixed
+ * signature per use (`io_uring_setup`, `io_uring_enter`, ...), as it binds
+ * `fcntl`. The first argument, the syscall number, is passed as `i32`: a
+ * small positive value, which every path writes zero-extended. On x86_64 and aarch64 Linux variadic
  * integer arguments travel exactly like fixed ones. The kernel's
  * `SYSCALL_DEFINE` wrappers truncate each argument to its declared C type
  * (`unsigned int fd`, `u32 to_submit`, ...), so `i32`/`u32` parameters need
@@ -38,7 +40,17 @@
 
 import { SyscallError } from "./errno.ts";
 import { ioUringLayout } from "./layout.ts";
-import { close, errno, LIBC_ERROR, libcPath } from "./libc.ts";
+import {
+  close,
+  errno,
+  io_uring_enter,
+  io_uring_enter_blocking,
+  io_uring_register,
+  io_uring_setup,
+  LIBC_ERROR,
+  mmap,
+  munmap,
+} from "./libc.ts";
 
 /** `__NR_io_uring_setup` (the same on x86_64 and aarch64, as are the next two). */
 export const NR_IO_URING_SETUP = 425;
@@ -169,42 +181,6 @@ const MAP_POPULATE = 0x8000;
 /** `IO_URING_OP_SUPPORTED` in `io_uring_probe_op.flags`. */
 const IO_URING_OP_SUPPORTED = 1;
 
-const SYMBOLS = {
-  io_uring_setup: { name: "syscall", parameters: ["i32", "u32", "buffer"], result: "i32" },
-  // (nr, fd, to_submit, min_complete, flags, argp, argsz): see the module doc for the pointers.
-  io_uring_enter: {
-    name: "syscall",
-    parameters: ["i32", "i32", "u32", "u32", "u32", "pointer", "pointer"],
-    result: "i32",
-  },
-  // The same call on Deno's blocking pool: the parked wait of a ring without DEFER_TASKRUN.
-  io_uring_enter_blocking: {
-    name: "syscall",
-    parameters: ["i32", "i32", "u32", "u32", "u32", "pointer", "pointer"],
-    result: "i32",
-    nonblocking: true,
-  },
-  io_uring_register: {
-    name: "syscall",
-    parameters: ["i32", "i32", "u32", "buffer", "u32"],
-    result: "i32",
-  },
-  // Set-up only (not the hot path): usize/i64 parameters are fine here.
-  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
-  munmap: { parameters: ["pointer", "usize"], result: "i32" },
-} as const satisfies Deno.ForeignLibraryInterface;
-
-type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
-
-let bound: Symbols | null = null;
-function sys(): Symbols {
-  if (bound === null) {
-    if (LIBC_ERROR !== null) throw new Error(LIBC_ERROR);
-    bound = Deno.dlopen(libcPath(), SYMBOLS).symbols;
-  }
-  return bound;
-}
-
 /** A pointer object whose address is `n`: for 64-bit integer arguments passed as pointers. */
 function word(n: number): Deno.PointerObject {
   return Deno.UnsafePointer.create(BigInt(n))!;
@@ -221,7 +197,6 @@ export function addressOf(p: Deno.PointerObject): number {
  * that handed them over returned (provided buffers, sends in flight).
  */
 export function mapAnonymous(length: number): { pointer: Deno.PointerObject; bytes: Uint8Array } {
-  const { mmap } = sys();
   const p = mmap(null, BigInt(length), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0n);
   if (p === null || Deno.UnsafePointer.value(p) === 0xffffffffffffffffn) {
     throw new SyscallError("mmap", errno(), `${length} anonymous bytes`);
@@ -231,11 +206,11 @@ export function mapAnonymous(length: number): { pointer: Deno.PointerObject; byt
 
 /** Unmaps what `mapAnonymous` mapped. */
 export function unmapAnonymous(pointer: Deno.PointerObject, length: number): void {
-  sys().munmap(pointer, BigInt(length));
+  munmap(pointer, BigInt(length));
 }
 
 function mapRing(fd: number, length: number, offset: number): Deno.PointerObject {
-  const p = sys().mmap(
+  const p = mmap(
     null,
     BigInt(length),
     PROT_READ | PROT_WRITE,
@@ -300,8 +275,6 @@ export class IoUring {
   /** Our SQ tail: SQEs up to here are written, not necessarily published. */
   #tail = 0;
   readonly #mappings: [Deno.PointerObject, number][] = [];
-  readonly #enter: Symbols["io_uring_enter"];
-  readonly #enterBlocking: Symbols["io_uring_enter_blocking"];
   /** `struct io_uring_getevents_arg` and the timespec it points at, for timed waits. */
   readonly #timespec: Uint32Array;
   readonly #argPointer: Deno.PointerObject;
@@ -311,9 +284,6 @@ export class IoUring {
 
   private constructor(fd: number, params: Uint8Array, flags: number) {
     const L = ioUringLayout();
-    const s = sys();
-    this.#enter = s.io_uring_enter;
-    this.#enterBlocking = s.io_uring_enter_blocking;
     const v = new DataView(params.buffer);
     this.fd = fd;
     this.flags = flags;
@@ -387,7 +357,6 @@ export class IoUring {
    */
   static setup(options: IoUringSetupOptions): IoUring {
     const L = ioUringLayout();
-    const { io_uring_setup } = sys();
     const params = new Uint8Array(L.paramsSize);
     const v = new DataView(params.buffer);
     let flags = options.flags ?? 0;
@@ -436,7 +405,7 @@ export class IoUring {
   submit(): number {
     const n = this.#publish();
     if (n === 0) return 0;
-    return this.#enter(NR_IO_URING_ENTER, this.fd, n, 0, 0, null, null);
+    return io_uring_enter(NR_IO_URING_ENTER, this.fd, n, 0, 0, null, null);
   }
 
   /**
@@ -448,15 +417,15 @@ export class IoUring {
   enter(timeoutMs: number): number {
     const n = this.#publish();
     if (timeoutMs === 0) {
-      return this.#enter(NR_IO_URING_ENTER, this.fd, n, 0, IORING_ENTER_GETEVENTS, null, null);
+      return io_uring_enter(NR_IO_URING_ENTER, this.fd, n, 0, IORING_ENTER_GETEVENTS, null, null);
     }
     if (timeoutMs < 0) {
-      return this.#enter(NR_IO_URING_ENTER, this.fd, n, 1, IORING_ENTER_GETEVENTS, null, null);
+      return io_uring_enter(NR_IO_URING_ENTER, this.fd, n, 1, IORING_ENTER_GETEVENTS, null, null);
     }
     const ts = this.#timespec;
     ts[0] = (timeoutMs / 1000) >>> 0; // tv_sec (low half; the high half stays 0)
     ts[2] = (timeoutMs % 1000) * 1_000_000; // tv_nsec
-    return this.#enter(
+    return io_uring_enter(
       NR_IO_URING_ENTER,
       this.fd,
       n,
@@ -474,7 +443,7 @@ export class IoUring {
    */
   waitBlocking(timeoutMs: number): Promise<number> {
     if (timeoutMs < 0) {
-      return this.#enterBlocking(
+      return io_uring_enter_blocking(
         NR_IO_URING_ENTER,
         this.fd,
         0,
@@ -487,7 +456,7 @@ export class IoUring {
     const ts = this.#timespec;
     ts[0] = (timeoutMs / 1000) >>> 0;
     ts[2] = (timeoutMs % 1000) * 1_000_000;
-    return this.#enterBlocking(
+    return io_uring_enter_blocking(
       NR_IO_URING_ENTER,
       this.fd,
       0,
@@ -537,7 +506,7 @@ export class IoUring {
    * or -1 with errno set.
    */
   register(opcode: number, arg: Uint8Array, nrArgs: number): number {
-    return sys().io_uring_register(NR_IO_URING_REGISTER, this.fd, opcode, arg, nrArgs);
+    return io_uring_register(NR_IO_URING_REGISTER, this.fd, opcode, arg, nrArgs);
   }
 
   /** Unmaps the rings and closes the fd (every request in flight is cancelled). */
@@ -549,7 +518,6 @@ export class IoUring {
   }
 
   #unmap(): void {
-    const { munmap } = sys();
     for (const [p, size] of this.#mappings) munmap(p, BigInt(size));
     this.#mappings.length = 0;
   }
