@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { type NativeHandler, Router, serve, serveNative } from "../mod.ts";
-import { dial, openFdCount, readToEnd, sleep, within, writeAll } from "./support/net.ts";
+import { dial, openFdCount, readToEnd, sleep, startCli, within, writeAll } from "./support/net.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -147,5 +147,49 @@ Deno.test("serveNative({ files }): routes first, files for what no route matches
   } finally {
     await server.shutdown();
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("--root with --module and --access-log: static answers, written at once or queued behind a slow handler, are logged with their status, bytes, referer and user agent", async () => {
+  const root = await tree();
+  const app = await Deno.makeTempFile({ prefix: "slow-app-", suffix: ".ts" });
+  await Deno.writeTextFile(
+    app,
+    `export default { async fetch(req) {
+      await new Promise((r) => setTimeout(r, 100));
+      return new Response("slow " + new URL(req.url).pathname);
+    } };\n`,
+  );
+  const { cli, port } = await startCli(["--root", root, "--module", app, "--access-log", "json"]);
+  try {
+    const conn = await dial(port);
+    const headers = "Host: x\r\nReferer: http://r/\r\nUser-Agent: tester\r\n";
+    await writeAll(
+      conn,
+      enc.encode(
+        `GET /hello.txt HTTP/1.1\r\n${headers}\r\n` + // at once
+          `GET /slow HTTP/1.1\r\n${headers}\r\n` +
+          `GET /hello.txt HTTP/1.1\r\n${headers}Connection: close\r\n\r\n`, // queued behind /slow
+      ),
+    );
+    const text = dec.decode(await within(readToEnd(conn), "three answers"));
+    conn.close();
+    assert.equal(text.split("hello from a file\n").length - 1, 2, text);
+    await cli.waitOutput(/"target":"\/hello.txt".*\n.*\n.*"target":"\/hello.txt"/s);
+  } finally {
+    cli.kill("SIGTERM");
+    assert.equal(await cli.exit(), 0);
+    await Deno.remove(root, { recursive: true });
+    await Deno.remove(app);
+  }
+  const lines = cli.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  assert.deepEqual(lines.map((l) => [l.target, l.status, l.bytes]), [
+    ["/hello.txt", 200, 18],
+    ["/slow", 200, -1],
+    ["/hello.txt", 200, 18],
+  ]);
+  for (const l of [lines[0], lines[2]]) {
+    assert.equal(l.referer, "http://r/");
+    assert.equal(l.userAgent, "tester");
   }
 });

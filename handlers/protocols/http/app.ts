@@ -53,6 +53,7 @@ import {
   WebSocketHandshakeError,
 } from "./websocket/upgrade.ts";
 import {
+  fieldValue,
   type StaticAnswer,
   StaticFiles,
   staticMetrics,
@@ -103,6 +104,17 @@ const HEAD_ARENA = 64 << 10;
 /** Field ints of one field arena. */
 const FIELD_ARENA = 16 << 10;
 
+/** What the access log needs of a static answer that waited in the queue. */
+interface StaticLogLine {
+  status: number;
+  bytes: number;
+  referer: string | null;
+  userAgent: string | null;
+}
+
+const REFERER = new TextEncoder().encode("referer");
+const USER_AGENT = new TextEncoder().encode("user-agent");
+
 /** Requests one connection may have in flight (parsed, not yet answered) before it stops reading. */
 const MAX_IN_FLIGHT = 32;
 
@@ -127,6 +139,8 @@ class Exchange implements FetchHandlerInfo {
   expectContinue = false;
   /** A static file's answer, written instead of `response` (then settled from the start). */
   staticAnswer: StaticAnswer | null = null;
+  /** For the access log of a queued static answer: what the request and answer were. */
+  staticLog: StaticLogLine | null = null;
   /** The target as sent and when the head arrived (for the access log). */
   target = "";
   startedAt = 0;
@@ -540,6 +554,12 @@ class FetchConnection implements Protocol, HttpParserSink {
     if (app.accessLog !== null) {
       ex.target = this.#targetOf(p);
       ex.startedAt = performance.now();
+      ex.staticLog = {
+        status: answer.status,
+        bytes: answer.bodyLength,
+        referer: fieldValue(p, REFERER),
+        userAgent: fieldValue(p, USER_AGENT),
+      };
     }
     this.#queue.push(ex);
   }
@@ -552,8 +572,8 @@ class FetchConnection implements Protocol, HttpParserSink {
       versionMinor: p.versionMinor,
       status: answer.status,
       bytes: answer.bodyLength,
-      referer: null,
-      userAgent: null,
+      referer: fieldValue(p, REFERER),
+      userAgent: fieldValue(p, USER_AGENT),
       durationMs: 0,
     });
   }
@@ -778,6 +798,21 @@ class FetchConnection implements Protocol, HttpParserSink {
   }
 
   #logAccess(log: AccessLog, ex: Exchange): void {
+    const line = ex.staticLog;
+    if (line !== null) {
+      log.add({
+        remote: this.remoteAddr.hostname,
+        method: ex.head ? "HEAD" : "GET",
+        target: ex.target,
+        versionMinor: ex.http10 ? 0 : 1,
+        status: line.status,
+        bytes: line.bytes,
+        referer: line.referer,
+        userAgent: line.userAgent,
+        durationMs: performance.now() - ex.startedAt,
+      });
+      return;
+    }
     const res = ex.response!;
     const length = res.headers.get("content-length");
     const req = ex.request;

@@ -534,6 +534,23 @@ function findHeaders(p: HttpParser, found: Int32Array): void {
   }
 }
 
+/**
+ * The value of the first header field named `lower` (lowercase bytes) in the
+ * request whose captured head `p` holds, or null.
+ */
+export function fieldValue(p: HttpParser, lower: Uint8Array): string | null {
+  const head = p.headBytes;
+  const fields = p.fields;
+  for (let f = 0; f < p.fieldCount; f++) {
+    const start = fields[f * 4];
+    if (fields[f * 4 + 1] - start !== lower.length) continue;
+    let j = 0;
+    while (j < lower.length && (head[start + j] | 0x20) === lower[j]) j++;
+    if (j === lower.length) return latin1(head, fields[f * 4 + 2], fields[f * 4 + 3]);
+  }
+  return null;
+}
+
 /** If-None-Match against our (strong) tag, by weak comparison (RFC 9110 8.8.3.2). */
 export function etagMatches(header: string, etag: string): boolean {
   const h = header.trim();
