@@ -45,9 +45,11 @@ import {
 import { EAGAIN, ENOBUFS, EPIPE, SyscallError } from "../syscalls/errno.ts";
 import {
   addressOf,
+  IORING_ACCEPT_MULTISHOT,
   IORING_CQE_BUFFER_SHIFT,
   IORING_CQE_F_BUFFER,
   IORING_CQE_F_MORE,
+  IORING_OP_ACCEPT,
   IORING_OP_ASYNC_CANCEL,
   IORING_OP_POLL_ADD,
   IORING_OP_RECV,
@@ -75,6 +77,10 @@ export const KIND_SEND = 2;
 export const KIND_IGNORE = 3;
 /** A one-shot POLLOUT: the socket itself is writable (for sendfile behind the stream). */
 export const KIND_POLLOUT = 4;
+/** A multishot accept on a listener. */
+export const KIND_ACCEPT = 5;
+/** `SOCK_NONBLOCK | SOCK_CLOEXEC`, for the fds a multishot accept makes. */
+const ACCEPT_FLAGS = 0o4000 | 0o2000000;
 /** The low 28 bits of the high word: a generation or a sequence number. */
 export const GEN_MASK = (1 << KIND_SHIFT) - 1;
 /** `ECANCELED`: a request we cancelled. */
@@ -111,6 +117,8 @@ export interface StreamBufferOptions {
 export class StreamCounters {
   /** Recv completions carrying bytes. */
   recvs = 0;
+  /** Connections a multishot accept made. */
+  accepts = 0;
   /** Send submissions. */
   sends = 0;
   /** Sends the kernel completed short (the rest was resubmitted). */
@@ -179,6 +187,8 @@ export class IoUringStreams {
   #nextLen = new Int32Array(1024);
   #sending = new Uint8Array(1024);
   #closing = new Uint8Array(1024);
+  /** 1: a listener (its queue holds accepted fds, its "recv" is a multishot accept). */
+  #listener = new Uint8Array(1024);
   /** 1: the caller waits for the socket itself to be writable; 2: armed; 3: it is. */
   #socketOut = new Uint8Array(1024);
   #closeBy = new Float64Array(1024);
@@ -276,6 +286,7 @@ export class IoUringStreams {
     this.#sending = grow(this.#sending, new Uint8Array(size));
     this.#closing = grow(this.#closing, new Uint8Array(size));
     this.#closeBy = grow(this.#closeBy, new Float64Array(size));
+    this.#listener = grow(this.#listener, new Uint8Array(size));
     this.#socketOut = grow(this.#socketOut, new Uint8Array(size));
     this.#inReady = grow(this.#inReady, new Uint8Array(size));
     this.#inArm = grow(this.#inArm, new Uint8Array(size));
@@ -305,6 +316,7 @@ export class IoUringStreams {
     this.#sendError[fd] = 0;
     this.#flyOff[fd] = this.#flyLen[fd] = this.#nextLen[fd] = 0;
     this.#sending[fd] = 0;
+    this.#listener[fd] = 0;
     this.#socketOut[fd] = 0;
     this.#starved[fd] = 0;
     this.#chunkHead[fd] = 0;
@@ -312,6 +324,56 @@ export class IoUringStreams {
     if (chunks === undefined) {
       while (this.#chunks.length <= fd) this.#chunks.push([]);
     } else chunks.length = 0;
+  }
+
+  /**
+   * Makes the listening socket `fd` accept by completion: one multishot
+   * `IORING_OP_ACCEPT` while it has readable interest; the fds it makes wait
+   * here, and `accept` hands them out (READABLE is reported while some wait).
+   * Register it with the reactor afterwards; `closeListener` before closing it.
+   */
+  openListener(fd: number): void {
+    this.open(fd);
+    this.#listener[fd] = 1;
+  }
+
+  /**
+   * The next connection a listener's multishot accept made (nonblocking,
+   * close-on-exec), -EAGAIN when none waits, or the -errno the accept failed
+   * with (reported once; the accept is armed again on the next interest).
+   */
+  accept(fd: number): number {
+    const queue = this.#chunks[fd];
+    const head = this.#chunkHead[fd];
+    if (head < queue.length) {
+      const conn = queue[head];
+      if (head + 1 === queue.length) {
+        queue.length = 0;
+        this.#chunkHead[fd] = 0;
+      } else this.#chunkHead[fd] = head + 1;
+      return conn;
+    }
+    const end = this.#end[fd];
+    if (end < 0) {
+      this.#end[fd] = 0;
+      this.#wantArm(fd);
+      return end;
+    }
+    return -EAGAIN;
+  }
+
+  /** The listener goes away: its accept is cancelled, connections not taken are closed. */
+  closeListener(fd: number): void {
+    if (!this.isStream(fd) || this.#listener[fd] === 0) return;
+    this.#cancelRecv(fd);
+    const queue = this.#chunks[fd];
+    for (let i = this.#chunkHead[fd]; i < queue.length; i++) close(queue[i]);
+    queue.length = 0;
+    this.#chunkHead[fd] = 0;
+    this.#open[fd] = 0;
+    this.#listener[fd] = 0;
+    this.#gen[fd] = ((this.#gen[fd] + 1) & GEN_MASK) || 1;
+    this.onQueued();
   }
 
   /** Forgets `fd` without closing it (its registration failed; the caller closes it). */
@@ -368,6 +430,10 @@ export class IoUringStreams {
   }
 
   #armRecv(fd: number): void {
+    if (this.#listener[fd] !== 0) {
+      this.#armAccept(fd);
+      return;
+    }
     const ring = this.#ring;
     const w = ring.sqe();
     const bytes = ring.sqeBytes;
@@ -377,6 +443,17 @@ export class IoUringStreams {
     ring.sqeWords[w + 1] = fd;
     ring.sqeWords[w + 10] = BGID; // buf_group
     this.#userData(w, fd, KIND_RECV);
+    this.#recvArmed[fd] = 1;
+  }
+
+  #armAccept(fd: number): void {
+    const ring = this.#ring;
+    const w = ring.sqe();
+    ring.sqeBytes[w << 2] = IORING_OP_ACCEPT;
+    ring.sqeWords[w] |= IORING_ACCEPT_MULTISHOT << 16; // ioprio
+    ring.sqeWords[w + 1] = fd;
+    ring.sqeWords[w + 7] = ACCEPT_FLAGS;
+    this.#userData(w, fd, KIND_ACCEPT);
     this.#recvArmed[fd] = 1;
   }
 
@@ -394,7 +471,7 @@ export class IoUringStreams {
 
   #cancelRecv(fd: number): void {
     if (this.#recvArmed[fd] === 0) return;
-    this.#cancel(fd, KIND_RECV);
+    this.#cancel(fd, this.#listener[fd] !== 0 ? KIND_ACCEPT : KIND_RECV);
     // Completions already posted still come (and are kept); no more after the cancel.
     this.#recvArmed[fd] = 0;
   }
@@ -512,6 +589,22 @@ export class IoUringStreams {
       this.#markReady(fd);
       return;
     }
+    if (kind === KIND_ACCEPT) {
+      if (!current || this.#open[fd] !== 1 || this.#listener[fd] === 0) {
+        if (res >= 0) close(res); // for a listener gone: nobody will take it
+        return;
+      }
+      if ((flags & IORING_CQE_F_MORE) === 0) this.#recvArmed[fd] = 0;
+      if (res >= 0) {
+        this.counters.accepts++;
+        this.#chunks[fd].push(res);
+        if (this.#recvArmed[fd] === 0) this.#wantArm(fd);
+      } else if (res !== -ECANCELED) {
+        this.#end[fd] = res; // EMFILE and the like: the Acceptor decides
+      }
+      this.#markReady(fd);
+      return;
+    }
     if (kind === KIND_POLLOUT) {
       if (current && this.#socketOut[fd] === 2) {
         this.#socketOut[fd] = 3;
@@ -583,6 +676,9 @@ export class IoUringStreams {
   }
 
   #readiness(fd: number): number {
+    if (this.#listener[fd] !== 0) {
+      return this.#chunkHead[fd] < this.#chunks[fd].length || this.#end[fd] < 0 ? EPOLLIN : 0;
+    }
     let ev = 0;
     const end = this.#end[fd];
     if (this.#chunkHead[fd] < this.#chunks[fd].length || end !== 0) ev |= EPOLLIN;

@@ -184,7 +184,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "io_uring: 2,000 connect/close cycles leak no fd",
+  name: "io_uring: 2,000 connect/close cycles (multishot accept) leak no fd",
   ignore,
   async fn() {
     await withServer({ backend: "io_uring" }, async (server) => {
@@ -206,6 +206,14 @@ Deno.test({
         `${server.connectionCount} left open`,
       );
       assert.equal(server.context.counters.accepted, 2001);
+      const streams = server.context.streams;
+      if (streams !== null) {
+        assert.equal(
+          streams.counters.accepts,
+          2001,
+          "not every connection came by multishot accept",
+        );
+      }
       const after = openFdCount();
       assert.ok(after <= before + 2, `fds: ${before} before, ${after} after`);
     });
