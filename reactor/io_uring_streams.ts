@@ -21,6 +21,9 @@
  *   the same `io_uring_enter` that waits. A buffer in flight is never
  *   touched until its completion; a short send resubmits the rest first.
  *   The fd is reported WRITABLE while staging room is free.
+ * - **Accept**: a listener opened with `openListener` has one multishot
+ *   `IORING_OP_ACCEPT`; the connections it makes wait on the listener until
+ *   `accept` hands them out (READABLE while some wait).
  * - **Close**: bytes taken are delivered, as the kernel would after
  *   `close(2)`: the fd is closed once its sends complete (at most
  *   `DRAIN_MS` later, then cut). An abort shuts the socket down at once,
