@@ -11,6 +11,10 @@
 # libc.so.6, so neither the binary nor the source target can run on an Alpine base (including
 # denoland/deno:alpine-*); keep both images Debian-based (distroless cc is Debian 12 + glibc).
 #
+# io_uring (`--backend io_uring`/`auto`): Docker >= 25's default seccomp profile denies the
+# io_uring syscalls; `auto` then falls back to epoll (one log line), `io_uring` exits 2. To allow it,
+# run with a seccomp profile that adds io_uring_setup/enter/register (docs/deploy.md, section 3).
+#
 # Both base images are ARGs so that a mirror or a locally built stand-in can be used where Docker
 # Hub / gcr.io cannot be reached (tests/docker/smoke.sh does exactly that).
 ARG DENO_IMAGE=denoland/deno:2.9.6

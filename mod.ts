@@ -108,3 +108,4 @@ export {
   WebSocketHandshakeError,
 } from "./handlers/protocols/http/websocket/upgrade.ts";
 export { SyscallError } from "./syscalls/errno.ts";
+export { IoUring, type IoUringProbe, probeIoUring } from "./syscalls/io_uring.ts";

@@ -21,6 +21,7 @@ import { Reactor } from "../reactor/reactor.ts";
 import { Connection, type Protocol } from "../handlers/connection.ts";
 import { ConnectionContext } from "../handlers/context.ts";
 import { connectTcp } from "../syscalls/socket.ts";
+import { probeIoUring } from "../syscalls/io_uring.ts";
 import { ticksToSeconds } from "./lib/proc.ts";
 import { startServer, stopServer } from "./lib/server.ts";
 import { exists, machineInfo, which } from "./lib/machine.ts";
@@ -107,6 +108,12 @@ const cServer = new URL("../../shared/bench/c_epoll_server.c", import.meta.url).
 const servers: { name: string; cmd: string }[] = [
   { name: "ours", cmd: `${Deno.execPath()} run -A main.ts serve --app echo --port $PORT` },
 ];
+if (probeIoUring().ok) {
+  servers.push({
+    name: "ours-io_uring",
+    cmd: `${Deno.execPath()} run -A main.ts serve --app echo --backend io_uring --port $PORT`,
+  });
+}
 if (exists(cServer) && which("cc")) {
   const bin = `${await Deno.makeTempDir()}/c_epoll_server`;
   const cc = await new Deno.Command("cc", { args: ["-O2", "-o", bin, cServer] }).output();

@@ -8,7 +8,7 @@
 
 import { parseArgs } from "node:util";
 import denoJson from "../deno.json" with { type: "json" };
-import type { BackendName } from "../reactor/backend.ts";
+import type { BackendChoice } from "../reactor/backend.ts";
 import type { StaticOptions } from "../handlers/protocols/http/static/static_files.ts";
 import { type FlagSpec, PROTOCOLS } from "../handlers/protocols/mod.ts";
 import { ACCESS_LOG_FORMATS, type AccessLogFormat } from "../handlers/protocols/http/access_log.ts";
@@ -39,7 +39,7 @@ export interface ServeCommand {
   host: string;
   port: number;
   trigger: "level" | "edge";
-  backend: BackendName;
+  backend: BackendChoice;
   maxEvents: number;
   backlog: number;
   logLevel: LogLevelName;
@@ -109,7 +109,7 @@ serve options (default in brackets):
   --host ADDR                 IPv4 or IPv6 address to listen on [127.0.0.1]
   --port N                    TCP port, 0 = any free port [8080]
   --trigger level|edge        epoll trigger mode; edge drains every fd until EAGAIN [level]
-  --backend epoll|poll|select readiness mechanism [epoll]
+  --backend NAME              epoll, poll, select, io_uring, or auto (io_uring if it works) [epoll]
   --max-events N              size of the one epoll_wait events array [1024]
   --backlog N                 listen(2) backlog, clamped by net.core.somaxconn [4096]
   --log-level LEVEL           trace, debug, info, warning, error, fatal [info]
@@ -366,7 +366,12 @@ function parseServe(rest: string[]): ServeCommand | { command: "help"; text: str
     }
     protocolOptions[spec.key] = protocolFlagValue(spec, raw);
   }
-  const backend = oneOf("backend", v.backend, "epoll", ["epoll", "poll", "select"] as const);
+  const backend = oneOf(
+    "backend",
+    v.backend,
+    "epoll",
+    ["epoll", "poll", "select", "io_uring", "auto"] as const,
+  );
   const trigger = oneOf("trigger", v.trigger, "level", ["level", "edge"] as const);
   if (trigger === "edge" && backend !== "epoll") {
     throw new UsageError(

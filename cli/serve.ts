@@ -14,6 +14,7 @@ import { DEFAULT_LIMITS } from "../handlers/context.ts";
 import { loadModule, ModuleError } from "./module.ts";
 import { fetchProtocol } from "../handlers/protocols/http/app.ts";
 import { SyscallError } from "../syscalls/errno.ts";
+import { IoUringUnavailableError } from "../reactor/io_uring.ts";
 import {
   type AdminListener,
   listenErrorCode,
@@ -140,7 +141,7 @@ export async function serve(cmd: ServeCommand): Promise<number> {
       ? `--root ${cmd.files.root}`
       : cmd.app,
     address: server.address,
-    backend: cmd.backend,
+    backend: server.reactor.backend.name,
     trigger: cmd.trigger,
     pid: Deno.pid,
     worker: cmd.workerId === null ? "" : `, worker ${cmd.workerId}`,
@@ -173,6 +174,10 @@ export function metricsFailure(metrics: { host: string; port: number }, e: unkno
 }
 
 function setUpFailure(cmd: ServeCommand, e: unknown): number {
+  if (e instanceof IoUringUnavailableError) {
+    console.error(`reactor: --backend io_uring: ${e.message}`);
+    return 2;
+  }
   if (e instanceof ModuleError) {
     console.error(`reactor: ${e.message}`);
     return 2;

@@ -44,6 +44,7 @@ import { Interest } from "../reactor/interest.ts";
 import type { Handler, Reactor } from "../reactor/reactor.ts";
 import type { Timer } from "../reactor/timers.ts";
 import type { ConnectionCounters } from "./context.ts";
+import type { IoUringStreams } from "../reactor/io_uring_streams.ts";
 
 const log = getLogger(["reactor", "accept"]);
 const one = new Uint8Array(new Int32Array([1]).buffer);
@@ -74,6 +75,8 @@ export class Acceptor implements Handler {
   readonly #reactor: Reactor;
   readonly #counters: ConnectionCounters;
   readonly #onAccept: (fd: number) => void;
+  /** io_uring's completion-based streams, when the reactor has them. */
+  readonly #streams: IoUringStreams | null;
   #open = false;
   #paused = false;
   #retry: Timer | null = null;
@@ -102,10 +105,13 @@ export class Acceptor implements Handler {
     this.fd = fd;
     this.#counters = counters;
     this.#onAccept = onAccept;
+    this.#streams = (reactor.backend as { streams?: IoUringStreams | null }).streams ?? null;
   }
 
   /** Registers the listener. */
   open(): void {
+    // io_uring: a multishot accept makes the connections; `ready` takes them.
+    this.#streams?.openListener(this.fd);
     this.#reactor.register(this.fd, this, Interest.READABLE);
     this.#open = true;
   }
@@ -123,9 +129,17 @@ export class Acceptor implements Handler {
         this.pause(-1);
         return;
       }
-      const fd = accept4(this.fd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      const streams = this.#streams;
+      let fd: number;
+      let e = 0;
+      if (streams !== null) {
+        fd = streams.accept(this.fd);
+        if (fd < 0) e = -fd;
+      } else {
+        fd = accept4(this.fd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) e = errno();
+      }
       if (fd < 0) {
-        const e = errno();
         if (e === EAGAIN) return;
         if (RETRY.has(e)) {
           if (e !== EINTR) counters.acceptErrors++;
@@ -235,5 +249,6 @@ export class Acceptor implements Handler {
     this.#open = false;
     if (this.#retry !== null) this.#reactor.cancelTimer(this.#retry);
     this.#reactor.deregister(this.fd);
+    this.#streams?.closeListener(this.fd);
   }
 }

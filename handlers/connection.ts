@@ -31,13 +31,14 @@
 import { getLogger } from "../log/mod.ts";
 import { MSG_NOSIGNAL, SHUT_WR, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
 import { sendFileRange } from "../syscalls/files.ts";
-import { EAGAIN, EINTR, errnoName } from "../syscalls/errno.ts";
+import { EAGAIN, EBADF, EINTR, errnoName } from "../syscalls/errno.ts";
 import { close, errno, recv_ptr, send, send_ptr, setsockopt, shutdown } from "../syscalls/libc.ts";
 import { Interest, Ready } from "../reactor/interest.ts";
 import type { Deferred, Handler, Reactor } from "../reactor/reactor.ts";
 import type { Timer } from "../reactor/timers.ts";
 import type { ConnectionContext, ConnectionLimits, Timeouts } from "./context.ts";
 import { OutputBuffer } from "./output_buffer.ts";
+import type { IoUringStreams } from "../reactor/io_uring_streams.ts";
 
 const log = getLogger(["reactor", "connection"]);
 
@@ -175,6 +176,7 @@ export class Connection implements Handler, Deferred {
   #lingerTimer: Timer | null = null;
   #hangupParked = false; // out of the interest list after a hang-up while paused
   #writableWaiters: (() => void)[] | null = null;
+  #aborting = false; // abort(): an io_uring stream drops what it has not sent
   #files: FileSegment[] | null = null; // file ranges waiting, in order
   #filePending = 0; // their bytes still to send plus the bytes queued behind them
 
@@ -205,7 +207,16 @@ export class Connection implements Handler, Deferred {
    * context's unless given; null: none).
    */
   open(timeouts: Timeouts | null = this.context.timeouts): void {
-    this.reactor.register(this.fd, this, this.#interest());
+    const streams = this.context.streams;
+    if (streams !== null) {
+      streams.open(this.fd);
+      try {
+        this.reactor.register(this.fd, this, this.#interest());
+      } catch (e) {
+        streams.abandon(this.fd); // the caller still owns the fd
+        throw e;
+      }
+    } else this.reactor.register(this.fd, this, this.#interest());
     this.lastRead = this.lastWrite = this.reactor.now;
     if (timeouts && (timeouts.idleMs > 0 || timeouts.requestMs > 0 || timeouts.writeMs > 0)) {
       // One timer for every kind, even when none is due yet (only a write
@@ -358,6 +369,10 @@ export class Connection implements Handler, Deferred {
 
   #readable(): void {
     const ctx = this.context;
+    if (ctx.streams !== null) {
+      this.#readStream(ctx.streams);
+      return;
+    }
     const buf = ctx.readBuffer;
     const ptr = ctx.readBufferPointer;
     const edge = this.reactor.edge;
@@ -385,6 +400,26 @@ export class Connection implements Handler, Deferred {
     }
   }
 
+  /** One read from an io_uring stream: bytes the kernel already received, no syscall. */
+  #readStream(streams: IoUringStreams): void {
+    const ctx = this.context;
+    const n = streams.recv(this.fd, ctx.readBuffer.length);
+    if (n > 0) {
+      ctx.counters.bytesIn += n;
+      this.lastRead = this.reactor.now;
+      const start = streams.readStart;
+      this.protocol.data(this, streams.buffers, start, start + n);
+      return;
+    }
+    if (n === 0) {
+      this.#peerEnded();
+      return;
+    }
+    if (n === -EAGAIN) return;
+    log.debug("recv on fd {fd}: {code}", { fd: this.fd, code: errnoName(-n) });
+    this.close("reset");
+  }
+
   #peerEnded(): void {
     this.#readingStopped = true;
     this.#peerFinished = true;
@@ -394,6 +429,20 @@ export class Connection implements Handler, Deferred {
       return;
     }
     this.closeAfterFlush();
+  }
+
+  /**
+   * Half-close: sends FIN after every byte written so far, and keeps
+   * reading. Call it once the output is drained (`output.length` 0, e.g. in
+   * `Protocol.drained`). Returns 0, or -errno (ENOTCONN: the peer is gone).
+   * Use it rather than `shutdown(2)` on `fd`: on io_uring, bytes `write`
+   * took may still be on their way to the kernel.
+   */
+  shutdownWrite(): number {
+    if (this.fd < 0) return -EBADF;
+    const streams = this.context.streams;
+    if (streams !== null) return streams.shutdownWrite(this.fd);
+    return shutdown(this.fd, SHUT_WR) < 0 ? -errno() : 0;
   }
 
   /** Stops reading, flushes what is pending, then closes. */
@@ -423,7 +472,7 @@ export class Connection implements Handler, Deferred {
       this.close("eof");
       return;
     }
-    if (shutdown(this.fd, SHUT_WR) < 0) {
+    if (this.shutdownWrite() < 0) {
       this.close("local");
       return;
     }
@@ -436,6 +485,13 @@ export class Connection implements Handler, Deferred {
 
   #discard(): void {
     const ctx = this.context;
+    const streams = ctx.streams;
+    if (streams !== null) {
+      let n: number;
+      while ((n = streams.recv(this.fd, ctx.readBuffer.length)) > 0);
+      if (n !== -EAGAIN) this.close("local");
+      return;
+    }
     for (;;) {
       const n = recv_ptr(this.fd, ctx.readBufferPointer, ctx.readBuffer.length, 0);
       if (n > 0) continue;
@@ -469,6 +525,10 @@ export class Connection implements Handler, Deferred {
       if (this.fd < 0) return false;
       if (this.#writing) return this.#queue(data, 0, length);
     }
+    const streams = this.context.streams;
+    if (streams !== null) {
+      return this.#sentStream(streams.send(this.fd, data, 0, length), data, 0, length);
+    }
     let n: number;
     do n = send_ptr(this.fd, pointer, length, MSG_NOSIGNAL); while (n < 0 && errno() === EINTR);
     return this.#sent(n, data, 0, length);
@@ -493,16 +553,25 @@ export class Connection implements Handler, Deferred {
       if (this.fd < 0) return false;
       if (this.#writing) return this.#queue(data, start, end);
     }
+    const streams = this.context.streams;
+    if (streams !== null) {
+      return this.#sentStream(streams.send(this.fd, data, start, len), data, start, end);
+    }
     const src = start === 0 ? data : data.subarray(start, end);
     let n: number;
     do n = send(this.fd, src, len, MSG_NOSIGNAL); while (n < 0 && errno() === EINTR);
     return this.#sent(n, data, start, end);
   }
 
+  /** `#sent` for an io_uring stream's result: bytes taken, or -errno. */
+  #sentStream(r: number, data: Uint8Array, start: number, end: number): boolean {
+    return r >= 0 ? this.#sent(r, data, start, end) : this.#sent(-1, data, start, end, -r);
+  }
+
   /** After a direct send of `data[start, end)` returned `n`: queue what is left. */
-  #sent(n: number, data: Uint8Array, start: number, end: number): boolean {
+  #sent(n: number, data: Uint8Array, start: number, end: number, error = 0): boolean {
     if (n < 0) {
-      const e = errno(); // still the send's: nothing ran in between
+      const e = error || errno(); // still the send's: nothing ran in between
       if (e !== EAGAIN) {
         log.debug("send on fd {fd}: {code}", { fd: this.fd, code: errnoName(e) });
         this.close("reset");
@@ -605,6 +674,12 @@ export class Connection implements Handler, Deferred {
    */
   #sendFileNow(source: FileSource, offset: number, end: number): number {
     const counters = this.context.counters;
+    const streams = this.context.streams;
+    if (streams !== null && streams.busy(this.fd)) {
+      // Bytes before the file are still on their way: sendfile after them.
+      streams.waitSocketWritable(this.fd);
+      return offset;
+    }
     while (offset < end) {
       const n = sendFileRange(this.fd, source.fd, offset, end - offset);
       if (n > 0) {
@@ -624,7 +699,10 @@ export class Connection implements Handler, Deferred {
         return -1;
       }
       const e = errno();
-      if (e === EAGAIN) return offset;
+      if (e === EAGAIN) {
+        if (streams !== null) streams.waitSocketWritable(this.fd);
+        return offset;
+      }
       if (e === EINTR) continue;
       log.debug("sendfile on fd {fd}: {code}", { fd: this.fd, code: errnoName(e) });
       this.close("reset");
@@ -696,6 +774,10 @@ export class Connection implements Handler, Deferred {
     if (len === 0 || this.fd < 0) return;
     if (this.#writing) {
       this.#queue(ctx.corkBuffer, 0, len); // behind what already waits
+      return;
+    }
+    if (ctx.streams !== null) {
+      this.#sentStream(ctx.streams.send(this.fd, ctx.corkBuffer, 0, len), ctx.corkBuffer, 0, len);
       return;
     }
     let n: number;
@@ -785,9 +867,17 @@ export class Connection implements Handler, Deferred {
     const counters = this.context.counters;
     while (out.length > 0) {
       const len = out.length;
-      const n = send(this.fd, out.pending(), len, flags | MSG_NOSIGNAL);
+      const streams = this.context.streams;
+      let n: number;
+      let e = 0;
+      if (streams !== null) {
+        n = streams.send(this.fd, out.pending(), 0, len);
+        if (n < 0) e = -n;
+      } else {
+        n = send(this.fd, out.pending(), len, flags | MSG_NOSIGNAL);
+        if (n < 0) e = errno();
+      }
       if (n < 0) {
-        const e = errno();
         if (e === EINTR) continue;
         if (e === EAGAIN) {
           counters.sendEagain++;
@@ -861,6 +951,7 @@ export class Connection implements Handler, Deferred {
   abort(reason: CloseReason = "reset"): void {
     if (this.fd < 0) return;
     setsockopt(this.fd, SOL_SOCKET, SO_LINGER, LINGER_ZERO, 8);
+    this.#aborting = true;
     this.close(reason);
   }
 
@@ -879,7 +970,9 @@ export class Connection implements Handler, Deferred {
     if (this.#timer !== null) this.reactor.cancelTimer(this.#timer);
     if (this.#lingerTimer !== null) this.reactor.cancelTimer(this.#lingerTimer);
     this.reactor.deregister(fd);
-    close(fd);
+    const streams = this.context.streams;
+    if (streams !== null) streams.close(fd, this.#aborting);
+    else close(fd);
     this.unsentAtClose = this.output.length + this.#filePending;
     this.output.clear();
     if (this.#files !== null) {

@@ -7,6 +7,7 @@
  */
 
 import type { Reactor } from "../reactor/reactor.ts";
+import type { IoUringStreams } from "../reactor/io_uring_streams.ts";
 
 /** Connection timeouts in milliseconds; 0 turns one off. */
 export interface Timeouts {
@@ -137,6 +138,12 @@ export class ConnectionContext {
   readonly corkBufferPointer: Deno.PointerObject = Deno.UnsafePointer.of(this.corkBuffer)!;
   /** The connection holding `corkBuffer` now, or null. */
   corkOwner: object | null = null;
+  /**
+   * Completion-based I/O when the reactor runs on io_uring with streams
+   * (reactor/io_uring_streams.ts): connections then receive and send
+   * through it instead of recv(2)/send(2). Null on every other backend.
+   */
+  readonly streams: IoUringStreams | null;
 
   /**
    * Allocates the shared read buffer and checks the limits.
@@ -156,5 +163,6 @@ export class ConnectionContext {
     this.timeouts = options.timeouts === undefined ? DEFAULT_TIMEOUTS : options.timeouts;
     this.readBuffer = new Uint8Array(options.readBufferSize ?? 65536);
     this.readBufferPointer = Deno.UnsafePointer.of(this.readBuffer)!;
+    this.streams = (reactor.backend as { streams?: IoUringStreams | null }).streams ?? null;
   }
 }

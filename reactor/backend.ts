@@ -1,7 +1,7 @@
 /**
  * What the Reactor needs from a readiness mechanism, and the contract every
  * mechanism meets. One file per implementation (`epoll.ts`, `poll.ts`,
- * `select.ts`), like redis's `ae_epoll.c` / `ae_select.c`.
+ * `select.ts`, `io_uring.ts`), like redis's `ae_epoll.c` / `ae_select.c`.
  *
  * ## Bits
  * Backends take and report epoll's bits (`EPOLLIN`, `EPOLLOUT`, `EPOLLRDHUP`,
@@ -32,13 +32,17 @@
  *   the Reactor, which masks each result by the fd's interest at dispatch.
  * - **Parked waits** (`waitBlocking`) run on another thread. epoll sees
  *   interest changes made meanwhile; poll and select work on a copy taken at
- *   call time, so the Reactor wakes them (`changesNeedWake`) to apply them.
+ *   call time, and io_uring's changes are SQEs submitted by the next wait,
+ *   so the Reactor wakes them (`changesNeedWake`) to apply them.
  *
  * @module
  */
 
-/** The names accepted by `--backend`. */
-export type BackendName = "epoll" | "poll" | "select";
+/** The readiness mechanisms. */
+export type BackendName = "epoll" | "poll" | "select" | "io_uring";
+
+/** What `--backend` accepts: a mechanism, or `auto` (io_uring where it works, else epoll). */
+export type BackendChoice = BackendName | "auto";
 
 /** A readiness mechanism: an interest list and a wait that fills a result list. */
 export interface Backend {
@@ -65,6 +69,18 @@ export interface Backend {
   wait(timeoutMs: number): number;
   /** The same wait, parked on Deno's blocking thread pool so Deno's loop keeps running. */
   waitBlocking(timeoutMs: number): Promise<number>;
+  /**
+   * Ends a `waitBlocking` in progress directly, for a backend whose parked
+   * wait the Reactor's waker fd cannot be relied on to end (io_uring with
+   * DEFER_TASKRUN, see `io_uring.ts`). Optional; called besides the waker.
+   */
+  wakeParked?(): void;
+  /**
+   * Finishes work the kernel has not done yet for fds already closed (io_uring
+   * sends of closed connections), for up to `ms`. Optional; the Reactor's
+   * `drain` calls it after the loop stopped.
+   */
+  drain?(ms?: number): Promise<void>;
   /** The fd of result `i` (0 <= i < the count `wait` returned). */
   resultFd(i: number): number;
   /** The event bits of result `i`. */

@@ -8,5 +8,7 @@
 export * from "./backend.ts";
 export * from "./epoll.ts";
 export * from "./interest.ts";
+export * from "./io_uring.ts";
+export * from "./io_uring_streams.ts";
 export * from "./reactor.ts";
 export * from "./timers.ts";

@@ -37,7 +37,8 @@ import { getLogger } from "../log/mod.ts";
 import { close, errno, eventfd, read, write } from "../syscalls/libc.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK, EPOLLET, EPOLLIN, EPOLLRDHUP } from "../syscalls/constants.ts";
 import { SyscallError } from "../syscalls/errno.ts";
-import type { Backend, BackendName } from "./backend.ts";
+import type { Backend, BackendChoice } from "./backend.ts";
+import type { IoUringBackendOptions } from "./io_uring.ts";
 import { EpollBackend } from "./epoll.ts";
 import { ALWAYS_REPORTED, Interest } from "./interest.ts";
 import { Timer, TimerHeap } from "./timers.ts";
@@ -90,8 +91,8 @@ export class ReactorCounters {
 
 /** Reactor settings. */
 export interface ReactorOptions {
-  /** Readiness mechanism (default epoll). */
-  backend?: BackendName;
+  /** Readiness mechanism (default epoll); `auto`: io_uring where it works, else epoll. */
+  backend?: BackendChoice;
   /** Size of the one results array (epoll's maxevents). Default 1024. */
   maxEvents?: number;
   /** Edge-triggered registrations for handlers that honour `triggerBits` (epoll only). */
@@ -109,6 +110,8 @@ export interface ReactorOptions {
    * short (epoll backend only). Default true.
    */
   watchDenoLoop?: boolean;
+  /** Settings of the io_uring backend (ring and buffer sizes), for `io_uring` and `auto`. */
+  ioUring?: IoUringBackendOptions;
 }
 
 const NO_HANDLER = null;
@@ -121,7 +124,11 @@ const MICROTASK_TURNS = 16;
 /** The longest timeout an i32 millisecond argument holds (~24.8 days). */
 const MAX_WAIT_MS = 0x7fffffff;
 
-function createBackend(name: BackendName, maxEvents: number): Promise<Backend> | Backend {
+function createBackend(
+  name: BackendChoice,
+  maxEvents: number,
+  ioUring: IoUringBackendOptions = {},
+): Promise<Backend> | Backend {
   switch (name) {
     case "epoll":
       return new EpollBackend(maxEvents);
@@ -129,6 +136,10 @@ function createBackend(name: BackendName, maxEvents: number): Promise<Backend> |
       return import("./poll.ts").then((m) => new m.PollBackend(maxEvents));
     case "select":
       return import("./select.ts").then((m) => new m.SelectBackend(maxEvents));
+    case "io_uring":
+      return import("./io_uring.ts").then((m) => new m.IoUringBackend(maxEvents, ioUring));
+    case "auto":
+      return import("./io_uring.ts").then((m) => m.autoBackend(maxEvents, ioUring));
     default:
       throw new Error(`unknown backend ${name}`);
   }
@@ -272,7 +283,7 @@ export class Reactor {
   /** Creates a reactor (async because the poll/select backends load on demand). */
   static async create(opts: ReactorOptions = {}): Promise<Reactor> {
     return new Reactor(
-      await createBackend(opts.backend ?? "epoll", checkMaxEvents(opts)),
+      await createBackend(opts.backend ?? "epoll", checkMaxEvents(opts), opts.ioUring),
       opts,
       DENO_EPOLL_FDS,
     );
@@ -440,6 +451,7 @@ export class Reactor {
   /** Interrupts a wait in progress (from a signal listener, a Deno timer, ...). */
   wake(): void {
     this.#waker.wake();
+    if (this.#parked && this.backend.wakeParked) this.backend.wakeParked();
   }
 
   /** Whether `run()` is looping. */
@@ -460,6 +472,16 @@ export class Reactor {
     if (!this.#running) return;
     this.#running = false;
     this.wake();
+  }
+
+  /**
+   * Lets the backend finish what it took for fds already closed (io_uring:
+   * bytes of closed connections still being sent), for up to `ms` (default
+   * 1 s). A no-op on the readiness backends, whose `send` hands bytes to the
+   * kernel at once. Call after `run()` resolved, before `close`.
+   */
+  async drain(ms?: number): Promise<void> {
+    if (this.backend.drain) await this.backend.drain(ms);
   }
 
   /** Releases the backend and the waker. Call after `run()` resolved. */

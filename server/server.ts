@@ -306,6 +306,7 @@ export class Server {
     if (this.#running) await this.#running;
     for (const conn of [...this.#connections]) conn.close("shutdown");
     this.instance.stop?.(); // e.g. upstreams still flushing for clients that already finished
+    await this.reactor.drain(); // io_uring: bytes closed connections took still go out
     log.debug("server {address} stopped: {counters}", {
       address: this.address,
       counters: this.stats(),

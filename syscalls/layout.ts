@@ -146,3 +146,117 @@ export function decodeSockaddr(b: Uint8Array): { host: string; port: number; fam
   }
   return { family, port: 0, host: `family ${family}` };
 }
+
+/**
+ * io_uring's shared structs (`<linux/io_uring.h>`). Every field is a
+ * fixed-width integer at its natural alignment, so x86_64 and aarch64 (and
+ * every 64-bit Linux) share one layout; `ioUringLayout` still takes the arch
+ * so an unknown one fails loudly rather than guessing. Offsets are in bytes;
+ * the ring offsets themselves (`sq_off`, `cq_off`) are not here: the kernel
+ * fills them in `io_uring_params` and we read them from there.
+ */
+export interface IoUringLayout {
+  /** sizeof(struct io_uring_params). */
+  readonly paramsSize: number;
+  /** `io_uring_params` fields: sq_entries, cq_entries, flags, features, sq_off, cq_off. */
+  readonly params: {
+    readonly sqEntries: number;
+    readonly cqEntries: number;
+    readonly flags: number;
+    readonly features: number;
+    readonly sqOff: number;
+    readonly cqOff: number;
+  };
+  /** `io_sqring_offsets`, relative to `params.sqOff`: head, tail, ring_mask, ring_entries, flags, dropped, array. */
+  readonly sqOff: {
+    readonly head: number;
+    readonly tail: number;
+    readonly ringMask: number;
+    readonly ringEntries: number;
+    readonly flags: number;
+    readonly dropped: number;
+    readonly array: number;
+  };
+  /** `io_cqring_offsets`, relative to `params.cqOff`: head, tail, ring_mask, ring_entries, overflow, cqes, flags. */
+  readonly cqOff: {
+    readonly head: number;
+    readonly tail: number;
+    readonly ringMask: number;
+    readonly ringEntries: number;
+    readonly overflow: number;
+    readonly cqes: number;
+    readonly flags: number;
+  };
+  /** sizeof(struct io_uring_sqe) without IORING_SETUP_SQE128. */
+  readonly sqeSize: number;
+  /** `io_uring_sqe` fields. */
+  readonly sqe: {
+    readonly opcode: number; // u8
+    readonly flags: number; // u8
+    readonly ioprio: number; // u16
+    readonly fd: number; // i32
+    readonly off: number; // u64 (addr2)
+    readonly addr: number; // u64
+    readonly len: number; // u32
+    readonly opFlags: number; // u32 (poll32_events, msg_flags, accept_flags, ...)
+    readonly userData: number; // u64
+    readonly bufIndex: number; // u16 (buf_group)
+    readonly personality: number; // u16
+    readonly fileIndex: number; // i32 (splice_fd_in)
+  };
+  /** sizeof(struct io_uring_cqe) without IORING_SETUP_CQE32. */
+  readonly cqeSize: number;
+  /** `io_uring_cqe` fields: user_data u64, res i32, flags u32. */
+  readonly cqe: { readonly userData: number; readonly res: number; readonly flags: number };
+  /** `struct io_uring_getevents_arg { u64 sigmask; u32 sigmask_sz; u32 min_wait_usec; u64 ts; }`. */
+  readonly geteventsArgSize: number;
+  /** Offset of `ts` (a pointer to a `__kernel_timespec`) in it. */
+  readonly geteventsTs: number;
+  /** `struct __kernel_timespec { i64 tv_sec; i64 tv_nsec; }`. */
+  readonly timespecSize: number;
+  /** `struct io_uring_buf { u64 addr; u32 len; u16 bid; u16 resv; }`; entry 0's `resv` is the ring's tail. */
+  readonly bufSize: number;
+  /** `struct io_uring_buf_reg { u64 ring_addr; u32 ring_entries; u16 bgid; u16 flags; u64 resv[3]; }`. */
+  readonly bufRegSize: number;
+  /** `struct io_uring_probe`'s header (last_op u8, ops_len u8, resv u16, resv2 u32[3]). */
+  readonly probeHeaderSize: number;
+  /** `struct io_uring_probe_op { u8 op; u8 resv; u16 flags; u32 resv2; }`. */
+  readonly probeOpSize: number;
+}
+
+const IO_URING_LAYOUT: IoUringLayout = {
+  paramsSize: 120,
+  params: { sqEntries: 0, cqEntries: 4, flags: 8, features: 20, sqOff: 40, cqOff: 80 },
+  sqOff: { head: 0, tail: 4, ringMask: 8, ringEntries: 12, flags: 16, dropped: 20, array: 24 },
+  cqOff: { head: 0, tail: 4, ringMask: 8, ringEntries: 12, overflow: 16, cqes: 20, flags: 24 },
+  sqeSize: 64,
+  sqe: {
+    opcode: 0,
+    flags: 1,
+    ioprio: 2,
+    fd: 4,
+    off: 8,
+    addr: 16,
+    len: 24,
+    opFlags: 28,
+    userData: 32,
+    bufIndex: 40,
+    personality: 42,
+    fileIndex: 44,
+  },
+  cqeSize: 16,
+  cqe: { userData: 0, res: 8, flags: 12 },
+  geteventsArgSize: 24,
+  geteventsTs: 16,
+  timespecSize: 16,
+  bufSize: 16,
+  bufRegSize: 40,
+  probeHeaderSize: 16,
+  probeOpSize: 8,
+};
+
+/** The io_uring struct layout for an architecture (`Deno.build.arch` by default). */
+export function ioUringLayout(arch: string = Deno.build.arch): IoUringLayout {
+  if (arch === "x86_64" || arch === "aarch64") return IO_URING_LAYOUT;
+  throw new Error(`unsupported architecture ${arch}: io_uring layout unknown`);
+}

@@ -99,6 +99,30 @@ const SYMBOLS = {
   // sendfile(out_fd, in_fd, off_t *offset, count): the offset cell is a
   // long-lived 8-byte buffer whose address is taken once (pointer, not buffer).
   sendfile: { parameters: ["i32", "i32", "pointer", "u32"], result: "i32" },
+  // io_uring through syscall(2), for syscalls/io_uring.ts (which says why
+  // these types: (nr, fd, to_submit, min_complete, flags, argp, argsz) for
+  // enter, the two 64-bit ones passed as pointers).
+  io_uring_setup: { name: "syscall", parameters: ["i32", "u32", "buffer"], result: "i32" },
+  io_uring_enter: {
+    name: "syscall",
+    parameters: ["i32", "i32", "u32", "u32", "u32", "pointer", "pointer"],
+    result: "i32",
+  },
+  // The same call on Deno's blocking pool: the parked wait of a ring without DEFER_TASKRUN.
+  io_uring_enter_blocking: {
+    name: "syscall",
+    parameters: ["i32", "i32", "u32", "u32", "u32", "pointer", "pointer"],
+    result: "i32",
+    nonblocking: true,
+  },
+  io_uring_register: {
+    name: "syscall",
+    parameters: ["i32", "i32", "u32", "buffer", "u32"],
+    result: "i32",
+  },
+  // Set-up only (the rings, the buffer ring), so usize/i64 parameters are fine here.
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
   getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
   setrlimit: { parameters: ["i32", "buffer"], result: "i32" },
   getpid: { parameters: [], result: "i32" },
@@ -190,6 +214,12 @@ export const {
   statx,
   getdents64,
   sendfile,
+  io_uring_setup,
+  io_uring_enter,
+  io_uring_enter_blocking,
+  io_uring_register,
+  mmap,
+  munmap,
   getrlimit,
   setrlimit,
   getpid,

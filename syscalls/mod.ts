@@ -8,6 +8,7 @@
 
 export * from "./constants.ts";
 export * from "./errno.ts";
+export * from "./io_uring.ts";
 export * from "./layout.ts";
 export * from "./libc.ts";
 export * from "./socket.ts";

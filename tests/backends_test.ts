@@ -1,6 +1,6 @@
 /**
  * One behavioural suite, run for each readiness backend (epoll, poll,
- * select): the server end to end, then the backend contract on socket
+ * select, and io_uring where this machine has it): the server end to end, then the backend contract on socket
  * pairs (level-triggered reports, maxEvents, tokens, changes made while a
  * wait is parked on the thread pool), timers, and edge mode. Then what only
  * one backend does: select's FD_SETSIZE wall, poll's POLLNVAL.
@@ -9,6 +9,8 @@ import assert from "node:assert/strict";
 import type { Backend, BackendName } from "../reactor/backend.ts";
 import { EpollBackend } from "../reactor/epoll.ts";
 import { PollBackend } from "../reactor/poll.ts";
+import { IoUringBackend } from "../reactor/io_uring.ts";
+import { probeIoUring } from "../syscalls/io_uring.ts";
 import { Reactor } from "../reactor/reactor.ts";
 import { Interest, Ready } from "../reactor/interest.ts";
 import { FdSetsizeError, SelectBackend } from "../reactor/select.ts";
@@ -38,7 +40,11 @@ import {
   writePattern,
 } from "./support/net.ts";
 
-const BACKENDS: readonly BackendName[] = ["epoll", "poll", "select"];
+const IO_URING = probeIoUring();
+if (!IO_URING.ok) console.warn(`io_uring backend not tested: ${IO_URING.reason}`);
+const BACKENDS: readonly BackendName[] = IO_URING.ok
+  ? ["epoll", "poll", "select", "io_uring"]
+  : ["epoll", "poll", "select"];
 const ONE = new Uint8Array([1]);
 const KB = new Uint8Array(1024);
 
@@ -50,6 +56,8 @@ function makeBackend(name: BackendName, maxEvents = 16): Backend {
       return new PollBackend(maxEvents);
     case "select":
       return new SelectBackend(maxEvents);
+    case "io_uring":
+      return new IoUringBackend(maxEvents);
   }
 }
 

@@ -16,7 +16,7 @@
  *   still gets its uploads through.
  * - Activity: a side paused by backpressure is waiting on us, not idle; the
  *   upstream has the write timeout, so a stuck upstream is still caught.
- * - Half-close: a FIN from one side is passed on with `shutdown(SHUT_WR)` on
+ * - Half-close: a FIN from one side is passed on with `shutdownWrite()` on
  *   the other once everything before it is flushed; the other direction keeps
  *   flowing. Both closed when both directions are done.
  * - Errors and cuts: a pair torn down with bytes still in flight (queued for
@@ -30,9 +30,9 @@ import { getLogger } from "../../log/mod.ts";
 import { Interest, Ready } from "../../reactor/interest.ts";
 import type { Handler, Reactor } from "../../reactor/reactor.ts";
 import type { Timer } from "../../reactor/timers.ts";
-import { IPPROTO_TCP, SHUT_WR, TCP_NODELAY } from "../../syscalls/constants.ts";
+import { IPPROTO_TCP, TCP_NODELAY } from "../../syscalls/constants.ts";
 import { errnoName, ETIMEDOUT, SyscallError } from "../../syscalls/errno.ts";
-import { close, errno, setsockopt, shutdown } from "../../syscalls/libc.ts";
+import { close, setsockopt } from "../../syscalls/libc.ts";
 import { connectTcp, formatAddress, resolveHost, socketError } from "../../syscalls/socket.ts";
 import { type CloseReason, Connection, type Protocol, type TimeoutKind } from "../connection.ts";
 import { OutputBuffer } from "../output_buffer.ts";
@@ -416,9 +416,10 @@ class Pair implements Protocol, Handler {
   }
 
   #halfClose(conn: Connection): void {
-    if (shutdown(conn.fd, SHUT_WR) < 0) {
+    const r = conn.shutdownWrite();
+    if (r < 0) {
       // ENOTCONN: the peer is already gone; the close path cleans up.
-      log.debug("shutdown(SHUT_WR) on fd {fd}: {code}", { fd: conn.fd, code: errnoName(errno()) });
+      log.debug("shutdown(SHUT_WR) on fd {fd}: {code}", { fd: conn.fd, code: errnoName(-r) });
       conn.close("reset");
       return;
     }

@@ -1,0 +1,933 @@
+/**
+ * Completion-based stream I/O on the io_uring backend: the kernel receives
+ * and sends, we are told when it is done (the proactor model), behind the
+ * same readiness contract the rest of the server already speaks.
+ *
+ * A stream fd (a connected TCP socket opened with `open`) behaves like a
+ * socket whose kernel buffers are ours:
+ *
+ * - **Receive**: one multishot `IORING_OP_RECV` per fd, armed while the fd
+ *   has readable interest, takes buffers from a provided-buffer ring
+ *   (`IORING_REGISTER_PBUF_RING`): bytes arrive with no submission per read.
+ *   Each completion's chunk waits on the fd until `recv` hands it out; the
+ *   fd is reported READABLE while chunks (or its EOF or error) wait:
+ *   level-triggered, as the backend contract says. A chunk's buffer goes
+ *   back to the ring at the next wait, after the handler that read it
+ *   returned. When the ring runs dry the kernel ends the recv with ENOBUFS;
+ *   it is re-armed once buffers are back.
+ * - **Send**: `send` copies into the fd's staging buffer and returns the
+ *   bytes taken, -EAGAIN when it is full. Before the next wait the staged
+ *   bytes become the one `IORING_OP_SEND` in flight for the fd, batched into
+ *   the same `io_uring_enter` that waits. A buffer in flight is never
+ *   touched until its completion; a short send resubmits the rest first.
+ *   The fd is reported WRITABLE while staging room is free.
+ * - **Accept**: a listener opened with `openListener` has one multishot
+ *   `IORING_OP_ACCEPT`; the connections it makes wait on the listener until
+ *   `accept` hands them out (READABLE while some wait).
+ * - **Close**: bytes taken are delivered, as the kernel would after
+ *   `close(2)`: the fd is closed once its sends complete (at most
+ *   `DRAIN_MS` later, then cut). An abort shuts the socket down at once,
+ *   which ends a send in flight. The fd number stays ours until its last
+ *   completion, so it is never reused under a request in flight; `user_data`
+ *   carries a generation number as well, and a completion for a closed
+ *   stream is dropped (its buffer given back).
+ *
+ * @module
+ */
+
+import { getLogger } from "../log/mod.ts";
+import {
+  EPOLLERR,
+  EPOLLHUP,
+  EPOLLIN,
+  EPOLLOUT,
+  EPOLLRDHUP,
+  SHUT_RDWR,
+  SHUT_WR,
+} from "../syscalls/constants.ts";
+import { EAGAIN, ENOBUFS, EPIPE, SyscallError } from "../syscalls/errno.ts";
+import {
+  addressOf,
+  IORING_ACCEPT_MULTISHOT,
+  IORING_CQE_BUFFER_SHIFT,
+  IORING_CQE_F_BUFFER,
+  IORING_CQE_F_MORE,
+  IORING_OP_ACCEPT,
+  IORING_OP_ASYNC_CANCEL,
+  IORING_OP_POLL_ADD,
+  IORING_OP_RECV,
+  IORING_OP_SEND,
+  IORING_RECV_MULTISHOT,
+  IORING_REGISTER_PBUF_RING,
+  IOSQE_BUFFER_SELECT,
+  IOSQE_CQE_SKIP_SUCCESS,
+  type IoUring,
+  mapAnonymous,
+  unmapAnonymous,
+} from "../syscalls/io_uring.ts";
+import { ioUringLayout } from "../syscalls/layout.ts";
+import { close, errno, shutdown } from "../syscalls/libc.ts";
+
+const log = getLogger(["reactor", "io_uring"]);
+
+/** `user_data` high word: kind in the top 4 bits, generation or sequence below. */
+export const KIND_SHIFT = 28;
+/** A multishot recv. */
+export const KIND_RECV = 1;
+/** A send. */
+export const KIND_SEND = 2;
+/** A cancellation (its failure, if any, is ignored). */
+export const KIND_IGNORE = 3;
+/** A one-shot POLLOUT: the socket itself is writable (for sendfile behind the stream). */
+export const KIND_POLLOUT = 4;
+/** A multishot accept on a listener. */
+export const KIND_ACCEPT = 5;
+/** `SOCK_NONBLOCK | SOCK_CLOEXEC`, for the fds a multishot accept makes. */
+const ACCEPT_FLAGS = 0o4000 | 0o2000000;
+/** The low 28 bits of the high word: a generation or a sequence number. */
+export const GEN_MASK = (1 << KIND_SHIFT) - 1;
+/** `ECANCELED`: a request we cancelled. */
+const ECANCELED = 125;
+const MSG_NOSIGNAL = 0x4000;
+/** The buffer group id of the provided-buffer ring. */
+const BGID = 1;
+/**
+ * Received chunks a stream may hold unread before its recv is cancelled
+ * (re-armed once they are read): bytes beyond stay in the socket, where TCP
+ * flow control holds the peer back, and one connection that is not read
+ * (backpressure) cannot take the whole buffer ring from the others.
+ */
+export const MAX_HELD_CHUNKS = 4;
+/** Free send buffers kept for reuse (32 MiB at the default size); more are left to the GC. */
+export const MAX_POOLED_SEND_BUFFERS = 1024;
+/** How long a closed stream may take to deliver the bytes it took before it is cut. */
+export const DRAIN_MS = 5000;
+
+/** Sizes of a stream set's buffers. */
+export interface StreamBufferOptions {
+  /** Provided buffers in the ring (a power of two, at most 32768). Default 1024. */
+  count?: number;
+  /** Bytes per provided buffer. Default 16 KiB. */
+  size?: number;
+  /**
+   * Staging bytes per send buffer; an fd has two (one in flight, one
+   * filling), taken from a pool only while bytes wait. Default 32 KiB.
+   */
+  sendSize?: number;
+}
+
+/** Counters of the stream layer. */
+export class StreamCounters {
+  /** Recv completions carrying bytes. */
+  recvs = 0;
+  /** Connections a multishot accept made. */
+  accepts = 0;
+  /** Send submissions. */
+  sends = 0;
+  /** Sends the kernel completed short (the rest was resubmitted). */
+  shortSends = 0;
+  /** Times a multishot recv ended for lack of buffers (ENOBUFS) and waited for some. */
+  bufferStarvations = 0;
+}
+
+class SendBuffer {
+  readonly bytes: Uint8Array;
+  readonly address: number;
+  constructor(size: number) {
+    this.bytes = new Uint8Array(size);
+    this.address = addressOf(Deno.UnsafePointer.of(this.bytes)!);
+  }
+}
+
+const CLOSE_NONE = 0;
+const CLOSE_SHUT_WR = 1; // shutdown(SHUT_WR) once the bytes taken are sent
+const CLOSE_FD = 2; // close(fd) once the bytes taken are sent
+
+/** Completion-based streams on one ring. See the module doc. */
+export class IoUringStreams {
+  /** The provided buffers: bytes `recv` reports are in here, at `readStart`. */
+  readonly buffers: Uint8Array;
+  /** Where the bytes of the last successful `recv` start in `buffers`. */
+  readStart = 0;
+  /** Counters. */
+  readonly counters: StreamCounters = new StreamCounters();
+  /**
+   * Called when work is queued that only the next wait submits (bytes to
+   * send, a close): the backend ends a parked wait with it, so a write made
+   * from a promise while the loop is idle goes out at once.
+   */
+  onQueued: () => void = () => {};
+  readonly #ring: IoUring;
+  readonly #bufferSize: number;
+  readonly #bufferCount: number;
+  readonly #buffersAddress: number;
+  readonly #buffersPointer: Deno.PointerObject;
+  readonly #bufRing: Uint32Array;
+  readonly #bufRingTail: Uint16Array;
+  readonly #bufRingPointer: Deno.PointerObject;
+  readonly #bufRingBytes: number;
+  #bufTail = 0;
+  /** Buffers handed to us by completions and not yet given back. */
+  #held = 0;
+  /** Buffer ids to give back at the next wait (their bytes were read). */
+  #toReturn: number[] = [];
+  readonly #sendSize: number;
+  readonly #pool: SendBuffer[] = [];
+
+  // Per fd.
+  #gen = new Uint32Array(1024);
+  #open = new Uint8Array(1024);
+  #events = new Int32Array(1024); // interest bits while registered, -1 when not
+  #recvArmed = new Uint8Array(1024);
+  #chunks: number[][] = []; // [bid, start, length, ...]
+  #chunkHead = new Int32Array(1024);
+  #end = new Int32Array(1024); // 1: EOF received; < 0: -errno of the receive side
+  #sendError = new Int32Array(1024); // -errno of a failed send
+  #flying: (SendBuffer | null)[] = [];
+  #next: (SendBuffer | null)[] = [];
+  #flyOff = new Int32Array(1024);
+  #flyLen = new Int32Array(1024);
+  #nextLen = new Int32Array(1024);
+  #sending = new Uint8Array(1024);
+  #closing = new Uint8Array(1024);
+  /** 1: a listener (its queue holds accepted fds, its "recv" is a multishot accept). */
+  #listener = new Uint8Array(1024);
+  /** 1: the caller waits for the socket itself to be writable; 2: armed; 3: it is. */
+  #socketOut = new Uint8Array(1024);
+  #closeBy = new Float64Array(1024);
+
+  // Work lists.
+  #ready: number[] = [];
+  #inReady = new Uint8Array(1024);
+  #toArm: number[] = [];
+  #inArm = new Uint8Array(1024);
+  /** Its recv ended with ENOBUFS: re-armed only while buffers are free for it. */
+  #starved = new Uint8Array(1024);
+  #toSend: number[] = [];
+  #draining: number[] = [];
+
+  /**
+   * Registers a provided-buffer ring with `ring`.
+   *
+   * @throws {SyscallError} when the kernel refuses it (before 5.19)
+   */
+  constructor(ring: IoUring, options: StreamBufferOptions = {}) {
+    const L = ioUringLayout();
+    this.#ring = ring;
+    this.#bufferCount = options.count ?? 1024;
+    this.#bufferSize = options.size ?? 16384;
+    this.#sendSize = options.sendSize ?? 32768;
+    const data = mapAnonymous(this.#bufferCount * this.#bufferSize);
+    this.buffers = data.bytes;
+    this.#buffersPointer = data.pointer;
+    this.#buffersAddress = addressOf(data.pointer);
+    this.#bufRingBytes = Math.max(4096, this.#bufferCount * L.bufSize);
+    const ringMem = mapAnonymous(this.#bufRingBytes);
+    this.#bufRingPointer = ringMem.pointer;
+    this.#bufRing = new Uint32Array(ringMem.bytes.buffer);
+    this.#bufRingTail = new Uint16Array(ringMem.bytes.buffer);
+    const reg = new Uint8Array(L.bufRegSize);
+    const v = new DataView(reg.buffer);
+    v.setBigUint64(0, BigInt(addressOf(ringMem.pointer)), true);
+    v.setUint32(8, this.#bufferCount, true);
+    v.setUint16(12, BGID, true);
+    if (ring.register(IORING_REGISTER_PBUF_RING, reg, 1) < 0) {
+      const e = new SyscallError("io_uring_register(PBUF_RING)", errno());
+      this.#unmap();
+      throw e;
+    }
+    for (let bid = 0; bid < this.#bufferCount; bid++) this.#give(bid);
+    this.#publishBuffers();
+  }
+
+  #unmap(): void {
+    unmapAnonymous(this.#buffersPointer, this.#bufferCount * this.#bufferSize);
+    unmapAnonymous(this.#bufRingPointer, this.#bufRingBytes);
+  }
+
+  /** Releases the buffers (after the ring is closed). */
+  release(): void {
+    this.#unmap();
+  }
+
+  /** Puts buffer `bid` at the ring's tail (published by `#publishBuffers`). */
+  #give(bid: number): void {
+    const w = (this.#bufTail & (this.#bufferCount - 1)) << 2;
+    const address = this.#buffersAddress + bid * this.#bufferSize;
+    const r = this.#bufRing;
+    r[w] = address >>> 0;
+    r[w + 1] = (address / 4294967296) >>> 0;
+    r[w + 2] = this.#bufferSize;
+    // bid is the low u16 of word 3; the high u16 of entry 0 is the tail: keep it.
+    r[w + 3] = (r[w + 3] & 0xffff0000) | bid;
+    this.#bufTail = (this.#bufTail + 1) & 0xffff;
+  }
+
+  #publishBuffers(): void {
+    // The tail is the u16 at byte 14 (entry 0's resv): release store.
+    Atomics.store(this.#bufRingTail, 7, this.#bufTail);
+  }
+
+  #ensure(fd: number): void {
+    if (fd < this.#gen.length) return;
+    let size = this.#gen.length;
+    while (size <= fd) size *= 2;
+    const grow = <T extends Uint8Array | Int32Array | Uint32Array | Float64Array>(a: T, b: T) => {
+      b.set(a);
+      return b;
+    };
+    this.#gen = grow(this.#gen, new Uint32Array(size));
+    this.#open = grow(this.#open, new Uint8Array(size));
+    this.#events = grow(this.#events, new Int32Array(size));
+    this.#recvArmed = grow(this.#recvArmed, new Uint8Array(size));
+    this.#chunkHead = grow(this.#chunkHead, new Int32Array(size));
+    this.#end = grow(this.#end, new Int32Array(size));
+    this.#sendError = grow(this.#sendError, new Int32Array(size));
+    this.#flyOff = grow(this.#flyOff, new Int32Array(size));
+    this.#flyLen = grow(this.#flyLen, new Int32Array(size));
+    this.#nextLen = grow(this.#nextLen, new Int32Array(size));
+    this.#sending = grow(this.#sending, new Uint8Array(size));
+    this.#closing = grow(this.#closing, new Uint8Array(size));
+    this.#closeBy = grow(this.#closeBy, new Float64Array(size));
+    this.#listener = grow(this.#listener, new Uint8Array(size));
+    this.#socketOut = grow(this.#socketOut, new Uint8Array(size));
+    this.#inReady = grow(this.#inReady, new Uint8Array(size));
+    this.#inArm = grow(this.#inArm, new Uint8Array(size));
+    this.#starved = grow(this.#starved, new Uint8Array(size));
+  }
+
+  /** Whether `fd` is an open stream. */
+  isStream(fd: number): boolean {
+    return fd < this.#open.length && this.#open[fd] === 1;
+  }
+
+  /**
+   * Makes `fd` (a connected nonblocking socket) a stream; register it with
+   * the reactor afterwards. Its I/O then goes through `recv`, `send`,
+   * `shutdownWrite` and `close` here.
+   */
+  open(fd: number): void {
+    this.#ensure(fd);
+    if (this.#open[fd] !== 0 || this.#closing[fd] !== CLOSE_NONE) {
+      throw new Error(`io_uring stream: fd ${fd} is already open`);
+    }
+    this.#gen[fd] = ((this.#gen[fd] + 1) & GEN_MASK) || 1;
+    this.#open[fd] = 1;
+    this.#events[fd] = -1;
+    this.#recvArmed[fd] = 0;
+    this.#end[fd] = 0;
+    this.#sendError[fd] = 0;
+    this.#flyOff[fd] = this.#flyLen[fd] = this.#nextLen[fd] = 0;
+    this.#sending[fd] = 0;
+    this.#listener[fd] = 0;
+    this.#socketOut[fd] = 0;
+    this.#starved[fd] = 0;
+    this.#chunkHead[fd] = 0;
+    const chunks = this.#chunks[fd];
+    if (chunks === undefined) {
+      while (this.#chunks.length <= fd) this.#chunks.push([]);
+    } else chunks.length = 0;
+  }
+
+  /**
+   * Makes the listening socket `fd` accept by completion: one multishot
+   * `IORING_OP_ACCEPT` while it has readable interest; the fds it makes wait
+   * here, and `accept` hands them out (READABLE is reported while some wait).
+   * Register it with the reactor afterwards; `closeListener` before closing it.
+   */
+  openListener(fd: number): void {
+    this.open(fd);
+    this.#listener[fd] = 1;
+  }
+
+  /**
+   * The next connection a listener's multishot accept made (nonblocking,
+   * close-on-exec), -EAGAIN when none waits, or the -errno the accept failed
+   * with (reported once; the accept is armed again on the next interest).
+   */
+  accept(fd: number): number {
+    const queue = this.#chunks[fd];
+    const head = this.#chunkHead[fd];
+    if (head < queue.length) {
+      const conn = queue[head];
+      if (head + 1 === queue.length) {
+        queue.length = 0;
+        this.#chunkHead[fd] = 0;
+      } else this.#chunkHead[fd] = head + 1;
+      return conn;
+    }
+    const end = this.#end[fd];
+    if (end < 0) {
+      this.#end[fd] = 0;
+      this.#wantArm(fd);
+      return end;
+    }
+    return -EAGAIN;
+  }
+
+  /** The listener goes away: its accept is cancelled, connections not taken are closed. */
+  closeListener(fd: number): void {
+    if (!this.isStream(fd) || this.#listener[fd] === 0) return;
+    this.#cancelRecv(fd);
+    const queue = this.#chunks[fd];
+    for (let i = this.#chunkHead[fd]; i < queue.length; i++) close(queue[i]);
+    queue.length = 0;
+    this.#chunkHead[fd] = 0;
+    this.#open[fd] = 0;
+    this.#listener[fd] = 0;
+    this.#gen[fd] = ((this.#gen[fd] + 1) & GEN_MASK) || 1;
+    this.onQueued();
+  }
+
+  /** Forgets `fd` without closing it (its registration failed; the caller closes it). */
+  abandon(fd: number): void {
+    this.#open[fd] = 0;
+    this.#gen[fd] = ((this.#gen[fd] + 1) & GEN_MASK) || 1;
+  }
+
+  // ---- the backend side: interest, arming, completions, readiness ----
+
+  /** The reactor registered `fd` (a stream) with event bits. */
+  add(fd: number, events: number): void {
+    this.#events[fd] = events;
+    this.#wantArm(fd);
+    this.#markReady(fd);
+  }
+
+  /** The interest changed. */
+  modify(fd: number, events: number): void {
+    const had = this.#events[fd];
+    this.#events[fd] = events;
+    if ((events & EPOLLIN) === 0 && (had & EPOLLIN) !== 0) this.#cancelRecv(fd);
+    else this.#wantArm(fd);
+    this.#markReady(fd);
+  }
+
+  /** The reactor deregistered `fd`: no reports, no receiving; what waits stays. */
+  remove(fd: number): void {
+    this.#events[fd] = -1;
+    this.#cancelRecv(fd);
+  }
+
+  #wantArm(fd: number): void {
+    if (
+      (this.#events[fd] & EPOLLIN) !== 0 && this.#recvArmed[fd] === 0 && this.#end[fd] === 0 &&
+      this.#inArm[fd] === 0
+    ) {
+      this.#inArm[fd] = 1;
+      this.#toArm.push(fd);
+    }
+  }
+
+  #markReady(fd: number): void {
+    if (this.#inReady[fd] === 0) {
+      this.#inReady[fd] = 1;
+      this.#ready.push(fd);
+    }
+  }
+
+  #userData(w: number, fd: number, kind: number): void {
+    const words = this.#ring.sqeWords;
+    words[w + 8] = fd;
+    words[w + 9] = ((kind << KIND_SHIFT) | this.#gen[fd]) >>> 0;
+  }
+
+  #armRecv(fd: number): void {
+    if (this.#listener[fd] !== 0) {
+      this.#armAccept(fd);
+      return;
+    }
+    const ring = this.#ring;
+    const w = ring.sqe();
+    const bytes = ring.sqeBytes;
+    bytes[w << 2] = IORING_OP_RECV;
+    bytes[(w << 2) + 1] = IOSQE_BUFFER_SELECT;
+    ring.sqeWords[w] |= IORING_RECV_MULTISHOT << 16; // ioprio
+    ring.sqeWords[w + 1] = fd;
+    ring.sqeWords[w + 10] = BGID; // buf_group
+    this.#userData(w, fd, KIND_RECV);
+    this.#recvArmed[fd] = 1;
+  }
+
+  #armAccept(fd: number): void {
+    const ring = this.#ring;
+    const w = ring.sqe();
+    ring.sqeBytes[w << 2] = IORING_OP_ACCEPT;
+    ring.sqeWords[w] |= IORING_ACCEPT_MULTISHOT << 16; // ioprio
+    ring.sqeWords[w + 1] = fd;
+    ring.sqeWords[w + 7] = ACCEPT_FLAGS;
+    this.#userData(w, fd, KIND_ACCEPT);
+    this.#recvArmed[fd] = 1;
+  }
+
+  #cancel(fd: number, kind: number): void {
+    const ring = this.#ring;
+    const w = ring.sqe();
+    ring.sqeBytes[w << 2] = IORING_OP_ASYNC_CANCEL;
+    ring.sqeBytes[(w << 2) + 1] = IOSQE_CQE_SKIP_SUCCESS;
+    ring.sqeWords[w + 1] = -1;
+    ring.sqeWords[w + 4] = fd; // addr: the user_data to cancel
+    ring.sqeWords[w + 5] = ((kind << KIND_SHIFT) | this.#gen[fd]) >>> 0;
+    ring.sqeWords[w + 8] = 0;
+    ring.sqeWords[w + 9] = (KIND_IGNORE << KIND_SHIFT) >>> 0;
+  }
+
+  #cancelRecv(fd: number): void {
+    if (this.#recvArmed[fd] === 0) return;
+    this.#cancel(fd, this.#listener[fd] !== 0 ? KIND_ACCEPT : KIND_RECV);
+    // Completions already posted still come (and are kept); no more after the cancel.
+    this.#recvArmed[fd] = 0;
+  }
+
+  #submitSend(fd: number): void {
+    const buf = this.#flying[fd]!;
+    const off = this.#flyOff[fd];
+    const ring = this.#ring;
+    const w = ring.sqe();
+    const words = ring.sqeWords;
+    ring.sqeBytes[w << 2] = IORING_OP_SEND;
+    words[w + 1] = fd;
+    const address = buf.address + off;
+    words[w + 4] = address >>> 0;
+    words[w + 5] = (address / 4294967296) >>> 0;
+    words[w + 6] = this.#flyLen[fd] - off;
+    words[w + 7] = MSG_NOSIGNAL;
+    this.#userData(w, fd, KIND_SEND);
+    this.#sending[fd] = 1;
+    this.counters.sends++;
+  }
+
+  /** Before a wait: give buffers back, arm receives, submit staged sends, enforce drains. */
+  prepare(): void {
+    const back = this.#toReturn;
+    if (back.length > 0) {
+      for (let i = 0; i < back.length; i++) this.#give(back[i]);
+      this.#held -= back.length;
+      back.length = 0;
+      this.#publishBuffers();
+    }
+    const arm = this.#toArm;
+    if (arm.length > 0) {
+      let kept = 0;
+      // A starved recv re-armed with no buffer free fails again at once:
+      // one per free buffer per turn.
+      let free = this.#bufferCount - this.#held;
+      for (let i = 0; i < arm.length; i++) {
+        const fd = arm[i];
+        this.#inArm[fd] = 0;
+        if (
+          this.#open[fd] !== 1 || (this.#events[fd] & EPOLLIN) === 0 ||
+          this.#recvArmed[fd] !== 0 || this.#end[fd] !== 0
+        ) continue;
+        if (this.#starved[fd] !== 0) {
+          if (free <= 0) {
+            this.#inArm[fd] = 1;
+            arm[kept++] = fd; // wait for buffers to come back
+            continue;
+          }
+          free--;
+          this.#starved[fd] = 0;
+        }
+        this.#armRecv(fd);
+      }
+      arm.length = kept;
+    }
+    const send = this.#toSend;
+    if (send.length > 0) {
+      for (let i = 0; i < send.length; i++) {
+        const fd = send[i];
+        if (this.#sending[fd] !== 0 || this.#nextLen[fd] === 0) continue;
+        // The staged bytes go in flight; the other buffer stages from now on.
+        const flying = this.#next[fd];
+        this.#next[fd] = this.#flying[fd];
+        this.#flying[fd] = flying;
+        this.#flyOff[fd] = 0;
+        this.#flyLen[fd] = this.#nextLen[fd];
+        this.#nextLen[fd] = 0;
+        this.#submitSend(fd);
+      }
+      send.length = 0;
+    }
+    if (this.#draining.length > 0) this.#checkDrains();
+  }
+
+  /** Whether a result is due without waiting (a ready fd, or a starved recv with buffers back). */
+  get hasReady(): boolean {
+    return this.#ready.length > 0;
+  }
+
+  /**
+   * A completion of kind RECV or SEND (the backend read `user_data`).
+   * Stale ones (an earlier generation of the fd) only give their buffer back.
+   */
+  complete(fd: number, kind: number, gen: number, res: number, flags: number): void {
+    const current = fd < this.#gen.length && this.#gen[fd] === gen;
+    if (kind === KIND_RECV) {
+      const hasBuffer = (flags & IORING_CQE_F_BUFFER) !== 0;
+      if (hasBuffer) this.#held++;
+      const bid = flags >>> IORING_CQE_BUFFER_SHIFT;
+      if (!current || this.#open[fd] !== 1) {
+        if (hasBuffer) this.#toReturn.push(bid);
+        return;
+      }
+      const more = (flags & IORING_CQE_F_MORE) !== 0;
+      if (!more) this.#recvArmed[fd] = 0;
+      if (res > 0 && hasBuffer) {
+        this.counters.recvs++;
+        const chunks = this.#chunks[fd];
+        chunks.push(bid, bid * this.#bufferSize, res);
+        if (chunks.length - this.#chunkHead[fd] >= MAX_HELD_CHUNKS * 3 && more) {
+          this.#cancelRecv(fd);
+        }
+      } else if (hasBuffer) {
+        this.#toReturn.push(bid);
+      }
+      if (res === 0) this.#end[fd] = 1;
+      else if (res === -ENOBUFS) {
+        this.counters.bufferStarvations++;
+        this.#starved[fd] = 1;
+        this.#wantArm(fd);
+      } else if (res < 0 && res !== -ECANCELED) this.#end[fd] = res;
+      else if (!more) this.#wantArm(fd);
+      this.#markReady(fd);
+      return;
+    }
+    if (kind === KIND_ACCEPT) {
+      if (!current || this.#open[fd] !== 1 || this.#listener[fd] === 0) {
+        if (res >= 0) close(res); // for a listener gone: nobody will take it
+        return;
+      }
+      if ((flags & IORING_CQE_F_MORE) === 0) this.#recvArmed[fd] = 0;
+      if (res >= 0) {
+        this.counters.accepts++;
+        this.#chunks[fd].push(res);
+        if (this.#recvArmed[fd] === 0) this.#wantArm(fd);
+      } else if (res !== -ECANCELED) {
+        this.#end[fd] = res; // EMFILE and the like: the Acceptor decides
+      }
+      this.#markReady(fd);
+      return;
+    }
+    if (kind === KIND_POLLOUT) {
+      if (current && this.#socketOut[fd] === 2) {
+        this.#socketOut[fd] = 3;
+        this.#markReady(fd);
+      }
+      return;
+    }
+    // KIND_SEND: the fd is still ours (it is closed only after its sends).
+    if (!current) return;
+    this.#sending[fd] = 0;
+    if (res < 0) {
+      this.#sendError[fd] = res;
+      this.#flyLen[fd] = this.#flyOff[fd] = this.#nextLen[fd] = 0;
+    } else {
+      const off = this.#flyOff[fd] + res;
+      if (off < this.#flyLen[fd] && this.#sendError[fd] === 0) {
+        this.counters.shortSends++;
+        this.#flyOff[fd] = off;
+        this.#submitSend(fd); // the rest first, then what was staged meanwhile
+        return;
+      }
+      this.#flyLen[fd] = this.#flyOff[fd] = 0;
+      if (this.#nextLen[fd] > 0 && this.#sendError[fd] === 0) this.#toSend.push(fd);
+    }
+    if (this.#closing[fd] !== CLOSE_NONE) {
+      this.#afterSends(fd);
+      return;
+    }
+    if (this.#flyLen[fd] === 0 && this.#nextLen[fd] === 0) {
+      this.#releaseSendBuffers(fd);
+      if (this.#socketOut[fd] === 1) this.#armPollOut(fd);
+    }
+    this.#markReady(fd);
+  }
+
+  /**
+   * Appends the results for ready streams (level-triggered) through `emit`;
+   * returns how many. Fds with nothing to report leave the list.
+   */
+  collect(emit: (fd: number, events: number) => boolean): number {
+    const ready = this.#ready;
+    let n = 0;
+    let kept = 0;
+    let i = 0;
+    for (; i < ready.length; i++) {
+      const fd = ready[i];
+      const want = this.#events[fd];
+      if (this.#open[fd] !== 1 || want < 0) {
+        this.#inReady[fd] = 0;
+        continue;
+      }
+      const ev = this.#readiness(fd);
+      const masked = ev & (want | EPOLLERR | EPOLLHUP);
+      if (masked === 0) {
+        this.#inReady[fd] = 0;
+        continue;
+      }
+      ready[kept++] = fd; // level-triggered: looked at again next time
+      if ((masked & EPOLLOUT) !== 0 && this.#socketOut[fd] === 3) this.#socketOut[fd] = 0;
+      if (!emit(fd, masked)) {
+        i++;
+        break; // the results array is full
+      }
+      n++;
+    }
+    for (; i < ready.length; i++) ready[kept++] = ready[i];
+    ready.length = kept;
+    return n;
+  }
+
+  #readiness(fd: number): number {
+    if (this.#listener[fd] !== 0) {
+      return this.#chunkHead[fd] < this.#chunks[fd].length || this.#end[fd] < 0 ? EPOLLIN : 0;
+    }
+    let ev = 0;
+    const end = this.#end[fd];
+    if (this.#chunkHead[fd] < this.#chunks[fd].length || end !== 0) ev |= EPOLLIN;
+    if (end === 1) ev |= EPOLLRDHUP;
+    if (end < 0 || this.#sendError[fd] < 0) ev |= EPOLLERR | EPOLLIN;
+    else if (this.#socketOut[fd] !== 0) {
+      if (this.#socketOut[fd] === 3) ev |= EPOLLOUT;
+    } else if (this.#nextLen[fd] < this.#sendSize) ev |= EPOLLOUT;
+    return ev;
+  }
+
+  // ---- the connection side ----
+
+  /**
+   * The next received bytes of `fd`: returns their length (they are in
+   * `buffers` from `readStart`, valid until the next wait), 0 at EOF,
+   * -EAGAIN when nothing waits, or -errno.
+   */
+  recv(fd: number, max: number): number {
+    const chunks = this.#chunks[fd];
+    let head = this.#chunkHead[fd];
+    if (head < chunks.length) {
+      const start = chunks[head + 1];
+      const len = chunks[head + 2];
+      this.readStart = start;
+      if (len > max) {
+        chunks[head + 1] = start + max;
+        chunks[head + 2] = len - max;
+        return max;
+      }
+      this.#toReturn.push(chunks[head]);
+      head += 3;
+      if (head === chunks.length) {
+        chunks.length = 0;
+        head = 0;
+        // Cancelled for holding too much (or ended by ENOBUFS): receive again.
+        if (this.#recvArmed[fd] === 0) this.#wantArm(fd);
+      }
+      this.#chunkHead[fd] = head;
+      return len;
+    }
+    const end = this.#end[fd];
+    if (end === 1) return 0;
+    if (end < 0) return end;
+    return -EAGAIN;
+  }
+
+  /**
+   * Takes up to `length` bytes of `data` from `start` for `fd`: returns how
+   * many (they will be sent, in order), -EAGAIN when the staging buffer is
+   * full, or -errno of an earlier failed send.
+   */
+  send(fd: number, data: Uint8Array, start: number, length: number): number {
+    const err = this.#sendError[fd];
+    if (err < 0) return err;
+    let next = this.#next[fd];
+    if (next === undefined || next === null) {
+      next = this.#take();
+      while (this.#next.length <= fd) this.#next.push(null);
+      this.#next[fd] = next;
+    }
+    const at = this.#nextLen[fd];
+    const n = Math.min(this.#sendSize - at, length);
+    if (n <= 0) return -EAGAIN;
+    const dst = next.bytes;
+    if (n <= 64) {
+      for (let k = 0; k < n; k++) dst[at + k] = data[start + k];
+    } else {
+      dst.set(
+        start === 0 && n === data.length ? data : data.subarray(start, start + n),
+        at,
+      );
+    }
+    if (at === 0) {
+      this.#toSend.push(fd);
+      this.onQueued();
+    }
+    this.#nextLen[fd] = at + n;
+    return n;
+  }
+
+  #take(): SendBuffer {
+    return this.#pool.pop() ?? new SendBuffer(this.#sendSize);
+  }
+
+  #releaseSendBuffers(fd: number): void {
+    const a = this.#flying[fd];
+    const b = this.#next[fd];
+    // The pool keeps what a busy moment needed, up to a bound; the rest is garbage.
+    if (a && this.#pool.length < MAX_POOLED_SEND_BUFFERS) this.#pool.push(a);
+    if (b && this.#pool.length < MAX_POOLED_SEND_BUFFERS) this.#pool.push(b);
+    if (a !== undefined) this.#flying[fd] = null;
+    if (b !== undefined) this.#next[fd] = null;
+  }
+
+  /**
+   * Whether bytes taken for `fd` are still on their way: a caller that
+   * writes to the socket directly (sendfile) must wait until they are not.
+   */
+  busy(fd: number): boolean {
+    return this.#sending[fd] !== 0 || this.#nextLen[fd] !== 0;
+  }
+
+  /**
+   * The caller wrote to the socket directly and hit EAGAIN (or waits for
+   * `busy` to end): report `fd` WRITABLE only once the stream is drained and
+   * the socket itself can take bytes (a one-shot POLLOUT), not when staging
+   * room is free. Ends at that report.
+   */
+  waitSocketWritable(fd: number): void {
+    if (this.#socketOut[fd] !== 0) return;
+    this.#socketOut[fd] = 1;
+    if (!this.busy(fd)) this.#armPollOut(fd);
+  }
+
+  #armPollOut(fd: number): void {
+    const ring = this.#ring;
+    const w = ring.sqe();
+    ring.sqeBytes[w << 2] = IORING_OP_POLL_ADD;
+    ring.sqeWords[w + 1] = fd;
+    ring.sqeWords[w + 7] = EPOLLOUT;
+    this.#userData(w, fd, KIND_POLLOUT);
+    this.#socketOut[fd] = 2;
+  }
+
+  /** Bytes taken for `fd` and not yet completed by the kernel. */
+  unsent(fd: number): number {
+    return (this.#flyLen[fd] - this.#flyOff[fd]) + this.#nextLen[fd];
+  }
+
+  /** `shutdown(fd, SHUT_WR)` once the bytes taken are sent. Returns -errno or 0. */
+  shutdownWrite(fd: number): number {
+    this.onQueued();
+    if (this.unsent(fd) === 0 && this.#sending[fd] === 0) {
+      return shutdown(fd, SHUT_WR) < 0 ? -errno() : 0;
+    }
+    this.#closing[fd] = CLOSE_SHUT_WR;
+    this.#closeBy[fd] = performance.now() + DRAIN_MS;
+    this.#draining.push(fd);
+    return 0;
+  }
+
+  /**
+   * Closes the stream: what waits to be read is dropped; bytes taken are
+   * delivered first (within `DRAIN_MS`) unless `abort`, which shuts the
+   * socket down at once. The fd is closed when no send is in flight.
+   */
+  close(fd: number, abort = false): void {
+    if (!this.isStream(fd)) return;
+    this.onQueued();
+    this.#open[fd] = 0;
+    this.#events[fd] = -1;
+    this.#cancelRecv(fd);
+    const chunks = this.#chunks[fd];
+    for (let i = this.#chunkHead[fd]; i < chunks.length; i += 3) this.#toReturn.push(chunks[i]);
+    chunks.length = 0;
+    this.#chunkHead[fd] = 0;
+    const pending = this.#sending[fd] !== 0 || this.unsent(fd) > 0;
+    if (!pending || this.#sendError[fd] < 0) {
+      if (this.#sending[fd] !== 0) {
+        this.#closing[fd] = CLOSE_FD;
+        shutdown(fd, SHUT_RDWR); // ends the send in flight; closed at its completion
+        return;
+      }
+      this.#finishClose(fd);
+      return;
+    }
+    this.#closing[fd] = CLOSE_FD;
+    if (abort) {
+      this.#cut(fd);
+      return;
+    }
+    this.#closeBy[fd] = performance.now() + DRAIN_MS;
+    this.#draining.push(fd);
+  }
+
+  /** A send of a closing stream completed. */
+  #afterSends(fd: number): void {
+    if (this.#sending[fd] !== 0 || (this.unsent(fd) > 0 && this.#sendError[fd] === 0)) return;
+    const how = this.#closing[fd];
+    if (how === CLOSE_SHUT_WR) {
+      this.#closing[fd] = CLOSE_NONE;
+      if (this.#sendError[fd] === 0) shutdown(fd, SHUT_WR);
+      this.#releaseSendBuffers(fd);
+      this.#markReady(fd);
+      return;
+    }
+    this.#finishClose(fd);
+  }
+
+  #finishClose(fd: number): void {
+    this.#closing[fd] = CLOSE_NONE;
+    this.#releaseSendBuffers(fd);
+    this.#flyLen[fd] = this.#flyOff[fd] = this.#nextLen[fd] = 0;
+    // A new generation: completions still posted for this one are stale.
+    this.#gen[fd] = ((this.#gen[fd] + 1) & GEN_MASK) || 1;
+    close(fd);
+  }
+
+  #checkDrains(): void {
+    const now = performance.now();
+    const list = this.#draining;
+    let kept = 0;
+    for (let i = 0; i < list.length; i++) {
+      const fd = list[i];
+      if (this.#closing[fd] === CLOSE_NONE) continue;
+      if (now < this.#closeBy[fd]) {
+        list[kept++] = fd;
+        continue;
+      }
+      log.debug("fd {fd}: {bytes} bytes not taken by the peer in {ms} ms; cutting", {
+        fd,
+        bytes: this.unsent(fd),
+        ms: DRAIN_MS,
+      });
+      this.#cut(fd);
+    }
+    list.length = kept;
+  }
+
+  /** Whether closed streams still have bytes on their way (their fds are still open). */
+  closing(): boolean {
+    const c = this.#closing;
+    for (let fd = 0; fd < c.length; fd++) if (c[fd] === CLOSE_FD) return true;
+    return false;
+  }
+
+  /** Closes the fds of closed streams whose bytes did not all go (the ring is going away). */
+  closeRemaining(): void {
+    const c = this.#closing;
+    for (let fd = 0; fd < c.length; fd++) {
+      if (c[fd] !== CLOSE_FD) continue;
+      c[fd] = CLOSE_NONE;
+      log.debug("fd {fd}: {bytes} bytes not delivered before the ring closed", {
+        fd,
+        bytes: this.unsent(fd),
+      });
+      close(fd);
+    }
+  }
+
+  /** Drops what was not sent; a send in flight is ended by shutting the socket down. */
+  #cut(fd: number): void {
+    this.#sendError[fd] = -EPIPE;
+    this.#nextLen[fd] = 0;
+    if (this.#sending[fd] !== 0) shutdown(fd, SHUT_RDWR); // closed at its completion
+    else this.#afterSends(fd);
+  }
+}
