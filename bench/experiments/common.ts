@@ -573,6 +573,9 @@ export function writeResults(name: string, json: unknown, svg: string): string[]
   const s = resolve(OUT_DIR, `${name}.svg`);
   Deno.writeTextFileSync(j, JSON.stringify(json, null, 2) + "\n");
   Deno.writeTextFileSync(s, svg);
+  // In the repo's own format, so a fresh run leaves `deno fmt --check` clean.
+  new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", j, s], stderr: "null" })
+    .outputSync();
   return [j, s];
 }
 
