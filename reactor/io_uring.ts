@@ -354,7 +354,8 @@ export class IoUringBackend implements Backend {
     const end = timeoutMs < 0 ? Infinity : performance.now() + timeoutMs;
     do {
       const left = timeoutMs < 0 ? -1 : Math.ceil(end - performance.now());
-      if (left === 0 || left < -1) break;
+      // Past the deadline (by any amount: -1 would mean "no limit") ends it.
+      if (timeoutMs >= 0 && left <= 0) break;
       n = this.#enterAndReap(left);
     } while (n === 0 && this.#consumed > 0);
     return n;
@@ -522,6 +523,14 @@ export class IoUringBackend implements Backend {
    */
   close(): void {
     this.streams?.closeRemaining();
+    // Submit the cancels just queued (the multishot accepts) and reap once:
+    // without DEFER_TASKRUN, connections accepted meanwhile are already fds
+    // of ours, and their completions (which close them) would go with the ring.
+    try {
+      this.#enterAndReap(0);
+    } catch {
+      // closing anyway
+    }
     this.ring.close();
     this.streams?.release();
     if (this.#eventfd >= 0) close(this.#eventfd);

@@ -44,6 +44,8 @@ import {
   EPOLLRDHUP,
   SHUT_RDWR,
   SHUT_WR,
+  SO_LINGER,
+  SOL_SOCKET,
 } from "../syscalls/constants.ts";
 import { EAGAIN, ENOBUFS, EPIPE, SyscallError } from "../syscalls/errno.ts";
 import {
@@ -66,7 +68,7 @@ import {
   unmapAnonymous,
 } from "../syscalls/io_uring.ts";
 import { ioUringLayout } from "../syscalls/layout.ts";
-import { close, errno, shutdown } from "../syscalls/libc.ts";
+import { close, errno, setsockopt, shutdown } from "../syscalls/libc.ts";
 
 const log = getLogger(["reactor", "io_uring"]);
 
@@ -80,6 +82,9 @@ export const KIND_SEND = 2;
 export const KIND_IGNORE = 3;
 /** A one-shot POLLOUT: the socket itself is writable (for sendfile behind the stream). */
 export const KIND_POLLOUT = 4;
+
+/** SO_LINGER on with a zero timeout: close(2) sends RST. */
+const LINGER_ZERO = new Uint8Array(new Int32Array([1, 0]).buffer);
 /** A multishot accept on a listener. */
 export const KIND_ACCEPT = 5;
 /** `SOCK_NONBLOCK | SOCK_CLOEXEC`, for the fds a multishot accept makes. */
@@ -407,6 +412,18 @@ export class IoUringStreams {
   remove(fd: number): void {
     this.#events[fd] = -1;
     this.#cancelRecv(fd);
+    this.#cancelPollOut(fd);
+  }
+
+  /**
+   * A POLLOUT armed for `fd` holds a reference to the socket: close(2) would
+   * free the number but not the socket (no FIN, its send queue kept) until
+   * the peer reads. Cancel it.
+   */
+  #cancelPollOut(fd: number): void {
+    if (this.#socketOut[fd] !== 2) return;
+    this.#cancel(fd, KIND_POLLOUT);
+    this.#socketOut[fd] = 0;
   }
 
   #wantArm(fd: number): void {
@@ -588,7 +605,10 @@ export class IoUringStreams {
         this.#starved[fd] = 1;
         this.#wantArm(fd);
       } else if (res < 0 && res !== -ECANCELED) this.#end[fd] = res;
-      else if (!more) this.#wantArm(fd);
+      else if (!more && this.#chunks[fd].length - this.#chunkHead[fd] < MAX_HELD_CHUNKS * 3) {
+        // Ended (not for holding too much: then recv() re-arms once it is read).
+        this.#wantArm(fd);
+      }
       this.#markReady(fd);
       return;
     }
@@ -740,7 +760,10 @@ export class IoUringStreams {
     let next = this.#next[fd];
     if (next === undefined || next === null) {
       next = this.#take();
+      // Both grown by push, never written past their end (that would turn
+      // them into slow dictionary-mode arrays for good).
       while (this.#next.length <= fd) this.#next.push(null);
+      while (this.#flying.length <= fd) this.#flying.push(null);
       this.#next[fd] = next;
     }
     const at = this.#nextLen[fd];
@@ -805,6 +828,7 @@ export class IoUringStreams {
     ring.sqeWords[w + 7] = EPOLLOUT;
     this.#userData(w, fd, KIND_POLLOUT);
     this.#socketOut[fd] = 2;
+    this.onQueued(); // a parked wait must submit it
   }
 
   /** Bytes taken for `fd` and not yet completed by the kernel. */
@@ -835,6 +859,7 @@ export class IoUringStreams {
     this.#open[fd] = 0;
     this.#events[fd] = -1;
     this.#cancelRecv(fd);
+    this.#cancelPollOut(fd);
     const chunks = this.#chunks[fd];
     for (let i = this.#chunkHead[fd]; i < chunks.length; i += 3) this.#toReturn.push(chunks[i]);
     chunks.length = 0;
@@ -927,7 +952,13 @@ export class IoUringStreams {
   #cut(fd: number): void {
     this.#sendError[fd] = -EPIPE;
     this.#nextLen[fd] = 0;
-    if (this.#sending[fd] !== 0) shutdown(fd, SHUT_RDWR); // closed at its completion
-    else this.#afterSends(fd);
+    // RST, never FIN: bytes that will not be delivered must not let the
+    // stream look complete. (shutdown(SHUT_RDWR) here sent a FIN at once
+    // when the socket's queue happened to be empty.)
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, LINGER_ZERO, 8);
+    if (this.#sending[fd] !== 0) {
+      this.#cancel(fd, KIND_SEND); // closed at the send's completion
+      this.onQueued();
+    } else this.#afterSends(fd);
   }
 }
