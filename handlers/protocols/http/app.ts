@@ -335,6 +335,8 @@ class FetchConnection implements Protocol, HttpParserSink {
   #shuttingDown = false;
   /** Within #parse (a handover then waits for its end). */
   #parsing = false;
+  /** The peer sent FIN. */
+  #peerEnded = false;
   /** An accepted upgrade to hand over when the parse in progress ends. */
   #handOverDue: Exchange | null = null;
   #requestStart = -1;
@@ -692,6 +694,9 @@ class FetchConnection implements Protocol, HttpParserSink {
           else this.#handOver(ex);
           return;
         }
+        // upgradeWebSocket() was called but its response not returned: that
+        // socket will never open; tell it (error, close 1006), as Deno does.
+        ex.upgrade.lost("the handler did not return the upgrade's response");
         this.#upgrading = false;
       }
       let result: boolean | Promise<boolean>;
@@ -740,9 +745,13 @@ class FetchConnection implements Protocol, HttpParserSink {
     this.#closing = true; // this protocol is done with the connection
     const pending = this.#stash;
     this.#stash = null;
-    ticket.accept(this.#conn, pending, this.#app.clock.value);
+    const conn = this.#conn;
+    ticket.accept(conn, pending, this.#app.clock.value);
     // Upgraded while the server drains: the socket closes with 1001 at once.
-    if (this.#shuttingDown) this.#conn.shutdown();
+    if (this.#shuttingDown) conn.shutdown();
+    // The client sent FIN while its handler ran: the connection will not
+    // report it again, so the socket hears it now (after the frames kept).
+    else if (this.#peerEnded && !conn.closed) conn.protocol.end?.(conn);
   }
 
   #finish(ex: Exchange, keepAlive: boolean): void {
@@ -842,6 +851,7 @@ class FetchConnection implements Protocol, HttpParserSink {
     // signals of the requests still being handled abort (their answers are
     // still sent, should the peer be reading).
     const gone = new Error("the client closed the connection");
+    this.#peerEnded = true;
     this.#current?.body?.fail(gone);
     this.#current = null;
     this.#closing = true;

@@ -164,6 +164,7 @@ export class FrameParser {
     this.#state = S_DONE;
     this.#decoder = null;
     this.#binary = null;
+    this.#text = ""; // a message cut short: not kept alive by a socket the app holds
   }
 
   /**

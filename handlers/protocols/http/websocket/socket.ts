@@ -47,6 +47,43 @@ import {
   writeFrameHeader,
 } from "./frame.ts";
 
+/** The event whose `on*` handler is being called directly (outside a dispatch), or null. */
+let directEvent: Event | null = null;
+const eventCurrentTarget = Object.getOwnPropertyDescriptor(Event.prototype, "currentTarget")!.get!;
+const eventPhase = Object.getOwnPropertyDescriptor(Event.prototype, "eventPhase")!.get!;
+
+/**
+ * `Base` with `currentTarget` and `eventPhase` that read, while its `on*`
+ * handler is called directly, as they would inside a dispatch (the socket,
+ * AT_TARGET): apps written for Deno do `e.currentTarget.send(...)`. A
+ * prototype getter costs nothing per event (defining the properties on each
+ * event cost ~425 ns).
+ */
+// deno-lint-ignore no-explicit-any
+function directEvents<C extends new (...args: any[]) => Event>(Base: C): C {
+  const Direct = class extends Base {};
+  Object.defineProperties(Direct.prototype, {
+    currentTarget: {
+      get(this: Event) {
+        return directEvent === this ? this.target : eventCurrentTarget.call(this);
+      },
+      configurable: true,
+    },
+    eventPhase: {
+      get(this: Event) {
+        return directEvent === this ? 2 : eventPhase.call(this);
+      },
+      configurable: true,
+    },
+  });
+  return Direct;
+}
+
+const OpenEvent = directEvents(Event);
+const WsMessageEvent = directEvents(MessageEvent);
+const WsCloseEvent = directEvents(CloseEvent);
+const WsErrorEvent = directEvents(ErrorEvent);
+
 /** Counters of one server's WebSockets (for /metrics). */
 export class WebSocketStats {
   /** Sockets open now. */
@@ -104,6 +141,12 @@ export function webSocketMetrics(stats: WebSocketStats): Metric[] {
 
 /** Settings with the default message limit and fresh counters. */
 export function webSocketSettings(maxMessage: number = DEFAULT_MAX_MESSAGE): WebSocketSettings {
+  // The CLI's range (--max-ws-message): 125 (a control frame) to 2^31-1.
+  if (!Number.isInteger(maxMessage) || maxMessage < 125 || maxMessage > 2 ** 31 - 1) {
+    throw new TypeError(
+      `maxWebSocketMessage must be an integer from 125 to ${2 ** 31 - 1}: ${maxMessage}`,
+    );
+  }
   return { maxMessage, stats: new WebSocketStats() };
 }
 
@@ -160,6 +203,8 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
   #closeLater: [number | undefined, string | undefined] | null = null;
   /** Sends waiting behind a Blob being read (in order), or null. */
   #sendQueue: unknown[] | null = null;
+  /** close() called while a Blob was being read: the close frame goes after the queue. */
+  #queuedClose: [number | undefined, string] | null = null;
   /** Event types (bits) whose `on*` listener is registered with the EventTarget. */
   #registered = 0;
   /** Event types (bits) that have listeners added with `addEventListener`. */
@@ -249,11 +294,14 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
     if (handler === null) return;
     this.dispatchEvent(e);
     let result: unknown;
+    directEvent = e; // currentTarget and eventPhase as in a dispatch (see directEvents)
     try {
       result = handler.call(self(this), e);
     } catch (error) {
       reportError(error);
       return;
+    } finally {
+      directEvent = null;
     }
     if (result instanceof Promise && this.#conn !== null) letPromisesRun(this.#conn.reactor);
   }
@@ -385,10 +433,20 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
       let data: unknown = item;
       if (item instanceof Blob) data = await item.arrayBuffer();
       queue.shift();
-      if (this.#state !== OPEN) break;
+      // Closed by the peer or failed: drop the rest. Closed by close(): what
+      // was queued before it still goes, then the close frame.
+      if (this.#state !== OPEN && this.#queuedClose === null) break;
       this.#sendNow(data instanceof Blob ? String(data) : data);
     }
     this.#sendQueue = null;
+    const close = this.#queuedClose;
+    if (close !== null) {
+      this.#queuedClose = null;
+      if (this.#state === CLOSING) {
+        this.#sendClose(close[0], close[1]);
+        this.#armTimer(CLOSE_WAIT_MS);
+      }
+    }
   }
 
   /**
@@ -419,6 +477,11 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
     }
     if (this.#state !== OPEN) return;
     this.#state = CLOSING;
+    if (this.#sendQueue !== null) {
+      // A Blob is being read: the messages sent before close() go first.
+      this.#queuedClose = [code, reason ?? ""];
+      return;
+    }
     this.#sendClose(code, reason ?? "");
     this.#armTimer(CLOSE_WAIT_MS);
   }
@@ -438,7 +501,7 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
     const later = this.#closeLater;
     this.#state = OPEN;
     if (this.#idleMs > 0) this.#armTimer(this.#idleMs / 2);
-    this.#emit(new Event("open"), OPEN_EVENT);
+    this.#emit(new OpenEvent("open"), OPEN_EVENT);
     if (later !== null) {
       this.#closeLater = null;
       this.close(later[0], later[1]);
@@ -448,14 +511,11 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
   }
 
   /** The upgrade will not happen (the client left first): error and close events. */
-  abandon(): void {
+  abandon(why = "the client went away before the upgrade"): void {
     if (this.#state === CLOSED) return;
     this.#state = CLOSED;
-    this.#emit(
-      new ErrorEvent("error", { message: "the client went away before the upgrade" }),
-      ERROR_EVENT,
-    );
-    this.#emit(new CloseEvent("close", { code: CLOSE_ABNORMAL, wasClean: false }), CLOSE_EVENT);
+    this.#emit(new WsErrorEvent("error", { message: why }), ERROR_EVENT);
+    this.#emit(new WsCloseEvent("close", { code: CLOSE_ABNORMAL, wasClean: false }), CLOSE_EVENT);
   }
 
   // ---- Protocol ----
@@ -497,12 +557,12 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
     if (this.#state === CLOSED) return;
     this.#closedNow();
     this.#emit(
-      new ErrorEvent("error", {
+      new WsErrorEvent("error", {
         message: `the connection closed without a close frame (${reason})`,
       }),
       ERROR_EVENT,
     );
-    this.#emit(new CloseEvent("close", { code: CLOSE_ABNORMAL, wasClean: false }), CLOSE_EVENT);
+    this.#emit(new WsCloseEvent("close", { code: CLOSE_ABNORMAL, wasClean: false }), CLOSE_EVENT);
   }
 
   // ---- FrameSink ----
@@ -513,7 +573,7 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
     const stats = this.#settings.stats;
     stats.messagesIn++;
     stats.bytesIn += size;
-    this.#emit(new MessageEvent("message", { data: text, origin: this.#url }), MESSAGE_EVENT);
+    this.#emit(new WsMessageEvent("message", { data: text, origin: this.#url }), MESSAGE_EVENT);
   }
 
   /** A binary message. */
@@ -523,7 +583,7 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
     stats.messagesIn++;
     stats.bytesIn += data.length;
     const payload = this.#binaryType === "blob" ? new Blob([data]) : data.buffer;
-    this.#emit(new MessageEvent("message", { data: payload, origin: this.#url }), MESSAGE_EVENT);
+    this.#emit(new WsMessageEvent("message", { data: payload, origin: this.#url }), MESSAGE_EVENT);
   }
 
   /** A ping: pong with the same payload. */
@@ -545,7 +605,7 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
     this.#settings.stats.protocolErrors++;
     if (!this.#closeSent) this.#sendClose(code, reason);
     const wasOpen = this.#state !== CLOSED;
-    if (wasOpen) this.#emit(new ErrorEvent("error", { message: reason }), ERROR_EVENT);
+    if (wasOpen) this.#emit(new WsErrorEvent("error", { message: reason }), ERROR_EVENT);
     this.#finish(code, reason, false);
   }
 
@@ -555,7 +615,7 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
     conn.closeAfterFlush();
     if (this.#state === CLOSED) return;
     this.#closedNow();
-    this.#emit(new CloseEvent("close", { code, reason, wasClean: clean }), CLOSE_EVENT);
+    this.#emit(new WsCloseEvent("close", { code, reason, wasClean: clean }), CLOSE_EVENT);
   }
 
   /** readyState becomes CLOSED (once): the socket no longer counts as open. */
@@ -598,7 +658,7 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
     } else {
       const reason = "No response from ping frame.";
       this.#sendClose(CLOSE_GOING_AWAY, reason);
-      this.#emit(new ErrorEvent("error", { message: reason }), ERROR_EVENT);
+      this.#emit(new WsErrorEvent("error", { message: reason }), ERROR_EVENT);
       this.#finish(CLOSE_GOING_AWAY, reason, false);
     }
   }

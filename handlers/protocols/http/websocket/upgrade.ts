@@ -100,9 +100,9 @@ export class UpgradeTicket {
     socket.accept(conn, pending);
   }
 
-  /** The connection closed before the 101: the socket reports it. */
-  lost(): void {
-    this.socket?.abandon();
+  /** The connection closed before the 101 (or the 101 was never sent): the socket reports it. */
+  lost(why = "the client went away before the upgrade"): void {
+    this.socket?.abandon(why);
   }
 }
 
@@ -177,6 +177,11 @@ export function upgradeWebSocket(
   }
   if (ticket.socket !== null) {
     throw new WebSocketHandshakeError("this request was upgraded already");
+  }
+  // A body would be read as frames once upgraded (Deno answers 400 too).
+  const length = headers.get("content-length");
+  if ((length !== null && Number(length) > 0) || headers.get("transfer-encoding") !== null) {
+    throw new WebSocketHandshakeError("a WebSocket upgrade request must not carry a body");
   }
   const out = new Headers({
     upgrade: "websocket",
