@@ -526,8 +526,13 @@ export class IoUringBackend implements Backend {
     // Submit the cancels just queued (the multishot accepts) and reap once:
     // without DEFER_TASKRUN, connections accepted meanwhile are already fds
     // of ours, and their completions (which close them) would go with the ring.
+    // Reap until a few turns bring nothing more (50 ms at most).
     try {
-      this.#enterAndReap(0);
+      const end = performance.now() + 50;
+      for (let quiet = 0; quiet < 3 && performance.now() < end;) {
+        if (this.#enterAndReap(0) === 0 && !this.#cqPending() && this.#consumed === 0) quiet++;
+        else quiet = 0;
+      }
     } catch {
       // closing anyway
     }

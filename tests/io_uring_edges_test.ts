@@ -14,7 +14,7 @@ import { EAGAIN, ECONNRESET } from "../syscalls/errno.ts";
 import { probeIoUring } from "../syscalls/io_uring.ts";
 import { accept4, close, errno, recv, send, setsockopt } from "../syscalls/libc.ts";
 import { connectTcp, listenTcp, localAddress, socketPair } from "../syscalls/socket.ts";
-import { openFdCount, sleep } from "./support/net.ts";
+import { openFdCount, sleep, waitFor } from "./support/net.ts";
 
 const ignore = !probeIoUring().ok;
 const LINGER_ZERO = new Uint8Array(new Int32Array([1, 0]).buffer);
@@ -195,7 +195,7 @@ Deno.test({
       be.close();
       for (const c of clients) close(c);
     }
-    await sleep(100);
+    await waitFor(() => openFdCount() <= before + 2, 3000); // closes may land a moment later
     const after = openFdCount();
     console.log(`fds ${before} -> ${after} after 5 rings closed with 10 connections each`);
     assert.ok(after <= before + 2, `fds ${before} -> ${after}`);
