@@ -9,6 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { type HttpServer, serve } from "../mod.ts";
+import { until } from "./support/net.ts";
 import { closeOf, frame, upgradeRequest, WsReader } from "./support/ws.ts";
 
 const enc = new TextEncoder();
@@ -23,14 +24,6 @@ async function withServer(
     await fn(server);
   } finally {
     await server.shutdown();
-  }
-}
-
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
   }
 }
 
