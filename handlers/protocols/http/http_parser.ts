@@ -20,6 +20,8 @@
  * @module
  */
 
+import { latin1Bytes } from "./request.ts";
+
 /** Method code for any syntactically valid method not listed below (methods are case-sensitive). */
 export const METHOD_OTHER = 0;
 /** Method code for `GET`. */
@@ -153,12 +155,6 @@ const HEX = new Int8Array(256).fill(-1);
   for (let k = 0; k < 6; k++) HEX[0x41 + k] = HEX[0x61 + k] = 10 + k;
 }
 
-function ascii(s: string): Uint8Array {
-  const out = new Uint8Array(s.length);
-  for (let k = 0; k < s.length; k++) out[k] = s.charCodeAt(k);
-  return out;
-}
-
 /** Up to 4 bytes of a method name packed big-endian, so a name is compared in two integer tests. */
 function pack(s: string): number {
   let v = 0;
@@ -193,14 +189,14 @@ function methodCode(len: number, lo: number, hi: number): number {
   return METHOD_OTHER;
 }
 
-const HTTP_SLASH = ascii("HTTP/");
+const HTTP_SLASH = latin1Bytes("HTTP/");
 
 /*
  * Header names and list words we react to, lower case, back to back. A match is a
  * cursor into the table plus the end offset of the candidate; the end offset also
  * identifies the word once matched, and -1 means "no candidate".
  */
-const NAMES = ascii("content-lengthtransfer-encodingconnectionhostexpect");
+const NAMES = latin1Bytes("content-lengthtransfer-encodingconnectionhostexpect");
 const N_CONTENT_LENGTH = 14;
 const N_TRANSFER_ENCODING = 31;
 const N_CONNECTION = 41;
@@ -209,7 +205,7 @@ const N_EXPECT = 51;
 /** "content-length" and "connection" share "con"; they part at offset 3. */
 const N_SPLIT = 3;
 
-const WORDS = ascii("chunkedclosekeep-alive100-continue");
+const WORDS = latin1Bytes("chunkedclosekeep-alive100-continue");
 const W_CHUNKED = 7;
 const W_CLOSE = 12;
 const W_KEEP_ALIVE = 22;

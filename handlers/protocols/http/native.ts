@@ -99,7 +99,7 @@ import {
   staticMetrics,
   type StaticOptions,
 } from "./static/static_files.ts";
-import { latin1 } from "./request.ts";
+import { latin1, latin1Bytes } from "./request.ts";
 import { MEMO_MAX, RequestMemo } from "./request_memo.ts";
 import { reasonPhrase } from "./response.ts";
 import { type Route, RouteMatch, Router } from "./router.ts";
@@ -275,13 +275,6 @@ function statusLine(status: number): string {
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** What a field value may not contain: CR, LF, NUL, or anything past Latin-1. */
 const BAD_VALUE = /[\r\n\0\u0100-\uffff]/;
-
-/** A string of Latin-1 units as bytes. */
-function latin1Bytes(s: string): Uint8Array {
-  const out = new Uint8Array(s.length);
-  for (let k = 0; k < s.length; k++) out[k] = s.charCodeAt(k);
-  return out;
-}
 
 /**
  * `s` as UTF-8 into `out` from 0 (which has room for 3 bytes per unit);

@@ -26,6 +26,13 @@ export function latin1(bytes: Uint8Array, start: number, end: number): string {
   return String.fromCharCode.apply(null, Array.from(bytes.subarray(start, end)));
 }
 
+/** A string of Latin-1 units (a ByteString) as bytes, one per unit: the inverse of `latin1`. */
+export function latin1Bytes(s: string): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(s.length);
+  for (let k = 0; k < s.length; k++) out[k] = s.charCodeAt(k);
+  return out;
+}
+
 /**
  * A request body arriving from the connection: chunks copied out of the
  * read buffer, kept until the handler reads them (as a stream, or whole by

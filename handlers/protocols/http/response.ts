@@ -67,6 +67,7 @@
 
 import { getLogger } from "../../../log/mod.ts";
 import type { Connection } from "../../connection.ts";
+import { latin1Bytes } from "./request.ts";
 
 const log = getLogger(["reactor", "http", "response"]);
 
@@ -464,13 +465,6 @@ function headTail(target: ResponseTarget, keep: boolean): string {
   return !target.keepAlive && !sawClose ? tailClose : tailPlain;
 }
 
-/** A head with a non-ASCII (obs-text) header value, or too big for the scratch: one byte per char. */
-function latin1(s: string): Uint8Array {
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-  return out;
-}
-
 /**
  * Encodes `head` at the start of the scratch; returns its length, or -1
  * when it must be sent from its own array (too large, or a latin-1 value
@@ -849,7 +843,7 @@ function writeStatic(
   }
   // The head apart, then the body.
   if (headLength >= 0) conn.write(SCRATCH, 0, headLength);
-  else conn.write(latin1(head));
+  else conn.write(latin1Bytes(head));
   if (send === 0) {
     responseCounters.sync++;
     return keep;
@@ -960,7 +954,7 @@ function writeStream(
     stream.cancel().catch(() => {});
     const n = headIntoScratch(head);
     if (n >= 0) conn.write(SCRATCH, 0, n);
-    else conn.write(latin1(head));
+    else conn.write(latin1Bytes(head));
     responseCounters.sync++;
     return keep;
   }
@@ -971,7 +965,7 @@ function writeStream(
     return false;
   }
   const n = headIntoScratch(head);
-  const headBytes = n >= 0 ? SCRATCH.slice(0, n) : latin1(head);
+  const headBytes = n >= 0 ? SCRATCH.slice(0, n) : latin1Bytes(head);
   return pump(conn, reader, framing, declared, keep, headBytes, read);
 }
 
