@@ -7,14 +7,11 @@ import {
   pattern,
   readExactly,
   readPatternSlowly,
-  sleep,
   waitFor,
   writeAll,
   writePattern,
 } from "./support/net.ts";
-import { connectTcp } from "../syscalls/socket.ts";
-import { close as closeFd, send, setsockopt } from "../syscalls/libc.ts";
-import { MSG_NOSIGNAL, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
+import { rudePeer } from "./support/rude_peer.ts";
 
 for (const trigger of ["level", "edge"] as const) {
   const edge = trigger === "edge";
@@ -98,21 +95,7 @@ Deno.test("echo: a peer that resets mid-transfer does not disturb the others", a
     });
     // Rude peers: push bytes the server echoes back, never read them, then
     // close with SO_LINGER 0 so the kernel sends RST while data is in flight.
-    const rude = Array.from({ length: 20 }, async (_, i) => {
-      const { fd } = connectTcp("127.0.0.1", server.port);
-      await sleep(10);
-      const bulk = pattern(200 + i, 1 << 20);
-      let sent = 0;
-      for (let tries = 0; tries < 50 && sent < bulk.length; tries++) {
-        const n = send(fd, bulk, bulk.length, MSG_NOSIGNAL);
-        if (n > 0) sent += n;
-        await sleep(2);
-      }
-      assert.ok(sent > 0, "the rude peer sent nothing");
-      const linger = new Int32Array([1, 0]); // l_onoff = 1, l_linger = 0
-      setsockopt(fd, SOL_SOCKET, SO_LINGER, new Uint8Array(linger.buffer), 8);
-      closeFd(fd);
-    });
+    const rude = Array.from({ length: 20 }, (_, i) => rudePeer(server.port, 200 + i, 1 << 20, 50));
     await Promise.all([...good, ...rude]);
     assert.ok(await waitFor(() => server.connectionCount === 0), "connections left open");
     assert.equal(server.reactor.counters.handlerErrors, 0);

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { IoUringBackend, IoUringUnavailableError } from "../reactor/io_uring.ts";
 import { Reactor } from "../reactor/reactor.ts";
-import { EPOLLIN, MSG_NOSIGNAL, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
+import { EPOLLIN } from "../syscalls/constants.ts";
 import {
   IO_URING_ENV,
   IORING_OP_POLL_ADD,
@@ -17,10 +17,11 @@ import {
   IORING_OP_SEND,
   probeIoUring,
 } from "../syscalls/io_uring.ts";
-import { close, send, setsockopt } from "../syscalls/libc.ts";
-import { connectTcp, socketPair } from "../syscalls/socket.ts";
+import { close, send } from "../syscalls/libc.ts";
+import { socketPair } from "../syscalls/socket.ts";
 import { Server } from "../server/server.ts";
 import { withServer } from "./support/server.ts";
+import { rudePeer } from "./support/rude_peer.ts";
 import type { Connection, Protocol } from "../handlers/connection.ts";
 import {
   Cli,
@@ -230,21 +231,10 @@ Deno.test({
   async fn() {
     const limits = { highWaterMark: 64 << 10, lowWaterMark: 16 << 10, maxOutputBytes: 16 << 20 };
     await withServer({ backend: "io_uring", limits }, async (server) => {
-      const rude = Array.from({ length: 10 }, async (_, i) => {
-        const { fd } = connectTcp("127.0.0.1", server.port);
-        await sleep(10);
-        const bulk = pattern(200 + i, 8 << 20);
-        let sent = 0;
-        for (let tries = 0; tries < 100 && sent < bulk.length; tries++) {
-          const n = send(fd, bulk, bulk.length, MSG_NOSIGNAL);
-          if (n > 0) sent += n;
-          await sleep(2);
-        }
-        assert.ok(sent > 0, "the rude peer sent nothing");
-        const linger = new Int32Array([1, 0]);
-        setsockopt(fd, SOL_SOCKET, SO_LINGER, new Uint8Array(linger.buffer), 8);
-        close(fd);
-      });
+      const rude = Array.from(
+        { length: 10 },
+        (_, i) => rudePeer(server.port, 200 + i, 8 << 20, 100),
+      );
       const good = Array.from({ length: 10 }, async (_, i) => {
         const conn = await dial(server.port);
         const data = pattern(100 + i, 1 << 20);

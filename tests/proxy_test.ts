@@ -4,8 +4,8 @@ import type { Connection, Protocol } from "../handlers/connection.ts";
 import type { ConnectionLimits } from "../handlers/context.ts";
 import { echoProtocol } from "../handlers/protocols/echo.ts";
 import type { Proxy, ProxyOptions } from "../handlers/protocols/proxy.ts";
-import { close as closeFd, send, setsockopt, shutdown } from "../syscalls/libc.ts";
-import { MSG_NOSIGNAL, SHUT_WR, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
+import { close as closeFd, setsockopt, shutdown } from "../syscalls/libc.ts";
+import { SHUT_WR, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
 import { connectTcp, listenTcp, localAddress } from "../syscalls/socket.ts";
 import {
   dial,
@@ -18,6 +18,7 @@ import {
   waitFor,
   writeAll,
 } from "./support/net.ts";
+import { rudePeer } from "./support/rude_peer.ts";
 
 const HOST = "127.0.0.1";
 const LIMITS: ConnectionLimits = {
@@ -383,21 +384,10 @@ Deno.test("proxy: a client reset closes its upstream; the others are served", as
     });
     // Push bytes that come back and are never read, then close with
     // SO_LINGER 0: the kernel sends RST with data in flight.
-    const rude = Array.from({ length: 10 }, async (_, i) => {
-      const { fd } = connectTcp(HOST, p.proxy.port);
-      await sleep(10);
-      const bulk = pattern(140 + i, 1 << 20);
-      let sent = 0;
-      for (let tries = 0; tries < 50 && sent < bulk.length; tries++) {
-        const n = send(fd, bulk, bulk.length, MSG_NOSIGNAL);
-        if (n > 0) sent += n;
-        await sleep(2);
-      }
-      assert.ok(sent > 0, "the rude client sent nothing");
-      const linger = new Int32Array([1, 0]);
-      setsockopt(fd, SOL_SOCKET, SO_LINGER, new Uint8Array(linger.buffer), 8);
-      closeFd(fd);
-    });
+    const rude = Array.from(
+      { length: 10 },
+      (_, i) => rudePeer(p.proxy.port, 140 + i, 1 << 20, 50, "client"),
+    );
     await Promise.all([...good, ...rude]);
     await allClosed(p);
     assert.ok(p.factory.counters.clientErrors > 0, "no client reset was seen");
