@@ -519,19 +519,11 @@ export class Connection implements Handler, Deferred {
     // #writing <=> output pending (writable interest is armed exactly while
     // it is): one field of this object instead of a look into the buffer's.
     if (this.#writing) return this.#queue(data, 0, length);
-    if (this.#corked) {
-      if (this.#corkAppend(data, 0, length)) return true;
-      this.uncork(); // full: what gathered goes first, then this
-      if (this.fd < 0) return false;
-      if (this.#writing) return this.#queue(data, 0, length);
-    }
-    const streams = this.context.streams;
-    if (streams !== null) {
-      return this.#sentStream(streams.send(this.fd, data, 0, length), data, 0, length);
-    }
+    // Corked or on io_uring, the pointer is of no use: the general path.
+    if (this.#corked || this.context.streams !== null) return this.write(data, 0, length);
     let n: number;
     do n = send_ptr(this.fd, pointer, length, MSG_NOSIGNAL); while (n < 0 && errno() === EINTR);
-    return this.#sent(n, data, 0, length);
+    return this.#sent(n < 0 ? -errno() : n, data, 0, length);
   }
 
   /**
@@ -555,23 +547,21 @@ export class Connection implements Handler, Deferred {
     }
     const streams = this.context.streams;
     if (streams !== null) {
-      return this.#sentStream(streams.send(this.fd, data, start, len), data, start, end);
+      return this.#sent(streams.send(this.fd, data, start, len), data, start, end);
     }
     const src = start === 0 ? data : data.subarray(start, end);
     let n: number;
     do n = send(this.fd, src, len, MSG_NOSIGNAL); while (n < 0 && errno() === EINTR);
-    return this.#sent(n, data, start, end);
+    return this.#sent(n < 0 ? -errno() : n, data, start, end);
   }
 
-  /** `#sent` for an io_uring stream's result: bytes taken, or -errno. */
-  #sentStream(r: number, data: Uint8Array, start: number, end: number): boolean {
-    return r >= 0 ? this.#sent(r, data, start, end) : this.#sent(-1, data, start, end, -r);
-  }
-
-  /** After a direct send of `data[start, end)` returned `n`: queue what is left. */
-  #sent(n: number, data: Uint8Array, start: number, end: number, error = 0): boolean {
+  /**
+   * After a direct send of `data[start, end)` returned `n` (bytes taken, or
+   * -errno as an io_uring stream returns it): queue what is left.
+   */
+  #sent(n: number, data: Uint8Array, start: number, end: number): boolean {
     if (n < 0) {
-      const e = error || errno(); // still the send's: nothing ran in between
+      const e = -n;
       if (e !== EAGAIN) {
         log.debug("send on fd {fd}: {code}", { fd: this.fd, code: errnoName(e) });
         this.close("reset");
@@ -777,14 +767,14 @@ export class Connection implements Handler, Deferred {
       return;
     }
     if (ctx.streams !== null) {
-      this.#sentStream(ctx.streams.send(this.fd, ctx.corkBuffer, 0, len), ctx.corkBuffer, 0, len);
+      this.#sent(ctx.streams.send(this.fd, ctx.corkBuffer, 0, len), ctx.corkBuffer, 0, len);
       return;
     }
     let n: number;
     do n = send_ptr(this.fd, ctx.corkBufferPointer, len, flags | MSG_NOSIGNAL); while (
       n < 0 && errno() === EINTR
     );
-    this.#sent(n, ctx.corkBuffer, 0, len);
+    this.#sent(n < 0 ? -errno() : n, ctx.corkBuffer, 0, len);
   }
 
   /** Appends `data[start, end)` to the cork buffer if it fits; false if not. */
