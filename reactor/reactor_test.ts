@@ -64,6 +64,21 @@ function closeAll(...fds: number[]): void {
   for (const fd of fds) close(fd);
 }
 
+/** Runs the loop while `check` runs, then stops it and closes `fds`. */
+async function whileRunning(
+  reactor: Reactor,
+  fds: number[],
+  check: () => Promise<void>,
+): Promise<void> {
+  const running = reactor.run();
+  try {
+    await check();
+  } finally {
+    await shutDown(reactor, running);
+    closeAll(...fds);
+  }
+}
+
 Deno.test("Reactor: a handler that throws is deregistered, logged once, and its fd left open for its owner", async () => {
   logLines.length = 0;
   const reactor = await Reactor.create();
@@ -83,8 +98,7 @@ Deno.test("Reactor: a handler that throws is deregistered, logged once, and its 
     },
   }, Interest.READABLE);
   send(b, BYTE, 1, 0); // never read by the handler: level-triggered, it stays ready
-  const running = reactor.run();
-  try {
+  await whileRunning(reactor, [a, b], async () => {
     await until(() => crashes.length > 0, "crashed() to be called");
     await turns(reactor, 5);
     assert.equal(calls, 1, "a deregistered fd is not reported again though its byte is unread");
@@ -96,10 +110,7 @@ Deno.test("Reactor: a handler that throws is deregistered, logged once, and its 
     assert.ok(isOpen(a), "the reactor did not close the fd (F_GETFD works)");
     assert.equal(recv(a, SCRATCH, 16, 0), 1, "and it is still usable: the byte is there");
     assert.equal(logged(`handler of fd ${a}`).length, 1, logLines.join(""));
-  } finally {
-    await shutDown(reactor, running);
-    closeAll(a, b);
-  }
+  });
 });
 
 Deno.test("Reactor: a handler without crashed() is deregistered and its fd left open, and the rest of the batch and later events are still dispatched", async () => {
@@ -125,8 +136,7 @@ Deno.test("Reactor: a handler without crashed() is deregistered and its fd left 
   // Both ready before the first wait: one batch.
   send(b, BYTE, 1, 0);
   send(d, BYTE, 1, 0);
-  const running = reactor.run();
-  try {
+  await whileRunning(reactor, [a, b, c, d], async () => {
     await until(() => badCalls === 1 && goodWaits.length === 1, "both handlers to run");
     assert.equal(goodWaits[0], badWait, "the other fd of the same batch was dispatched");
     assert.equal(reactor.isRegistered(a), false);
@@ -138,10 +148,7 @@ Deno.test("Reactor: a handler without crashed() is deregistered and its fd left 
     await turns(reactor, 3);
     assert.equal(badCalls, 1);
     assert.equal(reactor.counters.handlerErrors, 1);
-  } finally {
-    await shutDown(reactor, running);
-    closeAll(a, b, c, d);
-  }
+  });
 });
 
 Deno.test("Reactor: a crashed() that throws is counted and logged, and the loop goes on", async () => {
@@ -167,8 +174,7 @@ Deno.test("Reactor: a crashed() that throws is counted and logged, and the loop 
     },
   }, Interest.READABLE);
   send(b, BYTE, 1, 0);
-  const running = reactor.run();
-  try {
+  await whileRunning(reactor, [a, b, c, d], async () => {
     await until(() => crashedCalls === 1, "crashed() to be called");
     send(d, BYTE, 1, 0);
     await until(() => goodCalls === 1, "another fd dispatched after the crash");
@@ -179,10 +185,7 @@ Deno.test("Reactor: a crashed() that throws is counted and logged, and the loop 
     assert.equal(logged(`handler of fd ${a}`).length, 1, logLines.join(""));
     assert.equal(logged(`crashed() of fd ${a}`).length, 1, logLines.join(""));
     assert.ok(isOpen(a));
-  } finally {
-    await shutDown(reactor, running);
-    closeAll(a, b, c, d);
-  }
+  });
 });
 
 Deno.test("Reactor: stop() from inside a handler ends run()", async () => {
@@ -321,17 +324,13 @@ Deno.test("Reactor: beforeWait hooks run once before every wait, parked or not, 
       events++;
     },
   }, Interest.READABLE);
-  const running = reactor.run();
-  try {
+  await whileRunning(reactor, [a, b], async () => {
     await turns(reactor, 10); // busy waits on the JS thread (a timer is always due soon)
     await until(() => reactor.counters.parkedWaits >= 1, "a parked wait to end");
     send(b, BYTE, 1, 0);
     await until(() => events === 1, "an event after the park");
     await turns(reactor, 3);
-  } finally {
-    await shutDown(reactor, running);
-    closeAll(a, b);
-  }
+  });
   const waits = reactor.counters.waits;
   assert.ok(reactor.counters.parkedWaits >= 1);
   assert.equal(seen.length, waits, `one hook run per wait (${seen.length} runs, ${waits} waits)`);
@@ -368,17 +367,13 @@ Deno.test("Reactor: a task deferred inside a handler runs after the handler retu
       order.push("handler end");
     },
   }, Interest.READABLE);
-  const running = reactor.run();
-  try {
+  await whileRunning(reactor, [a, b], async () => {
     await turns(reactor, 2);
     send(b, BYTE, 1, 0);
     await until(() => order.includes("wait"), "the wait after the handler");
     assert.deepEqual(order.slice(0, 4), ["handler start", "handler end", "deferred", "wait"]);
     assert.equal(waitsAt.deferred, waitsAt.handler, "no wait in between");
-  } finally {
-    await shutDown(reactor, running);
-    closeAll(a, b);
-  }
+  });
 });
 
 Deno.test("Reactor: a deferred task that defers another runs it in the same phase, after itself", async () => {
@@ -410,17 +405,13 @@ Deno.test("Reactor: a deferred task that defers another runs it in the same phas
       });
     },
   }, Interest.READABLE);
-  const running = reactor.run();
-  try {
+  await whileRunning(reactor, [a, b], async () => {
     await turns(reactor, 2);
     send(b, BYTE, 1, 0);
     await until(() => order.includes("wait"), "the wait after the handler");
     assert.deepEqual(order.slice(0, 5), ["handler", "A start", "A end", "B", "wait"]);
     assert.equal(new Set(waitsAt).size, 1, `one phase, no wait in between: ${waitsAt}`);
-  } finally {
-    await shutDown(reactor, running);
-    closeAll(a, b);
-  }
+  });
 });
 
 Deno.test("Reactor: a task deferred from outside the loop runs at once, and what it defers runs before defer() returns", async () => {
@@ -479,14 +470,10 @@ Deno.test("Reactor: tasks deferred during dispatch run before the timers due in 
       resolve();
     })
   );
-  const running = reactor.run();
-  try {
+  await whileRunning(reactor, [a, b], async () => {
     await within(fired, "the timer");
     assert.deepEqual(order, ["handler", "deferred", "timer"]);
-  } finally {
-    await shutDown(reactor, running);
-    closeAll(a, b);
-  }
+  });
 });
 
 Deno.test("Reactor: a timer callback that throws is counted and logged, and the loop goes on", async () => {
@@ -542,18 +529,14 @@ Deno.test("Reactor: a result for an fd deregistered earlier in the same batch is
   }, Interest.READABLE);
   send(b, BYTE, 1, 0);
   send(d, BYTE, 1, 0); // both ready before the first wait: one batch
-  const running = reactor.run();
-  try {
+  await whileRunning(reactor, [a, b, c, d], async () => {
     await until(() => calls.length >= 1, "a handler to run");
     await turns(reactor, 3);
     assert.equal(calls.length, 1, `only the first handler ran: ${calls}`);
     assert.equal(reactor.counters.dropped, 1, "the other's result was dropped");
     assert.equal(reactor.isRegistered(calls[0] === "a" ? c : a), false);
     assert.equal(waitsAt[0], 1, "in the first batch");
-  } finally {
-    await shutDown(reactor, running);
-    closeAll(a, b, c, d);
-  }
+  });
 });
 
 Deno.test("Reactor: a result for an fd whose interest an earlier handler of the batch dropped to NONE is dropped", async () => {
@@ -577,17 +560,13 @@ Deno.test("Reactor: a result for an fd whose interest an earlier handler of the 
   }, Interest.READABLE);
   send(b, BYTE, 1, 0);
   send(d, BYTE, 1, 0); // one batch
-  const running = reactor.run();
-  try {
+  await whileRunning(reactor, [a, b, c, d], async () => {
     await until(() => calls.length >= 1, "a handler to run");
     await turns(reactor, 3);
     assert.equal(calls.length, 1, `only the first handler ran: ${calls}`);
     assert.equal(reactor.counters.dropped, 1, "the other's result was masked out");
     assert.equal(reactor.isRegistered(a) && reactor.isRegistered(c), true, "both still registered");
-  } finally {
-    await shutDown(reactor, running);
-    closeAll(a, b, c, d);
-  }
+  });
 });
 
 Deno.test("Reactor: a result for an fd deregistered and registered again in the same batch (a reused number) reaches neither handler", async () => {
@@ -621,17 +600,13 @@ Deno.test("Reactor: a result for an fd deregistered and registered again in the 
   reactor.register(c, oldC, Interest.READABLE);
   send(b, BYTE, 1, 0); // a first in epoll's ready list
   send(d, BYTE, 1, 0);
-  const running = reactor.run();
-  try {
+  await whileRunning(reactor, [a, b, c, d], async () => {
     await until(() => calls.length >= 1, "a handler to run");
     await turns(reactor, 3);
     // Still readable, the new registration hears of c's byte in the next wait.
     assert.deepEqual(calls, ["a", "new c"]);
     assert.equal(reactor.counters.dropped, 1, "the old result was dropped by its token");
-  } finally {
-    await shutDown(reactor, running);
-    closeAll(a, b, c, d);
-  }
+  });
 });
 
 Deno.test("Reactor: reregister to WRITABLE reports only writability, NONE silences the fd, READABLE brings it back", async () => {
@@ -646,8 +621,7 @@ Deno.test("Reactor: reregister to WRITABLE reports only writability, NONE silenc
     },
   }, Interest.NONE);
   send(b, BYTE, 1, 0); // readable from now on, and never read
-  const running = reactor.run();
-  try {
+  await whileRunning(reactor, [a, b], async () => {
     await turns(reactor, 3);
     assert.deepEqual(reports, [], "NONE: no report though readable and writable");
     reactor.reregister(a, Interest.WRITABLE);
@@ -661,10 +635,7 @@ Deno.test("Reactor: reregister to WRITABLE reports only writability, NONE silenc
     await until(() => reports.length === 2, "a readable report");
     assert.equal(reports[1] & Ready.READABLE, Ready.READABLE);
     assert.equal(reports[1] & Ready.WRITABLE, 0, "writable, but not asked for");
-  } finally {
-    await shutDown(reactor, running);
-    closeAll(a, b);
-  }
+  });
 });
 
 for (const edge of [true, false]) {
