@@ -101,7 +101,7 @@ import {
 } from "./static/static_files.ts";
 import { latin1, latin1Bytes } from "./request.ts";
 import { MEMO_MAX, RequestMemo } from "./request_memo.ts";
-import { reasonPhrase } from "./response.ts";
+import { reasonPhrase, statusLine } from "./response.ts";
 import { type Route, RouteMatch, Router } from "./router.ts";
 
 export { type Route, RouteMatch, Router };
@@ -265,11 +265,6 @@ const EMPTY = new Uint8Array(0);
 const NO_FIELDS = new Int32Array(0);
 const NO_NAMES: readonly string[] = [];
 const CONTINUE_100 = encoder.encode("HTTP/1.1 100 Continue\r\n\r\n");
-
-const STATUS_LINES: string[] = [];
-function statusLine(status: number): string {
-  return STATUS_LINES[status] ??= `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\n`;
-}
 
 /** A token (RFC 9110 §5.6.2). */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -771,7 +766,7 @@ class Reply implements NativeReply {
       else if (lc === "content-type") hasType = true;
       fields += `${name}: ${value.trim()}\r\n`;
     }
-    let head = statusLine(status);
+    let head = statusLine(status, false);
     if (!hasDate) head += `Date: ${this.#app.clock.value}\r\n`;
     head += fields;
     if (!hasType && kind !== KIND_NONE && this.#bodyAllowed()) head += CONTENT_TYPE_LINE[kind];

@@ -217,7 +217,8 @@ for (let s = 100; s < 600; s++) {
   STATUS_10[s] = `HTTP/1.0 ${s} ${reasonPhrase(s)}\r\n`;
 }
 
-function statusLine(status: number, http10: boolean): string {
+/** The status line `Deno.serve` sends for `status`, CRLF included (HTTP/1.0 when `http10`). */
+export function statusLine(status: number, http10: boolean): string {
   const line = http10 ? STATUS_10[status] : STATUS_11[status];
   return line !== undefined ? line : `HTTP/1.${http10 ? 0 : 1} ${status} \r\n`;
 }

@@ -40,7 +40,7 @@ import type { Connection } from "../../../connection.ts";
 import { counter, gauge, type Metric } from "../../definition.ts";
 import { type HttpParser, METHOD_GET, METHOD_HEAD } from "../http_parser.ts";
 import { latin1 } from "../request.ts";
-import { reasonPhrase } from "../response.ts";
+import { reasonPhrase, statusLine } from "../response.ts";
 import { DEFAULT_FILE_CACHE, FileCache, type FileEntry, Found } from "./file_cache.ts";
 import { encodeSegment, listingPage } from "./listing.ts";
 import { TargetDecoder } from "./target.ts";
@@ -109,7 +109,7 @@ export class StaticAnswer {
   write(conn: Connection, keepAlive: boolean, http10: boolean, date: string): boolean {
     const entry = this.entry;
     const h = headScratch;
-    let n = putAscii(h, 0, statusLine(this.status));
+    let n = putAscii(h, 0, statusLine(this.status, false));
     n = putAscii(h, n, "Date: ");
     n = putAscii(h, n, date);
     n = putAscii(h, n, "\r\n");
@@ -185,16 +185,6 @@ function putAscii(out: Uint8Array, at: number, s: string): number {
 function putBytes(out: Uint8Array, at: number, b: Uint8Array): number {
   out.set(b, at);
   return at + b.length;
-}
-
-const STATUS_LINES = new Map<number, string>();
-function statusLine(status: number): string {
-  let line = STATUS_LINES.get(status);
-  if (line === undefined) {
-    line = `HTTP/1.1 ${status} ${reasonPhrase(status)}\r\n`;
-    STATUS_LINES.set(status, line);
-  }
-  return line;
 }
 
 /** Header names the static answer reads, lowercase. */
