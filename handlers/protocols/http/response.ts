@@ -363,11 +363,6 @@ export function useResponseInternals(enable?: boolean): boolean {
   return useInternals;
 }
 
-/** Why the internal slots are not used, or null when they are usable. */
-export function responseInternalsProblem(): string | null {
-  return typeof FOUND === "string" ? FOUND : null;
-}
-
 // ---------------------------------------------------------------------------
 // Errors
 

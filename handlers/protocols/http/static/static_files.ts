@@ -605,11 +605,6 @@ export function parseRange(value: string, size: number): number {
   return 1;
 }
 
-/** The last parsed range, for tests: [start, end). */
-export function lastRange(): [number, number] {
-  return [rangeStart, rangeEnd];
-}
-
 /** The static root's counters, for /metrics (the bytes sendfile moved are a connection counter). */
 export function staticMetrics(files: StaticFiles): Metric[] {
   const c = files.counters;
