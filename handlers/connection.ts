@@ -29,7 +29,7 @@
  */
 
 import { getLogger } from "../log/mod.ts";
-import { MSG_NOSIGNAL, SHUT_WR, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
+import { MSG_MORE, MSG_NOSIGNAL, SHUT_WR, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
 import { sendFileRange } from "../syscalls/files.ts";
 import { EAGAIN, EBADF, EINTR, errnoName } from "../syscalls/errno.ts";
 import { close, errno, recv_ptr, send, send_ptr, setsockopt, shutdown } from "../syscalls/libc.ts";
@@ -44,8 +44,6 @@ const log = getLogger(["reactor", "connection"]);
 
 const READ_BITS = Ready.READABLE | Ready.READ_CLOSED;
 const GONE_BITS = Ready.HANGUP | Ready.ERROR;
-/** `MSG_MORE`: more follows (the file after a response head): let the kernel coalesce. */
-const MSG_MORE = 0x8000;
 /** SO_LINGER on with a zero timeout: close() sends RST. */
 const LINGER_ZERO = new Uint8Array(new Int32Array([1, 0]).buffer);
 

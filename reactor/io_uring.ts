@@ -53,7 +53,16 @@ import {
   EPOLLONESHOT,
   POLLIN,
 } from "../syscalls/constants.ts";
-import { EAGAIN, EBADF, EEXIST, EINTR, ENOENT, SyscallError } from "../syscalls/errno.ts";
+import {
+  EAGAIN,
+  EBADF,
+  EBUSY,
+  EEXIST,
+  EINTR,
+  ENOENT,
+  ETIME,
+  SyscallError,
+} from "../syscalls/errno.ts";
 import {
   explainSetupFailure,
   IORING_FEAT_EXT_ARG,
@@ -79,8 +88,6 @@ import {
 
 const log = getLogger(["reactor", "io_uring"]);
 
-const ETIME = 62;
-const EBUSY = 16;
 /** Not registered. */
 const UNUSED = 0;
 /** A poll is in flight for the fd. */

@@ -42,12 +42,15 @@ import {
   EPOLLIN,
   EPOLLOUT,
   EPOLLRDHUP,
+  MSG_NOSIGNAL,
   SHUT_RDWR,
   SHUT_WR,
   SO_LINGER,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
   SOL_SOCKET,
 } from "../syscalls/constants.ts";
-import { EAGAIN, ENOBUFS, EPIPE, SyscallError } from "../syscalls/errno.ts";
+import { EAGAIN, ECANCELED, ENOBUFS, EPIPE, SyscallError } from "../syscalls/errno.ts";
 import {
   addressOf,
   IORING_ACCEPT_MULTISHOT,
@@ -87,13 +90,10 @@ export const KIND_POLLOUT = 4;
 const LINGER_ZERO = new Uint8Array(new Int32Array([1, 0]).buffer);
 /** A multishot accept on a listener. */
 export const KIND_ACCEPT = 5;
-/** `SOCK_NONBLOCK | SOCK_CLOEXEC`, for the fds a multishot accept makes. */
-const ACCEPT_FLAGS = 0o4000 | 0o2000000;
+/** For the fds a multishot accept makes. */
+const ACCEPT_FLAGS = SOCK_NONBLOCK | SOCK_CLOEXEC;
 /** The low 28 bits of the high word: a generation or a sequence number. */
 export const GEN_MASK = (1 << KIND_SHIFT) - 1;
-/** `ECANCELED`: a request we cancelled. */
-const ECANCELED = 125;
-const MSG_NOSIGNAL = 0x4000;
 /** The buffer group id of the provided-buffer ring. */
 const BGID = 1;
 /**

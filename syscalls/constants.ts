@@ -50,6 +50,8 @@ export const MSG_PEEK = 2;
 export const MSG_DONTWAIT = 0x40;
 /** `MSG_NOSIGNAL`: a send to a closed peer returns EPIPE instead of raising SIGPIPE. */
 export const MSG_NOSIGNAL = 0x4000;
+/** `MSG_MORE`: more follows: let the kernel coalesce this send with the next. */
+export const MSG_MORE = 0x8000;
 
 /** `shutdown` how: stop reading. */
 export const SHUT_RD = 0;

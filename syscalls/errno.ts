@@ -17,6 +17,8 @@ export const EBADF = 9;
 export const EAGAIN = 11;
 /** Out of memory. */
 export const ENOMEM = 12;
+/** Device or resource busy (io_uring_enter: the CQ is full; reap, then retry). */
+export const EBUSY = 16;
 /** Permission denied. */
 export const EACCES = 13;
 /** Already exists (epoll_ctl ADD of a registered fd). */
@@ -78,6 +80,10 @@ export const ENETUNREACH = 101;
 export const EHOSTDOWN = 112;
 /** Machine is not on the network (accept: retry). */
 export const ENONET = 64;
+/** Timer expired (io_uring_enter: the wait's timeout ran out). */
+export const ETIME = 62;
+/** Operation canceled (io_uring: a request we cancelled). */
+export const ECANCELED = 125;
 
 const NAMES: Record<number, string> = {
   1: "EPERM",
