@@ -38,7 +38,7 @@
  * @module
  */
 
-import { SyscallError } from "./errno.ts";
+import { errnoName, SyscallError } from "./errno.ts";
 import { ioUringLayout } from "./layout.ts";
 import {
   close,
@@ -611,7 +611,7 @@ export function probeIoUring(): IoUringProbe {
     const probe = new Uint8Array(L.probeHeaderSize + nOps * L.probeOpSize);
     const ops = new Set<number>();
     if (ring.register(IORING_REGISTER_PROBE, probe, nOps) < 0) {
-      return none(`io_uring_register(PROBE): ${new SyscallError("", errno()).code}`);
+      return none(`io_uring_register(PROBE): ${errnoName(errno())}`);
     }
     const opsLen = probe[1];
     for (let i = 0; i < opsLen; i++) {
