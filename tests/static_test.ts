@@ -23,7 +23,7 @@ import {
   within,
   writeAll,
 } from "./support/net.ts";
-import { bytes, Replies, type Reply } from "./support/http.ts";
+import { bytes, readHead, Replies, type Reply } from "./support/http.ts";
 import {
   APP_JS,
   makeStaticTree,
@@ -44,23 +44,6 @@ const STRONG_ETAG = /^"[\x21\x23-\x7e\x80-\xff]*"$/;
 const ADMIN = /admin endpoint http:\/\/[^\s]*:(\d+)/;
 
 // ---------------------------------------------------------------- the client
-
-function findHeadEnd(b: Uint8Array): number {
-  for (let i = 0; i + 3 < b.length; i++) {
-    if (b[i] === 13 && b[i + 1] === 10 && b[i + 2] === 13 && b[i + 3] === 10) return i;
-  }
-  return -1;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
 
 /** A request's bytes: `METHOD target HTTP/1.1`, Host, the given fields, an optional body. */
 function request(
@@ -1425,17 +1408,9 @@ Deno.test("static: 1 GiB to a slow reader (bytes exact, server RSS flat); client
       await writeAll(conn, bytes(request("GET", "/huge.bin")));
       const buf = new Uint8Array(MiB);
       // The head, then the body in 8 MiB bursts with 20 ms pauses between.
-      let pending: Uint8Array = new Uint8Array(0);
-      while (findHeadEnd(pending) < 0) {
-        const n = await conn.read(buf);
-        if (n === null) throw new Error("closed before the head");
-        pending = concat([pending, buf.slice(0, n)]);
-      }
-      const end = findHeadEnd(pending);
-      const head = dec.decode(pending.subarray(0, end));
+      const { head, rest: first } = await readHead(conn, buf);
       assert.match(head, /^HTTP\/1\.1 200 /);
       assert.match(head, new RegExp(`\r\ncontent-length: ${SIZE}(\r\n|$)`, "i"));
-      const first = pending.subarray(end + 4);
       const check = (chunk: Uint8Array) => {
         const bad = sparseMismatch(chunk, got, SEED);
         if (bad >= 0) throw new Error(`byte ${got + bad} differs`);
@@ -1667,19 +1642,13 @@ Deno.test("static: past 4,096 cached files the oldest is evicted; a download fro
     try {
       await writeAll(conn, bytes(request("GET", "/evict.bin")));
       const buf = new Uint8Array(MiB);
-      let pending: Uint8Array = new Uint8Array(0);
-      while (findHeadEnd(pending) < 0) {
-        const n = await conn.read(buf);
-        if (n === null) throw new Error("closed before the head");
-        pending = concat([pending, buf.slice(0, n)]);
-      }
-      const end = findHeadEnd(pending);
+      const { rest } = await readHead(conn, buf);
       const check = (chunk: Uint8Array) => {
         const bad = sparseMismatch(chunk, got, 3);
         if (bad >= 0) throw new Error(`byte ${got + bad} differs`);
         got += chunk.length;
       };
-      check(pending.subarray(end + 4));
+      check(rest);
       // Evict it: HEADs of 4,200 other files, pipelined 100 at a time.
       const other = await dial(s.port);
       try {
@@ -1898,15 +1867,9 @@ Deno.test("static: a file that shrinks while it is sent is cut short (never pass
     try {
       await writeAll(conn, bytes(request("GET", "/shrinking.bin")));
       const buf = new Uint8Array(64 << 10);
-      let pending: Uint8Array = new Uint8Array(0);
-      while (findHeadEnd(pending) < 0) {
-        const n = await conn.read(buf);
-        if (n === null) throw new Error("closed before the head");
-        pending = concat([pending, buf.slice(0, n)]);
-      }
-      const end = findHeadEnd(pending);
+      const { head, rest } = await readHead(conn, buf);
       assert.match(
-        dec.decode(pending.subarray(0, end)),
+        head,
         new RegExp(`\r\ncontent-length: ${SIZE}(\r\n|$)`, "i"),
       );
       const check = (chunk: Uint8Array) => {
@@ -1914,7 +1877,7 @@ Deno.test("static: a file that shrinks while it is sent is cut short (never pass
         if (bad >= 0) throw new Error(`byte ${got + bad} differs`);
         got += chunk.length;
       };
-      check(pending.subarray(end + 4));
+      check(rest);
       await sleep(300); // the server fills the socket and waits
       await Deno.truncate(path, MiB);
       await within(

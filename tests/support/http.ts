@@ -208,6 +208,25 @@ export class Replies {
   }
 }
 
+/**
+ * Reads off `conn` into `buf` until a response head has come; returns the
+ * head (up to its blank line) and the bytes read past it, for callers that
+ * read the body themselves.
+ */
+export async function readHead(
+  conn: Deno.Conn,
+  buf: Uint8Array,
+): Promise<{ head: string; rest: Uint8Array }> {
+  let pending: Uint8Array = new Uint8Array(0);
+  while (findHeadEnd(pending) < 0) {
+    const n = await conn.read(buf);
+    if (n === null) throw new Error("closed before the head");
+    pending = concat([pending, buf.slice(0, n)]);
+  }
+  const end = findHeadEnd(pending);
+  return { head: DEC.decode(pending.subarray(0, end)), rest: pending.subarray(end + 4) };
+}
+
 function findHeadEnd(b: Uint8Array): number {
   for (let i = 0; i + 3 < b.length; i++) {
     if (b[i] === 13 && b[i + 1] === 10 && b[i + 2] === 13 && b[i + 3] === 10) return i;
