@@ -129,7 +129,7 @@ export class StaticAnswer {
     let page = this.page;
     if (entry === null && this.status !== 304) {
       if (page === null) {
-        page = ascii.encode(reasonPhrase(this.status));
+        page = reasonBody(this.status);
         this.pageType = "text/plain; charset=utf-8";
       }
       n = putAscii(h, n, `Content-Type: ${this.pageType}\r\n`);
@@ -176,6 +176,12 @@ const ascii = new TextEncoder();
 /** How often the root's path is checked for a swapped symlink. */
 const ROOT_CHECK_MS = 1000;
 const headScratch = new Uint8Array(16 << 10);
+
+/** The body of a bare answer (error, redirect): its reason phrase, encoded once per status. */
+const REASON_BODIES: Uint8Array[] = [];
+function reasonBody(status: number): Uint8Array {
+  return REASON_BODIES[status] ??= ascii.encode(reasonPhrase(status));
+}
 
 function putAscii(out: Uint8Array, at: number, s: string): number {
   for (let k = 0; k < s.length; k++) out[at + k] = s.charCodeAt(k);
