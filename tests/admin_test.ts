@@ -8,6 +8,18 @@ import { bytes, ResponseReader } from "./support/http.ts";
 import { mergeExpositions, parseAdminReport } from "../server/admin.ts";
 
 const ADMIN = /admin endpoint http:\/\/[^\s]*:(\d+)/;
+/** An echo server of two workers with the admin endpoint on a free port. */
+const TWO_WORKERS = [
+  "serve",
+  "--app",
+  "echo",
+  "--port",
+  "0",
+  "--workers",
+  "2",
+  "--metrics",
+  "127.0.0.1:0",
+];
 
 /** One GET over a fresh connection (no proxy, no pool); bounded by the server's answer. */
 async function get(
@@ -154,17 +166,7 @@ Deno.test("admin: one process serves /metrics and /health on its own address; SI
 });
 
 Deno.test("admin: --workers 2: /metrics merges every worker; SIGTERM exits 0", async () => {
-  const cli = new Cli([
-    "serve",
-    "--app",
-    "echo",
-    "--port",
-    "0",
-    "--workers",
-    "2",
-    "--metrics",
-    "127.0.0.1:0",
-  ]);
+  const cli = new Cli(TWO_WORKERS);
   let exited = false;
   try {
     const port = Number((await cli.waitOutput(/supervising 2 workers on [^\s]*:(\d+)/))[1]);
@@ -210,17 +212,7 @@ Deno.test("admin: --workers 2: /metrics merges every worker; SIGTERM exits 0", a
 });
 
 Deno.test("admin: --workers 2: a stopped worker is skipped and counted; a restarted one reports a new port", async () => {
-  const cli = new Cli([
-    "serve",
-    "--app",
-    "echo",
-    "--port",
-    "0",
-    "--workers",
-    "2",
-    "--metrics",
-    "127.0.0.1:0",
-  ]);
+  const cli = new Cli(TWO_WORKERS);
   let exited = false;
   let frozen = 0;
   try {
