@@ -29,10 +29,11 @@
  */
 
 import { getLogger } from "../log/mod.ts";
-import { MSG_MORE, MSG_NOSIGNAL, SHUT_WR, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
+import { MSG_MORE, MSG_NOSIGNAL, SHUT_WR } from "../syscalls/constants.ts";
 import { sendFileRange } from "../syscalls/files.ts";
 import { EAGAIN, EBADF, EINTR, errnoName } from "../syscalls/errno.ts";
-import { close, errno, recv_ptr, send, send_ptr, setsockopt, shutdown } from "../syscalls/libc.ts";
+import { close, errno, recv_ptr, send, send_ptr, shutdown } from "../syscalls/libc.ts";
+import { resetOnClose } from "../syscalls/socket.ts";
 import { Interest, Ready } from "../reactor/interest.ts";
 import type { Deferred, Handler, Reactor } from "../reactor/reactor.ts";
 import type { Timer } from "../reactor/timers.ts";
@@ -44,8 +45,6 @@ const log = getLogger(["reactor", "connection"]);
 
 const READ_BITS = Ready.READABLE | Ready.READ_CLOSED;
 const GONE_BITS = Ready.HANGUP | Ready.ERROR;
-/** SO_LINGER on with a zero timeout: close() sends RST. */
-const LINGER_ZERO = new Uint8Array(new Int32Array([1, 0]).buffer);
 
 /** Why a connection closed. */
 export type CloseReason =
@@ -938,7 +937,7 @@ export class Connection implements Handler, Deferred {
    */
   abort(reason: CloseReason = "reset"): void {
     if (this.fd < 0) return;
-    setsockopt(this.fd, SOL_SOCKET, SO_LINGER, LINGER_ZERO, 8);
+    resetOnClose(this.fd);
     this.#aborting = true;
     this.close(reason);
   }

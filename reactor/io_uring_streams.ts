@@ -45,10 +45,8 @@ import {
   MSG_NOSIGNAL,
   SHUT_RDWR,
   SHUT_WR,
-  SO_LINGER,
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
-  SOL_SOCKET,
 } from "../syscalls/constants.ts";
 import { EAGAIN, ECANCELED, ENOBUFS, EPIPE, SyscallError } from "../syscalls/errno.ts";
 import {
@@ -71,7 +69,8 @@ import {
   unmapAnonymous,
 } from "../syscalls/io_uring.ts";
 import { ioUringLayout } from "../syscalls/layout.ts";
-import { close, errno, setsockopt, shutdown } from "../syscalls/libc.ts";
+import { close, errno, shutdown } from "../syscalls/libc.ts";
+import { resetOnClose } from "../syscalls/socket.ts";
 
 const log = getLogger(["reactor", "io_uring"]);
 
@@ -86,8 +85,6 @@ export const KIND_IGNORE = 3;
 /** A one-shot POLLOUT: the socket itself is writable (for sendfile behind the stream). */
 export const KIND_POLLOUT = 4;
 
-/** SO_LINGER on with a zero timeout: close(2) sends RST. */
-const LINGER_ZERO = new Uint8Array(new Int32Array([1, 0]).buffer);
 /** A multishot accept on a listener. */
 export const KIND_ACCEPT = 5;
 /** For the fds a multishot accept makes. */
@@ -955,7 +952,7 @@ export class IoUringStreams {
     // RST, never FIN: bytes that will not be delivered must not let the
     // stream look complete. (shutdown(SHUT_RDWR) here sent a FIN at once
     // when the socket's queue happened to be empty.)
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, LINGER_ZERO, 8);
+    resetOnClose(fd);
     if (this.#sending[fd] !== 0) {
       this.#cancel(fd, KIND_SEND); // closed at the send's completion
       this.onQueued();

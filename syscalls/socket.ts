@@ -47,6 +47,18 @@ export function setIntOption(fd: number, level: number, name: number, value: num
   check("setsockopt", setsockopt(fd, level, name, intBytes, 4), `fd ${fd} option ${name}`);
 }
 
+/** `struct linger` { l_onoff: 1, l_linger: 0 }. */
+const LINGER_ZERO = new Uint8Array(new Int32Array([1, 0]).buffer);
+
+/**
+ * Makes the coming close(2) of `fd` send RST, not FIN (SO_LINGER on with a
+ * zero timeout): bytes not delivered must not let a stream look complete.
+ * A failure is ignored: the close follows anyway.
+ */
+export function resetOnClose(fd: number): void {
+  setsockopt(fd, c.SOL_SOCKET, c.SO_LINGER, LINGER_ZERO, 8);
+}
+
 /** `getsockopt` for an int value. */
 export function getIntOption(fd: number, level: number, name: number): number {
   const len = new Uint32Array([4]);
