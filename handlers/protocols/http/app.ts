@@ -38,7 +38,7 @@ import { HttpParser, type HttpParserSink } from "./http_parser.ts";
 import { AccessLog, type AccessLogFormat } from "./access_log.ts";
 import { DateClock } from "./date_clock.ts";
 import { BodySource, latin1, ServerRequest, UrlCache } from "./request.ts";
-import { reasonPhrase, responseConnectionClosed, writeResponse } from "./response.ts";
+import { CONTINUE_100, reasonPhrase, responseConnectionClosed, writeResponse } from "./response.ts";
 import {
   hasUpgradeField,
   webSocketMetrics,
@@ -117,8 +117,6 @@ const USER_AGENT = new TextEncoder().encode("user-agent");
 
 /** Requests one connection may have in flight (parsed, not yet answered) before it stops reading. */
 const MAX_IN_FLIGHT = 32;
-
-const encoder = new TextEncoder();
 
 /**
  * One request and its response, in the connection's queue. It is also the
@@ -498,7 +496,7 @@ class FetchConnection implements Protocol, HttpParserSink {
         // RFC 9110 10.1.1: 100 Continue once the handler reads the body.
         body.onFirstRead = () => {
           if (!ex.settled && !this.#conn.closed) {
-            this.#conn.write(encoder.encode("HTTP/1.1 100 Continue\r\n\r\n"));
+            this.#conn.write(CONTINUE_100);
           }
         };
       }

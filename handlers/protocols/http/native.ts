@@ -101,7 +101,7 @@ import {
 } from "./static/static_files.ts";
 import { latin1, latin1Bytes } from "./request.ts";
 import { MEMO_MAX, RequestMemo } from "./request_memo.ts";
-import { reasonPhrase, statusLine } from "./response.ts";
+import { CONTINUE_100, reasonPhrase, statusLine } from "./response.ts";
 import { type Route, RouteMatch, Router } from "./router.ts";
 
 export { type Route, RouteMatch, Router };
@@ -264,7 +264,6 @@ const DONE = 1;
 const EMPTY = new Uint8Array(0);
 const NO_FIELDS = new Int32Array(0);
 const NO_NAMES: readonly string[] = [];
-const CONTINUE_100 = encoder.encode("HTTP/1.1 100 Continue\r\n\r\n");
 
 /** A token (RFC 9110 §5.6.2). */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;

@@ -223,6 +223,9 @@ export function statusLine(status: number, http10: boolean): string {
   return line !== undefined ? line : `HTTP/1.${http10 ? 0 : 1} ${status} \r\n`;
 }
 
+/** The interim answer to `Expect: 100-continue` (RFC 9110 10.1.1), sent once the handler reads the body. */
+export const CONTINUE_100: Uint8Array = latin1Bytes("HTTP/1.1 100 Continue\r\n\r\n");
+
 /** Statuses that never carry a body nor a length (`Deno.serve` sends neither). */
 function bodiless(status: number): boolean {
   return status < 200 || status === 204 || status === 205 || status === 304;
