@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { type HttpServer, serve } from "../mod.ts";
-import { until } from "./support/net.ts";
+import { dial, until } from "./support/net.ts";
 import { closeOf, frame, upgradeRequest, WsReader } from "./support/ws.ts";
 
 const enc = new TextEncoder();
@@ -39,7 +39,7 @@ Deno.test("websocket edges: close() after Blob sends sends everything queued fir
     };
     return response;
   }, async (server) => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    const conn = await dial(server.addr.port);
     try {
       await conn.write(enc.encode(upgradeRequest("/")));
       const r = new WsReader(conn);
@@ -71,7 +71,7 @@ Deno.test("websocket edges: in an on* handler e.currentTarget is the socket and 
     };
     return response;
   }, async (server) => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    const conn = await dial(server.addr.port);
     try {
       await conn.write(enc.encode(upgradeRequest("/")));
       const r = new WsReader(conn);
@@ -88,7 +88,7 @@ Deno.test("websocket edges: in an on* handler e.currentTarget is the socket and 
 
 Deno.test("websocket edges: an upgrade request with a body gets 400 (as Deno), not an upgrade", async () => {
   await withServer((req) => Deno.upgradeWebSocket(req).response, async (server) => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    const conn = await dial(server.addr.port);
     try {
       await conn.write(enc.encode(upgradeRequest("/", ["Content-Length: 4"]) + "abcd"));
       const head = await new WsReader(conn).head();
@@ -107,7 +107,7 @@ Deno.test("websocket edges: upgradeWebSocket called but its response not returne
     socket.onclose = (e) => seen.push(`close ${e.code}`);
     return new Response("no", { status: 403 });
   }, async (server) => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    const conn = await dial(server.addr.port);
     try {
       await conn.write(enc.encode(upgradeRequest("/")));
       assert.match(await new WsReader(conn).head(), /^HTTP\/1\.1 403 /);
@@ -127,7 +127,7 @@ Deno.test("websocket edges: a client that half-closes while its async handler ru
     socket.onclose = (e) => seen.push(`close ${e.code}`);
     return response;
   }, async (server) => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    const conn = await dial(server.addr.port);
     try {
       await conn.write(enc.encode(upgradeRequest("/")));
       await conn.closeWrite();

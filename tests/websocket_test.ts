@@ -19,6 +19,7 @@ import {
   upgradeRequest,
   WsReader,
 } from "./support/ws.ts";
+import { dial } from "./support/net.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -70,7 +71,7 @@ async function withWs(
       port: server.addr.port,
       seen,
       async open(path = "/", extra = []) {
-        const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+        const conn = await dial(server.addr.port);
         conns.push(conn);
         await conn.write(enc.encode(upgradeRequest(path, extra)));
         const r = new WsReader(conn);
@@ -108,7 +109,7 @@ async function expectClose(r: WsReader, code: number): Promise<ServerFrame> {
 }
 
 async function rawExchange(port: number, request: string): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const conn = await dial(port);
   try {
     await conn.write(enc.encode(request));
     return await new WsReader(conn).head();
@@ -119,7 +120,7 @@ async function rawExchange(port: number, request: string): Promise<string> {
 
 Deno.test("websocket: the handshake: 101 with the accept key, unmasked final frames back", async () => {
   await withWs(async ({ port, seen }) => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const conn = await dial(port);
     await conn.write(enc.encode(upgradeRequest("/chat")));
     const r = new WsReader(conn);
     const head = (await r.head()).toLowerCase();
@@ -178,7 +179,7 @@ Deno.test("websocket: bad handshakes are 400 (426 for the version), and HTTP goe
     );
     assert.match(ok, /^HTTP\/1\.1 101 /);
     // After a refused handshake the connection still speaks HTTP (pipelined).
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const conn = await dial(port);
     await conn.write(enc.encode(
       upgradeRequest("/", ["Sec-WebSocket-Version: 7"], ["sec-websocket-version"]) +
         "GET /next HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -191,7 +192,7 @@ Deno.test("websocket: bad handshakes are 400 (426 for the version), and HTTP goe
 
 Deno.test("websocket: a handler that answers an upgrade request without upgrading keeps HTTP", async () => {
   await withWs(async ({ port }) => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const conn = await dial(port);
     await conn.write(enc.encode(
       upgradeRequest("/refuse") + "GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     ));
@@ -212,7 +213,7 @@ Deno.test("websocket: frames pipelined behind the upgrade request belong to the 
   await withWs(async ({ port, seen }) => {
     for (const path of ["/", "/async"]) {
       seen.length = 0;
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      const conn = await dial(port);
       await conn.write(concat(
         enc.encode(upgradeRequest(path)),
         frame(1, "first"),
@@ -350,7 +351,7 @@ Deno.test("websocket: the client vanishes: error, then close 1006 not clean", as
 
 Deno.test("websocket: subprotocol: the chosen one is in the 101 and socket.protocol", async () => {
   await withWs(async ({ port, seen }) => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const conn = await dial(port);
     await conn.write(
       enc.encode(upgradeRequest("/?protocol=chat", ["Sec-WebSocket-Protocol: superchat, chat"])),
     );
@@ -472,7 +473,7 @@ Deno.test("websocket: shutdown mid-conversation: close 1001 to every socket, wai
 
 Deno.test("websocket: a socket upgraded while the server drains gets close 1001 at once", async () => {
   await withWs(async ({ port, server }) => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const conn = await dial(port);
     await conn.write(enc.encode(upgradeRequest("/async"))); // upgraded after 20 ms
     await new Promise((r) => setTimeout(r, 5));
     const done = server.shutdown();
@@ -509,7 +510,7 @@ Deno.test("websocket: a slow reader of a pushing server: bufferedAmount says wha
     return response;
   });
   try {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    const conn = await dial(server.addr.port);
     await conn.write(enc.encode(upgradeRequest("/")));
     const r = new WsReader(conn);
     await r.head();
@@ -531,7 +532,7 @@ Deno.test("websocket: a slow reader of a pushing server: bufferedAmount says wha
 
 Deno.test("websocket: a writer that ignores backpressure to a peer that reads nothing is cut (overflow)", async () => {
   await withWs(async ({ port, seen }) => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const conn = await dial(port);
     await conn.write(enc.encode(upgradeRequest("/")));
     const r = new WsReader(conn);
     await r.head();
@@ -544,7 +545,7 @@ Deno.test("websocket: a writer that ignores backpressure to a peer that reads no
 
 Deno.test("websocket: a peer that takes nothing for the write timeout is cut", async () => {
   await withWs(async ({ port, seen }) => {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const conn = await dial(port);
     await conn.write(enc.encode(upgradeRequest("/")));
     const r = new WsReader(conn);
     await r.head();
