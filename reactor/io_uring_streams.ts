@@ -298,6 +298,11 @@ export class IoUringStreams {
     this.#starved = grow(this.#starved, new Uint8Array(size));
   }
 
+  /** A new generation for `fd`: completions still posted for the previous one are stale. */
+  #newGeneration(fd: number): void {
+    this.#gen[fd] = ((this.#gen[fd] + 1) & GEN_MASK) || 1;
+  }
+
   /** Whether `fd` is an open stream. */
   isStream(fd: number): boolean {
     return fd < this.#open.length && this.#open[fd] === 1;
@@ -313,7 +318,7 @@ export class IoUringStreams {
     if (this.#open[fd] !== 0 || this.#closing[fd] !== CLOSE_NONE) {
       throw new Error(`io_uring stream: fd ${fd} is already open`);
     }
-    this.#gen[fd] = ((this.#gen[fd] + 1) & GEN_MASK) || 1;
+    this.#newGeneration(fd);
     this.#open[fd] = 1;
     this.#events[fd] = -1;
     this.#recvArmed[fd] = 0;
@@ -377,14 +382,14 @@ export class IoUringStreams {
     this.#chunkHead[fd] = 0;
     this.#open[fd] = 0;
     this.#listener[fd] = 0;
-    this.#gen[fd] = ((this.#gen[fd] + 1) & GEN_MASK) || 1;
+    this.#newGeneration(fd);
     this.onQueued();
   }
 
   /** Forgets `fd` without closing it (its registration failed; the caller closes it). */
   abandon(fd: number): void {
     this.#open[fd] = 0;
-    this.#gen[fd] = ((this.#gen[fd] + 1) & GEN_MASK) || 1;
+    this.#newGeneration(fd);
   }
 
   // ---- the backend side: interest, arming, completions, readiness ----
@@ -898,8 +903,7 @@ export class IoUringStreams {
     this.#closing[fd] = CLOSE_NONE;
     this.#releaseSendBuffers(fd);
     this.#flyLen[fd] = this.#flyOff[fd] = this.#nextLen[fd] = 0;
-    // A new generation: completions still posted for this one are stale.
-    this.#gen[fd] = ((this.#gen[fd] + 1) & GEN_MASK) || 1;
+    this.#newGeneration(fd);
     close(fd);
   }
 
