@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { type HttpServer, serve } from "../mod.ts";
-import { dial, until } from "./support/net.ts";
+import { dial, sleep, until } from "./support/net.ts";
 import { closeOf, frame, upgradeRequest, WsReader } from "./support/ws.ts";
 
 const enc = new TextEncoder();
@@ -122,7 +122,7 @@ Deno.test("websocket edges: upgradeWebSocket called but its response not returne
 Deno.test("websocket edges: a client that half-closes while its async handler runs: the socket hears it and the connection closes", async () => {
   const seen: string[] = [];
   await withServer(async (req) => {
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     const { socket, response } = Deno.upgradeWebSocket(req, { idleTimeout: 0 });
     socket.onclose = (e) => seen.push(`close ${e.code}`);
     return response;

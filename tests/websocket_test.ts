@@ -19,7 +19,7 @@ import {
   upgradeRequest,
   WsReader,
 } from "./support/ws.ts";
-import { dial } from "./support/net.ts";
+import { dial, sleep, until } from "./support/net.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -44,7 +44,7 @@ async function withWs(
     const url = new URL(req.url);
     if (req.headers.get("upgrade") === null) return new Response(`plain ${url.pathname}`);
     if (url.pathname === "/refuse") return new Response("no", { status: 403 });
-    if (url.pathname === "/async") await new Promise((r) => setTimeout(r, 20));
+    if (url.pathname === "/async") await sleep(20);
     const { socket, response } = Deno.upgradeWebSocket(req, {
       protocol: url.searchParams.get("protocol") ?? undefined,
       idleTimeout: Number(url.searchParams.get("idle") ?? 30),
@@ -90,13 +90,8 @@ async function withWs(
   }
 }
 
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+/** How long a wait for the server's side may take. */
+const WAIT_MS = 5000;
 
 /** Expects a close frame with `code`, then EOF. */
 async function expectClose(r: WsReader, code: number): Promise<ServerFrame> {
@@ -137,7 +132,7 @@ Deno.test("websocket: the handshake: 101 with the accept key, unmasked final fra
     await conn.write(frame(2, new Uint8Array([1, 2, 3])));
     const b = (await r.frame())!;
     assert.deepEqual([b.opcode, Array.from(b.payload)], [2, [1, 2, 3]]);
-    await until(() => seen.length >= 3, "events");
+    await until(() => seen.length >= 3, "events", WAIT_MS);
     assert.deepEqual(seen.slice(0, 3), ["open ", "message héllo", "message bin 3"]);
     conn.close();
   });
@@ -224,7 +219,7 @@ Deno.test("websocket: frames pipelined behind the upgrade request belong to the 
       assert.equal(dec.decode((await r.frame())!.payload), "first");
       assert.equal(dec.decode((await r.frame())!.payload), "second");
       conn.close();
-      await until(() => seen.some((s) => s.startsWith("close")), "close");
+      await until(() => seen.some((s) => s.startsWith("close")), "close", WAIT_MS);
       assert.deepEqual(seen.slice(0, 3), ["open ", "message first", "message second"]);
     }
   });
@@ -260,7 +255,7 @@ Deno.test("websocket: each protocol error closes with its code, then the connect
       await expectClose(r, code).catch((e) => {
         throw new Error(`${what}: ${e.message}`);
       });
-      await until(() => seen.some((s) => s.startsWith("close")), `${what}: close event`);
+      await until(() => seen.some((s) => s.startsWith("close")), `${what}: close event`, WAIT_MS);
       const close = seen.find((s) => s.startsWith("close"))!;
       assert.match(close, new RegExp(`^close ${code} .* false$`), what);
       assert.ok(seen.some((s) => s.startsWith("error")), `${what}: an error event`);
@@ -308,7 +303,7 @@ Deno.test("websocket: the client closes: same code back, the server closes TCP, 
     await conn.write(concat(frame(8, closePayload(4321, "client done")), frame(1, "late")));
     const f = await expectClose(r, 4321);
     assert.equal(closeOf(f).reason, "client done");
-    await until(() => seen.some((s) => s.startsWith("close")), "close event");
+    await until(() => seen.some((s) => s.startsWith("close")), "close event", WAIT_MS);
     assert.deepEqual(seen, ["open ", "close 4321 client done true"]);
     conn.close();
     // A close without a code is answered without one.
@@ -329,11 +324,11 @@ Deno.test("websocket: the server closes: its close frame, then it waits for the 
     assert.deepEqual([f.opcode, closeOf(f).code, closeOf(f).reason], [8, 4001, "done"]);
     // Data the client sends before its close frame is not delivered (closing).
     await conn.write(frame(1, "ignored"));
-    await new Promise((res) => setTimeout(res, 50));
+    await sleep(50);
     assert.ok(!seen.some((s) => s.startsWith("close")), "still closing");
     await conn.write(frame(8, closePayload(4001, "done")));
     assert.ok(await r.eof(), "the server closes TCP after the handshake");
-    await until(() => seen.some((s) => s.startsWith("close")), "close event");
+    await until(() => seen.some((s) => s.startsWith("close")), "close event", WAIT_MS);
     assert.deepEqual(seen, ["open ", "message bye", "close 4001 done true"]);
     conn.close();
   });
@@ -343,7 +338,7 @@ Deno.test("websocket: the client vanishes: error, then close 1006 not clean", as
   await withWs(async ({ open, seen }) => {
     const { conn } = await open();
     conn.close();
-    await until(() => seen.some((s) => s.startsWith("close")), "close event");
+    await until(() => seen.some((s) => s.startsWith("close")), "close event", WAIT_MS);
     assert.equal(seen[seen.length - 1], "close 1006  false");
     assert.ok(seen.some((s) => s.startsWith("error")));
   });
@@ -357,7 +352,7 @@ Deno.test("websocket: subprotocol: the chosen one is in the 101 and socket.proto
     );
     const r = new WsReader(conn);
     assert.match(await r.head(), /\r\nsec-websocket-protocol: chat(\r\n|$)/i);
-    await until(() => seen.length > 0, "open");
+    await until(() => seen.length > 0, "open", WAIT_MS);
     assert.equal(seen[0], "open chat");
     conn.close();
   });
@@ -376,7 +371,7 @@ Deno.test("websocket: idleTimeout: a ping after half of it, close 1001 after the
     assert.ok(pingAt >= 400, `ping after ${pingAt} ms`);
     assert.ok(closeAt >= 900, `close after ${closeAt} ms`);
     assert.equal(closeOf(f).reason, "No response from ping frame.");
-    await until(() => seen.some((s) => s.startsWith("close")), "close event");
+    await until(() => seen.some((s) => s.startsWith("close")), "close event", WAIT_MS);
     assert.match(seen[seen.length - 1], /^close 1001 No response from ping frame\. false$/);
     conn.close();
     // A client that answers pings stays.
@@ -434,7 +429,7 @@ Deno.test("websocket: /metrics counts open sockets, messages and bytes both ways
     assert.equal(metric(server, "websockets_open"), 1);
     a.conn.close();
     b.conn.close();
-    await until(() => metric(server, "websockets_open") === 0, "both closed");
+    await until(() => metric(server, "websockets_open") === 0, "both closed", WAIT_MS);
     assert.equal(metric(server, "websockets_opened_total"), 2);
     assert.equal(metric(server, "websocket_protocol_errors_total"), 1);
   });
@@ -465,7 +460,11 @@ Deno.test("websocket: shutdown mid-conversation: close 1001 to every socket, wai
     console.log(`shutdown took ${took} ms with one socket not answering`);
     assert.ok(took >= 400, `shutdown waited for the silent socket (${took} ms)`);
     assert.ok(await silent.r.eof());
-    await until(() => seen.filter((s) => s.startsWith("close")).length === 3, "3 close events");
+    await until(
+      () => seen.filter((s) => s.startsWith("close")).length === 3,
+      "3 close events",
+      WAIT_MS,
+    );
     assert.equal(seen.filter((s) => s === "close 1001 server shutting down true").length, 1);
     assert.equal(seen.filter((s) => /^close 1001 .* true$/.test(s)).length, 2);
   }, { shutdownTimeoutMs: 500 });
@@ -537,7 +536,7 @@ Deno.test("websocket: a writer that ignores backpressure to a peer that reads no
     const r = new WsReader(conn);
     await r.head();
     await conn.write(frame(1, "flood")); // and never read
-    await until(() => seen.some((s) => s.startsWith("close")), "the socket cut");
+    await until(() => seen.some((s) => s.startsWith("close")), "the socket cut", WAIT_MS);
     assert.equal(seen[seen.length - 1], "close 1006  false");
     conn.close();
   }, { limits: { ...DEFAULT_LIMITS, maxOutputBytes: 2 << 20 } });
@@ -551,7 +550,7 @@ Deno.test("websocket: a peer that takes nothing for the write timeout is cut", a
     await r.head();
     const started = Date.now();
     await conn.write(frame(1, "flood 4")); // within the overflow limit, never read
-    await until(() => seen.some((s) => s.startsWith("close")), "the socket cut");
+    await until(() => seen.some((s) => s.startsWith("close")), "the socket cut", WAIT_MS);
     const took = Date.now() - started;
     console.log(`cut after ${took} ms (write timeout 300 ms)`);
     assert.ok(took >= 250, `cut by the write timeout, after ${took} ms`);
