@@ -33,7 +33,7 @@ import { getLogger } from "../../../log/mod.ts";
 import type { Reactor } from "../../../reactor/reactor.ts";
 import { peerAddress } from "../../../syscalls/socket.ts";
 import type { CloseReason, Connection, Protocol, TimeoutKind } from "../../connection.ts";
-import type { ProtocolDefinition, ProtocolInstance } from "../definition.ts";
+import { counter, type ProtocolDefinition, type ProtocolInstance } from "../definition.ts";
 import { HttpParser, type HttpParserSink } from "./http_parser.ts";
 import { AccessLog, type AccessLogFormat } from "./access_log.ts";
 import { DateClock } from "./date_clock.ts";
@@ -943,18 +943,8 @@ export function fetchInstance(app: FetchApp): ProtocolInstance {
   return {
     connect: (conn) => app.connect(conn),
     metrics: () => [
-      {
-        name: "requests_total",
-        type: "counter",
-        help: "HTTP requests answered.",
-        value: app.requests,
-      },
-      {
-        name: "fetch_handler_errors_total",
-        type: "counter",
-        help: "Fetch handler exceptions and rejections.",
-        value: app.errors,
-      },
+      counter("requests_total", "HTTP requests answered.", app.requests),
+      counter("fetch_handler_errors_total", "Fetch handler exceptions and rejections.", app.errors),
       ...webSocketMetrics(app.websockets.stats),
       ...(app.files === null ? [] : staticMetrics(app.files)),
     ],

@@ -90,7 +90,7 @@
 import { getLogger } from "../../../log/mod.ts";
 import type { Reactor } from "../../../reactor/reactor.ts";
 import type { CloseReason, Connection, Protocol, TimeoutKind } from "../../connection.ts";
-import type { ProtocolDefinition, ProtocolInstance } from "../definition.ts";
+import { counter, type ProtocolDefinition, type ProtocolInstance } from "../definition.ts";
 import { HttpParser, type HttpParserSink, METHOD_HEAD } from "./http_parser.ts";
 import { DateClock } from "./date_clock.ts";
 import {
@@ -1439,18 +1439,12 @@ export function nativeProtocol(
       return {
         connect: (conn) => new NativeConnection(app, conn),
         metrics: () => [
-          {
-            name: "requests_total",
-            type: "counter",
-            help: "HTTP requests answered.",
-            value: app.requests,
-          },
-          {
-            name: "native_handler_errors_total",
-            type: "counter",
-            help: "Native handler exceptions, rejections and missing replies.",
-            value: app.errors,
-          },
+          counter("requests_total", "HTTP requests answered.", app.requests),
+          counter(
+            "native_handler_errors_total",
+            "Native handler exceptions, rejections and missing replies.",
+            app.errors,
+          ),
           ...(app.files === null ? [] : staticMetrics(app.files)),
         ],
         stop: () => app.close(),
