@@ -13,6 +13,7 @@
  * @module
  */
 
+import { PROMETHEUS_TEXT_TYPE } from "../handlers/protocols/definition.ts";
 import { formatAddress } from "../syscalls/socket.ts";
 
 /** What `startAdmin` takes. */
@@ -36,8 +37,8 @@ export interface AdminListener {
   close(): Promise<void>;
 }
 
-/** The content type of the Prometheus text exposition format. */
-export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+/** The content type of the Prometheus text exposition format, with its charset. */
+const PROMETHEUS_CONTENT_TYPE = `${PROMETHEUS_TEXT_TYPE}; charset=utf-8`;
 
 /** Longest wait for in-flight admin requests when closing. */
 const CLOSE_WAIT_MS = 1000;
@@ -139,12 +140,13 @@ export async function scrape(port: number, timeoutMs: number): Promise<string> {
     state.conn = conn;
     const request = new TextEncoder().encode("GET /metrics HTTP/1.0\r\nHost: worker\r\n\r\n");
     for (let off = 0; off < request.length;) off += await conn.write(request.subarray(off));
-    const chunks: Uint8Array[] = [];
+    const decoder = new TextDecoder();
+    let text = "";
     const buf = new Uint8Array(64 << 10);
     for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
-      chunks.push(buf.slice(0, n));
+      text += decoder.decode(buf.subarray(0, n), { stream: true });
     }
-    return new TextDecoder().decode(concat(chunks));
+    return text + decoder.decode();
   })();
   exchange.catch(() => {}); // after the deadline, its failure is nobody's business
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -165,16 +167,6 @@ export async function scrape(port: number, timeoutMs: number): Promise<string> {
       state.conn?.close();
     } catch { /* already closed */ }
   }
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
 }
 
 /** Sample-name suffixes that belong to the family declared before them. */
