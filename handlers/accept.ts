@@ -105,7 +105,7 @@ export class Acceptor implements Handler {
     this.fd = fd;
     this.#counters = counters;
     this.#onAccept = onAccept;
-    this.#streams = (reactor.backend as { streams?: IoUringStreams | null }).streams ?? null;
+    this.#streams = reactor.backend.streams ?? null;
   }
 
   /** Registers the listener. */

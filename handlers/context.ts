@@ -163,6 +163,6 @@ export class ConnectionContext {
     this.timeouts = options.timeouts === undefined ? DEFAULT_TIMEOUTS : options.timeouts;
     this.readBuffer = new Uint8Array(options.readBufferSize ?? 65536);
     this.readBufferPointer = Deno.UnsafePointer.of(this.readBuffer)!;
-    this.streams = (reactor.backend as { streams?: IoUringStreams | null }).streams ?? null;
+    this.streams = reactor.backend.streams ?? null;
   }
 }

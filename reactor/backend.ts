@@ -38,6 +38,8 @@
  * @module
  */
 
+import type { IoUringStreams } from "./io_uring_streams.ts";
+
 /** The readiness mechanisms. */
 export type BackendName = "epoll" | "poll" | "select" | "io_uring";
 
@@ -75,6 +77,11 @@ export interface Backend {
    * DEFER_TASKRUN, see `io_uring.ts`). Optional; called besides the waker.
    */
   wakeParked?(): void;
+  /**
+   * Completion-based I/O for connected sockets (io_uring with a
+   * provided-buffer ring); absent or null on every other backend.
+   */
+  readonly streams?: IoUringStreams | null;
   /**
    * Finishes work the kernel has not done yet for fds already closed (io_uring
    * sends of closed connections), for up to `ms`. Optional; the Reactor's
