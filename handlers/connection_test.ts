@@ -634,7 +634,7 @@ Deno.test("Connection: the idle timeout closes an idle connection but not one wh
   }
 });
 
-/** A temp file holding `data`, opened read-only; its fd and a counting FileSource maker. */
+/** A temp file holding `data`, opened read-only beneath its directory (also open). */
 async function tempFile(data: Uint8Array): Promise<{ fd: number; path: string; dir: number }> {
   const path = await Deno.makeTempFile({ prefix: "reactor-sendfile-" });
   await Deno.writeFile(path, data);
@@ -643,6 +643,13 @@ async function tempFile(data: Uint8Array): Promise<{ fd: number; path: string; d
   const fd = openBeneath(dir, new TextEncoder().encode(path.slice(slash + 1) + "\0"), true);
   assert.ok(fd >= 0, `open ${path}: ${errnoName(-fd)}`);
   return { fd, path, dir };
+}
+
+/** Closes what `tempFile` opened and deletes the file. */
+async function removeTempFile(file: { fd: number; path: string; dir: number }): Promise<void> {
+  close(file.fd);
+  close(file.dir);
+  await Deno.remove(file.path);
 }
 
 class CountingSource implements FileSource {
@@ -691,9 +698,7 @@ Deno.test("Connection: sendFile interleaves with writes in order, byte-exact, th
     assert.ok(rig.ctx.counters.sendEagain > 0, "the file went out over several writable events");
     assert.equal(conn.closed, false);
   } finally {
-    close(file.fd);
-    close(file.dir);
-    await Deno.remove(file.path);
+    await removeTempFile(file);
     await rig.dispose();
   }
 });
@@ -726,9 +731,7 @@ Deno.test("Connection: a file range counts toward high water; a file that shrink
     assert.ok(reader.received <= 1 * MiB, `${reader.received} bytes: no more than the file had`);
     assert.equal(reader.error, ECONNRESET, "RST, not a clean end: the response is cut short");
   } finally {
-    close(file.fd);
-    close(file.dir);
-    await Deno.remove(file.path);
+    await removeTempFile(file);
     await rig.dispose();
   }
 });
@@ -755,9 +758,7 @@ Deno.test("Connection: closing with file ranges waiting releases them and counts
     assert.equal(conn.sendFile(c, 0, 10), false, "closed");
     assert.equal(c.released, 1, "released even when refused");
   } finally {
-    close(file.fd);
-    close(file.dir);
-    await Deno.remove(file.path);
+    await removeTempFile(file);
     await rig.dispose();
   }
 });
