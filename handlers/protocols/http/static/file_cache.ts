@@ -34,6 +34,7 @@ import {
 } from "../../../../syscalls/files.ts";
 import { EINTR } from "../../../../syscalls/errno.ts";
 import type { FileSource } from "../../../connection.ts";
+import { latin1 } from "../request.ts";
 import { contentTypeOf } from "./mime.ts";
 
 const ascii = new TextEncoder();
@@ -247,7 +248,7 @@ export class FileCache {
     // Sidecars: x.br and x.gz, opened under the same rules.
     entry.br = this.#sidecar(own, length, BR, "br", now);
     entry.gz = this.#sidecar(own, length, GZ, "gzip", now);
-    const type = contentTypeOf(String.fromCharCode(...own.subarray(0, length))); // the file's name, not the key ("/" is index.html)
+    const type = contentTypeOf(latin1(own, 0, length)); // the file's name, not the key ("/" is index.html)
     const vary = entry.br !== null || entry.gz !== null;
     const cc = this.options.cacheControl;
     entry.buildLines(type, "", cc, vary);

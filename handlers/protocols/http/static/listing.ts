@@ -9,6 +9,7 @@
  */
 
 import { readDirectory } from "../../../../syscalls/files.ts";
+import { latin1Bytes } from "../request.ts";
 
 const encoder = new TextEncoder();
 const utf8 = new TextDecoder(); // not fatal: a name that is not UTF-8 shows U+FFFD
@@ -31,7 +32,7 @@ function encodeSegment(raw: string): string {
 }
 
 function display(raw: string): string {
-  return escapeHtml(utf8.decode(Uint8Array.from(raw, (c) => c.charCodeAt(0))));
+  return escapeHtml(utf8.decode(latin1Bytes(raw)));
 }
 
 /** The listing of the open directory `dirFd`, shown at `urlPath` (ending in "/"). */
