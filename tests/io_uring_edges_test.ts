@@ -9,15 +9,20 @@
 import assert from "node:assert/strict";
 import { IoUringBackend } from "../reactor/io_uring.ts";
 import { MAX_HELD_CHUNKS } from "../reactor/io_uring_streams.ts";
-import { EPOLLIN, EPOLLOUT, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
+import { EPOLLIN, EPOLLOUT } from "../syscalls/constants.ts";
 import { EAGAIN, ECONNRESET } from "../syscalls/errno.ts";
 import { probeIoUring } from "../syscalls/io_uring.ts";
-import { accept4, close, errno, recv, send, setsockopt } from "../syscalls/libc.ts";
-import { connectTcp, listenTcp, localAddress, socketPair } from "../syscalls/socket.ts";
+import { accept4, close, errno, recv, send } from "../syscalls/libc.ts";
+import {
+  connectTcp,
+  listenTcp,
+  localAddress,
+  resetOnClose,
+  socketPair,
+} from "../syscalls/socket.ts";
 import { openFdCount, sleep, waitFor } from "./support/net.ts";
 
 const ignore = !probeIoUring().ok;
-const LINGER_ZERO = new Uint8Array(new Int32Array([1, 0]).buffer);
 
 /** A connected loopback pair: [server fd (nonblocking), client fd] and the listener to close. */
 async function tcpPair(): Promise<{ fd: number; cli: number; lfd: number; port: number }> {
@@ -90,7 +95,7 @@ Deno.test({
         if (recv(cli, buf, buf.length, 0) > 0) idle = 0;
         else (idle++, await sleep(5));
       }
-      setsockopt(fd, SOL_SOCKET, SO_LINGER, LINGER_ZERO, 8); // Connection.abort()
+      resetOnClose(fd); // as Connection.abort()
       be.remove(fd);
       s.close(fd, true);
       let end = "";

@@ -4,9 +4,9 @@ import type { Connection, Protocol } from "../handlers/connection.ts";
 import type { ConnectionLimits } from "../handlers/context.ts";
 import { echoProtocol } from "../handlers/protocols/echo.ts";
 import type { Proxy, ProxyOptions } from "../handlers/protocols/proxy.ts";
-import { close as closeFd, setsockopt, shutdown } from "../syscalls/libc.ts";
-import { SHUT_WR, SO_LINGER, SOL_SOCKET } from "../syscalls/constants.ts";
-import { connectTcp, listenTcp, localAddress } from "../syscalls/socket.ts";
+import { close as closeFd, shutdown } from "../syscalls/libc.ts";
+import { SHUT_WR } from "../syscalls/constants.ts";
+import { connectTcp, listenTcp, localAddress, resetOnClose } from "../syscalls/socket.ts";
 import {
   dial,
   echoClients,
@@ -331,8 +331,7 @@ Deno.test("proxy: an upstream reset mid-stream closes that client; the others ar
         if (first < 0) first = d[start];
         seen += end - start;
         if (first === 0x52 && seen > 100_000) {
-          const linger = new Int32Array([1, 0]); // l_onoff = 1, l_linger = 0
-          setsockopt(conn.fd, SOL_SOCKET, SO_LINGER, new Uint8Array(linger.buffer), 8);
+          resetOnClose(conn.fd);
           conn.close("local");
           return;
         }

@@ -6,12 +6,10 @@
  */
 
 import assert from "node:assert/strict";
-import { MSG_NOSIGNAL, SO_LINGER, SOL_SOCKET } from "../../syscalls/constants.ts";
-import { close, send, setsockopt } from "../../syscalls/libc.ts";
-import { connectTcp } from "../../syscalls/socket.ts";
+import { MSG_NOSIGNAL } from "../../syscalls/constants.ts";
+import { close, send } from "../../syscalls/libc.ts";
+import { connectTcp, resetOnClose } from "../../syscalls/socket.ts";
 import { pattern, sleep } from "./net.ts";
-
-const LINGER_ZERO = new Int32Array([1, 0]); // l_onoff = 1, l_linger = 0
 
 /**
  * Connects to 127.0.0.1:`port`, waits 10 ms, sends `pattern(seed, size)`
@@ -36,6 +34,6 @@ export async function rudePeer(
     await sleep(2);
   }
   assert.ok(sent > 0, `the rude ${who} sent nothing`);
-  setsockopt(fd, SOL_SOCKET, SO_LINGER, new Uint8Array(LINGER_ZERO.buffer), 8);
+  resetOnClose(fd);
   close(fd);
 }
