@@ -67,6 +67,7 @@ import {
   explainSetupFailure,
   IORING_FEAT_EXT_ARG,
   IORING_FEAT_NODROP,
+  IORING_OP_NOP,
   IORING_OP_POLL_ADD,
   IORING_OP_POLL_REMOVE,
   IORING_REGISTER_EVENTFD,
@@ -258,6 +259,7 @@ export class IoUringBackend implements Backend {
   /** Submits a NOP now (its completion, ignored, ends a parked `io_uring_enter`). */
   #nop(): void {
     const w = this.ring.sqe();
+    this.ring.sqeBytes[w << 2] = IORING_OP_NOP;
     this.ring.sqeWords[w + 9] = (KIND_IGNORE << KIND_SHIFT) >>> 0;
     this.ring.submit();
   }

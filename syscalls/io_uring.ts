@@ -62,12 +62,8 @@ export const NR_IO_URING_REGISTER = 427;
 // Setup flags (io_uring_params.flags).
 /** `IORING_SETUP_CQSIZE`: `cq_entries` is set by us. */
 export const IORING_SETUP_CQSIZE = 1 << 3;
-/** `IORING_SETUP_CLAMP`: clamp entries to the maximum instead of failing. */
-export const IORING_SETUP_CLAMP = 1 << 4;
 /** `IORING_SETUP_SUBMIT_ALL`: keep submitting a batch after one SQE fails. */
 export const IORING_SETUP_SUBMIT_ALL = 1 << 7;
-/** `IORING_SETUP_COOP_TASKRUN`: no IPI to run completion work. */
-export const IORING_SETUP_COOP_TASKRUN = 1 << 8;
 /** `IORING_SETUP_SINGLE_ISSUER`: one thread submits (6.0). */
 export const IORING_SETUP_SINGLE_ISSUER = 1 << 12;
 /** `IORING_SETUP_DEFER_TASKRUN`: completion work runs only inside our `io_uring_enter` (6.1). */
@@ -80,12 +76,8 @@ export const IORING_SETUP_NO_SQARRAY = 1 << 16;
 export const IORING_FEAT_SINGLE_MMAP = 1 << 0;
 /** `IORING_FEAT_NODROP`: completions are never dropped; overflow is kept by the kernel (5.5). */
 export const IORING_FEAT_NODROP = 1 << 1;
-/** `IORING_FEAT_FAST_POLL`: socket ops wait by internal poll, not by a worker thread (5.7). */
-export const IORING_FEAT_FAST_POLL = 1 << 5;
 /** `IORING_FEAT_EXT_ARG`: `io_uring_enter` takes a timeout (5.11). */
 export const IORING_FEAT_EXT_ARG = 1 << 8;
-/** `IORING_FEAT_RECVSEND_BUNDLE` (6.10). */
-export const IORING_FEAT_RECVSEND_BUNDLE = 1 << 14;
 
 // io_uring_enter flags.
 /** `IORING_ENTER_GETEVENTS`: wait for `min_complete` completions (and run completion work). */
@@ -100,8 +92,6 @@ export const IORING_REGISTER_EVENTFD = 4;
 export const IORING_REGISTER_PROBE = 8;
 /** `IORING_REGISTER_PBUF_RING`: a ring of provided buffers (5.19). */
 export const IORING_REGISTER_PBUF_RING = 22;
-/** `IORING_UNREGISTER_PBUF_RING`. */
-export const IORING_UNREGISTER_PBUF_RING = 23;
 
 // Opcodes.
 /** `IORING_OP_NOP`. */
@@ -114,32 +104,10 @@ export const IORING_OP_POLL_REMOVE = 7;
 export const IORING_OP_ACCEPT = 13;
 /** `IORING_OP_ASYNC_CANCEL`. */
 export const IORING_OP_ASYNC_CANCEL = 14;
-/** `IORING_OP_CLOSE`. */
-export const IORING_OP_CLOSE = 19;
 /** `IORING_OP_SEND`. */
 export const IORING_OP_SEND = 26;
 /** `IORING_OP_RECV`. */
 export const IORING_OP_RECV = 27;
-/** `IORING_OP_SPLICE`. */
-export const IORING_OP_SPLICE = 30;
-/** `IORING_OP_SHUTDOWN`. */
-export const IORING_OP_SHUTDOWN = 34;
-/** `IORING_OP_SEND_ZC`. */
-export const IORING_OP_SEND_ZC = 47;
-/** Names of the opcodes above, for the probe's report. */
-export const IORING_OP_NAMES: Readonly<Record<number, string>> = {
-  [IORING_OP_NOP]: "NOP",
-  [IORING_OP_POLL_ADD]: "POLL_ADD",
-  [IORING_OP_POLL_REMOVE]: "POLL_REMOVE",
-  [IORING_OP_ACCEPT]: "ACCEPT",
-  [IORING_OP_ASYNC_CANCEL]: "ASYNC_CANCEL",
-  [IORING_OP_CLOSE]: "CLOSE",
-  [IORING_OP_SEND]: "SEND",
-  [IORING_OP_RECV]: "RECV",
-  [IORING_OP_SPLICE]: "SPLICE",
-  [IORING_OP_SHUTDOWN]: "SHUTDOWN",
-  [IORING_OP_SEND_ZC]: "SEND_ZC",
-};
 
 // SQE flags.
 /** `IOSQE_BUFFER_SELECT`: take a buffer from the group in `buf_group`. */
@@ -148,8 +116,6 @@ export const IOSQE_BUFFER_SELECT = 1 << 5;
 export const IOSQE_CQE_SKIP_SUCCESS = 1 << 6;
 
 // Op flags.
-/** `IORING_POLL_ADD_MULTI` (in `len` of a POLL_ADD): stays armed, one completion per wake-up. */
-export const IORING_POLL_ADD_MULTI = 1 << 0;
 /** `IORING_ACCEPT_MULTISHOT` (in `ioprio` of an ACCEPT, 5.19). */
 export const IORING_ACCEPT_MULTISHOT = 1 << 0;
 /** `IORING_RECV_MULTISHOT` (in `ioprio` of a RECV, 6.0). */
