@@ -26,6 +26,7 @@ import {
 } from "../handlers/protocols/http/app.ts";
 import type { ProtocolDefinition } from "../handlers/protocols/mod.ts";
 import type { StaticOptions } from "../handlers/protocols/http/static/static_files.ts";
+import { formatAddress } from "../syscalls/socket.ts";
 import { Server } from "./server.ts";
 
 /** An object with a fetch method: a Hono app, `export default { fetch }`. */
@@ -179,9 +180,7 @@ export function startHttpServer(
   if (options.signal?.aborted) shutdown();
   if (options.onListen) options.onListen(addr);
   else {
-    console.error(
-      `Listening on http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${addr.port}/`,
-    );
+    console.error(`Listening on http://${formatAddress(hostname, addr.port)}/`);
   }
   const stop = async () => {
     await shutdown();

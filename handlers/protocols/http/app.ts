@@ -31,7 +31,7 @@
 
 import { getLogger } from "../../../log/mod.ts";
 import type { Reactor } from "../../../reactor/reactor.ts";
-import { peerAddress } from "../../../syscalls/socket.ts";
+import { formatAddress, peerAddress } from "../../../syscalls/socket.ts";
 import type { CloseReason, Connection, Protocol, TimeoutKind } from "../../connection.ts";
 import { counter, type ProtocolDefinition, type ProtocolInstance } from "../definition.ts";
 import { HttpParser, type HttpParserSink } from "./http_parser.ts";
@@ -911,8 +911,7 @@ const EMPTY_FIELDS = new Int32Array(0);
 
 /** The URL origin of a listen address, for requests that carry no Host field. */
 export function originOf(address: { host: string; port: number }): string {
-  const host = address.host.includes(":") ? `[${address.host}]` : address.host;
-  return `http://${host}:${address.port}`;
+  return `http://${formatAddress(address.host, address.port)}`;
 }
 
 /**
