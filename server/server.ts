@@ -119,6 +119,7 @@ export class Server {
   private constructor(
     reactor: Reactor,
     listenFd: number,
+    port: number,
     definition: ProtocolDefinition,
     context: ConnectionContext,
     instance: ProtocolInstance,
@@ -127,7 +128,7 @@ export class Server {
     this.reactor = reactor;
     this.#listenFd = listenFd;
     this.host = opts.host ?? "127.0.0.1";
-    this.port = localAddress(listenFd).port;
+    this.port = port;
     this.protocol = definition;
     this.#options = opts;
     this.context = context;
@@ -187,15 +188,16 @@ export class Server {
         timeouts: opts.timeouts === undefined ? DEFAULT_TIMEOUTS : opts.timeouts,
         readBufferSize: opts.readBufferSize,
       });
+      const port = localAddress(fd).port;
       let server: Server | null = null;
       const setup: ProtocolSetup = {
         context,
         metricsText: () => server?.metrics() ?? "",
-        address: { host: opts.host ?? "127.0.0.1", port: localAddress(fd).port },
+        address: { host: opts.host ?? "127.0.0.1", port },
       };
       const made = definition.create(setup, opts.protocolOptions ?? {});
       const build = (instance: ProtocolInstance) =>
-        server = new Server(reactor, fd, definition, context, instance, opts);
+        server = new Server(reactor, fd, port, definition, context, instance, opts);
       const done = finish(made, build);
       return done instanceof Promise ? done.catch(cleanUp) : done;
     } catch (e) {
