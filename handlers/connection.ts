@@ -205,15 +205,13 @@ export class Connection implements Handler, Deferred {
    */
   open(timeouts: Timeouts | null = this.context.timeouts): void {
     const streams = this.context.streams;
-    if (streams !== null) {
-      streams.open(this.fd);
-      try {
-        this.reactor.register(this.fd, this, this.#interest());
-      } catch (e) {
-        streams.abandon(this.fd); // the caller still owns the fd
-        throw e;
-      }
-    } else this.reactor.register(this.fd, this, this.#interest());
+    streams?.open(this.fd);
+    try {
+      this.reactor.register(this.fd, this, this.#interest());
+    } catch (e) {
+      streams?.abandon(this.fd); // the caller still owns the fd
+      throw e;
+    }
     this.lastRead = this.lastWrite = this.reactor.now;
     if (timeouts && (timeouts.idleMs > 0 || timeouts.requestMs > 0 || timeouts.writeMs > 0)) {
       // One timer for every kind, even when none is due yet (only a write
@@ -748,9 +746,10 @@ export class Connection implements Handler, Deferred {
 
   /** Sends what was written since `cork()`, in one `send`. */
   uncork(): void {
-    this.#uncork(MSG_NOSIGNAL);
+    this.#uncork(0);
   }
 
+  /** `uncork` with `flags` (MSG_MORE, or 0) added to the send's MSG_NOSIGNAL. */
   #uncork(flags: number): void {
     if (!this.#corked) return;
     this.#corked = false;
