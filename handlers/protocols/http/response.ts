@@ -925,11 +925,11 @@ function writeStream(
   knownLength: number,
   read: Uint8Array[] | null,
 ): boolean | Promise<boolean> {
-  const block = userHeaders(list, decoded);
   if (bodiless(status)) {
     stream.cancel().catch(() => {});
     return writeStatic(conn, target, status, list, decoded, contentType, null);
   }
+  const block = userHeaders(list, decoded);
   let framing: number;
   let declared = -1;
   if (sawTransferEncoding && !target.http10 && !target.head) {
