@@ -34,6 +34,29 @@ export function latin1Bytes(s: string): Uint8Array<ArrayBuffer> {
 }
 
 /**
+ * Where the first of `count` captured fields (4 ints each from `base`: name
+ * and value offsets in `head`) named `lower` (lowercase bytes) is in
+ * `fields`, or -1.
+ */
+export function fieldIndex(
+  head: Uint8Array,
+  fields: Int32Array,
+  base: number,
+  count: number,
+  lower: Uint8Array,
+): number {
+  for (let f = 0; f < count; f++) {
+    const o = base + f * 4;
+    const s = fields[o];
+    if (fields[o + 1] - s !== lower.length) continue;
+    let k = 0;
+    while (k < lower.length && (head[s + k] | 0x20) === lower[k]) k++;
+    if (k === lower.length) return o;
+  }
+  return -1;
+}
+
+/**
  * A request body arriving from the connection: chunks copied out of the
  * read buffer, kept until the handler reads them (as a stream, or whole by
  * `text()` and the like). `wantMore` tells the connection whether to keep
@@ -196,7 +219,7 @@ export class UrlCache {
   url = "";
 }
 
-const HOST = [0x68, 0x6f, 0x73, 0x74]; // "host"
+const HOST = latin1Bytes("host");
 
 const decoder = new TextDecoder();
 
@@ -266,7 +289,7 @@ export class ServerRequest {
     if (this.#url !== null) return this.#url;
     const t = this.#target;
     if (t.charCodeAt(0) !== 0x2f /* / */ && t !== "*") return this.#url = t; // absolute-form
-    const o = this.#fieldIndex(HOST);
+    const o = fieldIndex(this.#head, this.#fields, this.#fieldBase, this.#fieldCount, HOST);
     const cache = this.#cache;
     if (o < 0) return this.#url = this.#origin + (t === "*" ? "/" : t);
     const head = this.#head;
@@ -287,22 +310,6 @@ export class ServerRequest {
       cache.url = url;
     }
     return this.#url = url;
-  }
-
-  /** Where the first field named `lower` (lowercase bytes) is in `#fields`, or -1. */
-  #fieldIndex(lower: number[]): number {
-    const head = this.#head;
-    const fields = this.#fields;
-    const base = this.#fieldBase;
-    for (let f = 0; f < this.#fieldCount; f++) {
-      const o = base + f * 4;
-      const s = fields[o];
-      if (fields[o + 1] - s !== lower.length) continue;
-      let k = 0;
-      while (k < lower.length && (head[s + k] | 0x20) === lower[k]) k++;
-      if (k === lower.length) return o;
-    }
-    return -1;
   }
 
   /** The header fields. */

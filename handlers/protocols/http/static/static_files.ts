@@ -39,7 +39,7 @@ import {
 import type { Connection } from "../../../connection.ts";
 import { counter, gauge, type Metric } from "../../definition.ts";
 import { type HttpParser, METHOD_GET, METHOD_HEAD } from "../http_parser.ts";
-import { latin1 } from "../request.ts";
+import { fieldIndex, latin1 } from "../request.ts";
 import { reasonPhrase, statusLine } from "../response.ts";
 import { DEFAULT_FILE_CACHE, FileCache, type FileEntry, Found } from "./file_cache.ts";
 import { encodeSegment, listingPage } from "./listing.ts";
@@ -535,16 +535,8 @@ function findHeaders(p: HttpParser, found: Int32Array): void {
  * request whose captured head `p` holds, or null.
  */
 export function fieldValue(p: HttpParser, lower: Uint8Array): string | null {
-  const head = p.headBytes;
-  const fields = p.fields;
-  for (let f = 0; f < p.fieldCount; f++) {
-    const start = fields[f * 4];
-    if (fields[f * 4 + 1] - start !== lower.length) continue;
-    let j = 0;
-    while (j < lower.length && (head[start + j] | 0x20) === lower[j]) j++;
-    if (j === lower.length) return latin1(head, fields[f * 4 + 2], fields[f * 4 + 3]);
-  }
-  return null;
+  const o = fieldIndex(p.headBytes, p.fields, 0, p.fieldCount, lower);
+  return o < 0 ? null : latin1(p.headBytes, p.fields[o + 2], p.fields[o + 3]);
 }
 
 /** If-None-Match against our (strong) tag, by weak comparison (RFC 9110 8.8.3.2). */

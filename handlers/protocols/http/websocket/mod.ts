@@ -6,6 +6,8 @@
  * @module
  */
 
+import { fieldIndex, latin1Bytes } from "../request.ts";
+
 export {
   DEFAULT_MAX_MESSAGE,
   FrameParser,
@@ -27,7 +29,7 @@ export {
   WebSocketHandshakeError,
 } from "./upgrade.ts";
 
-const UPGRADE = [0x75, 0x70, 0x67, 0x72, 0x61, 0x64, 0x65]; // "upgrade"
+const UPGRADE = latin1Bytes("upgrade");
 
 /**
  * Whether a request's captured fields (4 ints each from `base`: name and
@@ -40,13 +42,5 @@ export function hasUpgradeField(
   base: number,
   count: number,
 ): boolean {
-  for (let f = 0; f < count; f++) {
-    const o = base + f * 4;
-    const s = fields[o];
-    if (fields[o + 1] - s !== 7 || (head[s] | 0x20) !== 0x75) continue;
-    let k = 1;
-    while (k < 7 && (head[s + k] | 0x20) === UPGRADE[k]) k++;
-    if (k === 7) return true;
-  }
-  return false;
+  return fieldIndex(head, fields, base, count, UPGRADE) >= 0;
 }
