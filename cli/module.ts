@@ -6,11 +6,9 @@
  * @module
  */
 
-import { fetchProtocol } from "../handlers/protocols/http/app.ts";
+import { type FetchAppOptions, fetchProtocol } from "../handlers/protocols/http/app.ts";
 import { holdDenoUpgrade } from "../handlers/protocols/http/websocket/upgrade.ts";
-import type { StaticOptions } from "../handlers/protocols/http/static/static_files.ts";
 import type { ProtocolDefinition } from "../handlers/protocols/mod.ts";
-import type { AccessLogFormat } from "../handlers/protocols/http/access_log.ts";
 
 /** The module cannot be served: one line for the user, exit code 2. */
 export class ModuleError extends Error {
@@ -34,13 +32,7 @@ function specifier(file: string): string {
  */
 export async function loadModule(
   file: string,
-  options: {
-    maxBody?: number;
-    maxHeaderBytes?: number;
-    maxWebSocketMessage?: number;
-    accessLog?: AccessLogFormat | null;
-    files?: StaticOptions | null;
-  },
+  options: Omit<FetchAppOptions, "handler" | "origin">,
 ): Promise<ProtocolDefinition> {
   let mod: { default?: unknown };
   // Deno.upgradeWebSocket is ours before the module loads: a module that
