@@ -185,7 +185,11 @@ export async function supervise(cmd: ServeCommand): Promise<number> {
   let admin: AdminListener | null = null;
   if (cmd.metrics !== null) {
     try {
-      admin = startAdmin({ ...cmd.metrics, metrics: allMetrics });
+      admin = startAdmin({
+        ...cmd.metrics,
+        metrics: allMetrics,
+        draining: () => stopping !== null,
+      });
     } catch (e) {
       if (reserved) close(reserved.fd);
       return metricsFailure(cmd.metrics, e);
@@ -255,7 +259,6 @@ export async function supervise(cmd: ServeCommand): Promise<number> {
       firstSignalAt = Date.now();
     }
     stopping = signal;
-    admin?.close();
     log.info("{signal}: passing it to {n} workers", { signal, n: workers.length });
     for (const w of workers) {
       try {

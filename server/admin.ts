@@ -24,6 +24,12 @@ export interface AdminOptions {
   port: number;
   /** The body of `GET /metrics`: Prometheus text. */
   metrics: () => string | Promise<string>;
+  /**
+   * Whether the server is draining. While it is, `GET /health` answers 503
+   * `draining`, so a load balancer stops sending new clients, while
+   * `/metrics` still shows the drain's progress.
+   */
+  draining?: () => boolean;
 }
 
 /** A running admin listener. */
@@ -45,7 +51,8 @@ const CLOSE_WAIT_MS = 1000;
 
 /**
  * Listens on `host:port` and serves `/metrics` and `/health` (GET and HEAD;
- * other methods 405, other paths 404).
+ * other methods 405, other paths 404). Close it after the drain, not at its
+ * start: `/metrics` is how an operator watches a drain.
  *
  * @throws {Deno.errors.AddrInUse} (and the other errors of `Deno.serve`) when it cannot listen
  */
@@ -59,7 +66,11 @@ export function startAdmin(opts: AdminOptions): AdminListener {
       return new Response("Method Not Allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
     }
     if (path === "/health") {
-      return new Response("OK", { headers: { "content-type": "text/plain" } });
+      const draining = opts.draining?.() ?? false;
+      return new Response(draining ? "draining" : "OK", {
+        status: draining ? 503 : 200,
+        headers: { "content-type": "text/plain" },
+      });
     }
     try {
       return new Response(await opts.metrics(), {

@@ -165,6 +165,55 @@ Deno.test("admin: one process serves /metrics and /health on its own address; SI
   }
 });
 
+Deno.test("admin: the admin listener stays up through the drain; /health answers 503 draining", async () => {
+  const cli = new Cli([
+    "serve",
+    "--app",
+    "http",
+    "--port",
+    "0",
+    "--metrics",
+    "127.0.0.1:0",
+    "--shutdown-timeout",
+    "20",
+  ]);
+  let exited = false;
+  try {
+    const port = Number((await cli.waitOutput(/listening on [^\s]*:(\d+)/))[1]);
+    const adminPort = Number((await cli.waitOutput(ADMIN))[1]);
+    // A request in flight (its head not finished) keeps the drain going.
+    const conn = await dial(port);
+    await writeAll(conn, bytes("GET / HTTP/1.1\r\nHost: t\r\n"));
+    for (const end = performance.now() + 10000; performance.now() < end;) {
+      const m = await get(adminPort, "/metrics");
+      if (samples(m.body, "connections_open").get("") === 1) break;
+      await sleep(50);
+    }
+    cli.kill("SIGTERM");
+    await cli.waitOutput(/SIGTERM: draining/);
+    assert.deepEqual(await get(adminPort, "/health"), {
+      status: 503,
+      type: "text/plain",
+      body: "draining",
+    });
+    const m = await get(adminPort, "/metrics");
+    assert.equal(m.status, 200, "no /metrics while draining");
+    assert.deepEqual(samples(m.body, "connections_open"), new Map([["", 1]]));
+    // The request completes; then the server, and its admin listener, go.
+    await writeAll(conn, bytes("\r\n"));
+    const r = await new ResponseReader(conn).next();
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get("connection"), "close");
+    conn.close();
+    const code = await Promise.race([cli.exit(), sleep(15000).then(() => "timeout" as const)]);
+    assert.equal(code, 0, cli.stderr.slice(-2000));
+    exited = true;
+    assert.ok(await refused(adminPort), "the admin port still answers after the exit");
+  } finally {
+    if (!exited) await stop(cli);
+  }
+});
+
 Deno.test("admin: --workers 2: /metrics merges every worker; SIGTERM exits 0", async () => {
   const cli = new Cli(TWO_WORKERS);
   let exited = false;
