@@ -93,9 +93,14 @@ export async function serve(cmd: ServeCommand): Promise<number> {
   // --metrics: the admin listener. In a worker (started by the supervisor
   // with --metrics 127.0.0.1:0) its port goes to the supervisor on stdout.
   let admin: AdminListener | null = null;
+  let stopping: Promise<unknown> | null = null;
   if (cmd.metrics !== null) {
     try {
-      admin = startAdmin({ ...cmd.metrics, metrics: () => server.metrics() });
+      admin = startAdmin({
+        ...cmd.metrics,
+        metrics: () => server.metrics(),
+        draining: () => stopping !== null,
+      });
     } catch (e) {
       await server.stop();
       return metricsFailure(cmd.metrics, e);
@@ -103,7 +108,6 @@ export async function serve(cmd: ServeCommand): Promise<number> {
     if (cmd.workerId !== null) reportAdminPort(admin.port);
   }
   raiseOpenFileLimit();
-  let stopping: Promise<unknown> | null = null;
   let firstSignalAt = 0;
   const onSignal = (signal: Deno.Signal) => () => {
     if (stopping !== null) {
@@ -117,7 +121,6 @@ export async function serve(cmd: ServeCommand): Promise<number> {
     }
     firstSignalAt = Date.now();
     log.info("{signal}: draining, at most {s} s", { signal, s: cmd.shutdownTimeoutMs / 1000 });
-    admin?.close();
     stopping = server.shutdown(cmd.shutdownTimeoutMs);
   };
   const listeners: [Deno.Signal, () => void][] = [
