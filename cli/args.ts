@@ -40,6 +40,8 @@ export interface ServeCommand {
   port: number;
   trigger: "level" | "edge";
   backend: BackendChoice;
+  /** `--batch-wait`: io_uring batched waits, in µs (0: off). */
+  batchWaitUs: number;
   maxEvents: number;
   backlog: number;
   logLevel: LogLevelName;
@@ -110,6 +112,8 @@ serve options (default in brackets):
   --port N                    TCP port, 0 = any free port [8080]
   --trigger level|edge        epoll trigger mode; edge drains every fd until EAGAIN [level]
   --backend NAME              epoll, poll, select, io_uring, or auto (io_uring if it works) [epoll]
+  --batch-wait US             io_uring: a loop turn waits up to US µs for 16 completions (less CPU
+                              per request under load, up to US µs more latency); 0 = off [0]
   --max-events N              size of the one epoll_wait events array [1024]
   --backlog N                 listen(2) backlog, clamped by net.core.somaxconn [4096]
   --log-level LEVEL           trace, debug, info, warning, error, fatal [info]
@@ -240,6 +244,7 @@ const COMMON_FLAGS = [
   "port",
   "trigger",
   "backend",
+  "batch-wait",
   "max-events",
   "backlog",
   "log-level",
@@ -378,6 +383,10 @@ function parseServe(rest: string[]): ServeCommand | { command: "help"; text: str
       `--trigger edge needs --backend epoll (${backend} is level-triggered only)`,
     );
   }
+  const batchWaitUs = integer("batch-wait", v["batch-wait"], 0, 0, 10_000);
+  if (batchWaitUs > 0 && backend !== "io_uring" && backend !== "auto") {
+    throw new UsageError(`--batch-wait needs --backend io_uring or auto (not ${backend})`);
+  }
   const host = v.host ?? "127.0.0.1";
   if (host === "") throw new UsageError("--host must not be empty");
   return {
@@ -388,6 +397,7 @@ function parseServe(rest: string[]): ServeCommand | { command: "help"; text: str
     port: integer("port", v.port, 8080, 0, 65535),
     trigger,
     backend,
+    batchWaitUs,
     maxEvents: integer("max-events", v["max-events"], 1024, 1, 65536),
     backlog: integer("backlog", v.backlog, 4096, 1, 65535),
     logLevel: oneOf("log-level", v["log-level"], "info", LOG_LEVELS),

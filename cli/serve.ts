@@ -15,6 +15,7 @@ import { loadModule, ModuleError } from "./module.ts";
 import { fetchProtocol } from "../handlers/protocols/http/app.ts";
 import { SyscallError } from "../syscalls/errno.ts";
 import { IoUringUnavailableError } from "../reactor/io_uring.ts";
+import type { Backend } from "../reactor/backend.ts";
 import {
   type AdminListener,
   listenErrorCode,
@@ -75,6 +76,7 @@ export async function serve(cmd: ServeCommand): Promise<number> {
       port: cmd.port,
       backlog: cmd.backlog,
       backend: cmd.backend,
+      ioUring: { batchWaitUs: cmd.batchWaitUs },
       maxEvents: cmd.maxEvents,
       edge: cmd.trigger === "edge",
       reusePort: cmd.workerId !== null,
@@ -144,7 +146,7 @@ export async function serve(cmd: ServeCommand): Promise<number> {
       ? `--root ${cmd.files.root}`
       : cmd.app,
     address: server.address,
-    backend: server.reactor.backend.name,
+    backend: backendDescription(server.reactor.backend),
     trigger: cmd.trigger,
     pid: Deno.pid,
     worker: cmd.workerId === null ? "" : `, worker ${cmd.workerId}`,
@@ -199,4 +201,10 @@ function setUpFailure(cmd: ServeCommand, e: unknown): number {
     return 2;
   }
   throw e;
+}
+
+/** The backend's name, and its batched wait when one is on (io_uring). */
+function backendDescription(backend: Backend): string {
+  const batch = (backend as { batchWaitUs?: number }).batchWaitUs ?? 0;
+  return batch > 0 ? `${backend.name}, batched waits ${batch} µs` : backend.name;
 }

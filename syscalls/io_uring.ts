@@ -78,6 +78,8 @@ export const IORING_FEAT_SINGLE_MMAP = 1 << 0;
 export const IORING_FEAT_NODROP = 1 << 1;
 /** `IORING_FEAT_EXT_ARG`: `io_uring_enter` takes a timeout (5.11). */
 export const IORING_FEAT_EXT_ARG = 1 << 8;
+/** `IORING_FEAT_MIN_TIMEOUT`: `io_uring_getevents_arg.min_wait_usec` is honoured (6.12). */
+export const IORING_FEAT_MIN_TIMEOUT = 1 << 15;
 
 // io_uring_enter flags.
 /** `IORING_ENTER_GETEVENTS`: wait for `min_complete` completions (and run completion work). */
@@ -241,6 +243,8 @@ export class IoUring {
   /** Our SQ tail: SQEs up to here are written, not necessarily published. */
   #tail = 0;
   readonly #mappings: [Deno.PointerObject, number][] = [];
+  /** `min_complete` of a timed `enter` (see `setBatchedWait`). */
+  #minComplete = 1;
   /** `struct io_uring_getevents_arg` and the timespec it points at, for timed waits. */
   readonly #timespec: Uint32Array;
   readonly #argPointer: Deno.PointerObject;
@@ -395,10 +399,30 @@ export class IoUring {
       NR_IO_URING_ENTER,
       this.fd,
       n,
-      1,
+      this.#minComplete,
       IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
       this.#argPointer,
       this.#argSize,
+    );
+  }
+
+  /**
+   * Makes every timed `enter` a batched wait: it returns once `minComplete`
+   * completions are there, or, after `minWaitUs` µs, once there is at least
+   * one (the `min_wait_usec` of `io_uring_getevents_arg`, 6.12). With
+   * DEFER_TASKRUN the kernel does not even wake the task for fewer. `(1, 0)`
+   * turns it off. Needs `IORING_FEAT_MIN_TIMEOUT` in `features`; an older
+   * kernel would read the field as padding.
+   */
+  setBatchedWait(minComplete: number, minWaitUs: number): void {
+    if (minWaitUs > 0 && (this.features & IORING_FEAT_MIN_TIMEOUT) === 0) {
+      throw new Error("io_uring: this kernel has no min_wait_usec (IORING_FEAT_MIN_TIMEOUT, 6.12)");
+    }
+    this.#minComplete = minWaitUs > 0 ? minComplete : 1;
+    new DataView(this.#argBuffer.buffer).setUint32(
+      ioUringLayout().geteventsMinWait,
+      minWaitUs,
+      true,
     );
   }
 

@@ -210,6 +210,8 @@ export interface IoUringLayout {
   readonly cqe: { readonly userData: number; readonly res: number; readonly flags: number };
   /** `struct io_uring_getevents_arg { u64 sigmask; u32 sigmask_sz; u32 min_wait_usec; u64 ts; }`. */
   readonly geteventsArgSize: number;
+  /** Offset of `min_wait_usec` in it (6.12; padding before). */
+  readonly geteventsMinWait: number;
   /** Offset of `ts` (a pointer to a `__kernel_timespec`) in it. */
   readonly geteventsTs: number;
   /** `struct __kernel_timespec { i64 tv_sec; i64 tv_nsec; }`. */
@@ -247,6 +249,7 @@ const IO_URING_LAYOUT: IoUringLayout = {
   cqeSize: 16,
   cqe: { userData: 0, res: 8, flags: 12 },
   geteventsArgSize: 24,
+  geteventsMinWait: 12,
   geteventsTs: 16,
   timespecSize: 16,
   bufSize: 16,

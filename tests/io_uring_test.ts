@@ -11,6 +11,7 @@ import { Reactor } from "../reactor/reactor.ts";
 import { EPOLLIN } from "../syscalls/constants.ts";
 import {
   IO_URING_ENV,
+  IORING_FEAT_MIN_TIMEOUT,
   IORING_OP_POLL_ADD,
   IORING_OP_POLL_REMOVE,
   IORING_OP_RECV,
@@ -141,6 +142,66 @@ Deno.test({
         cli.kill();
         await cli.exit();
       }
+    }
+  },
+});
+
+/** Median time of `n` one-byte echo round trips over one connection, in ms. */
+async function medianRoundTrip(port: number, n: number): Promise<number> {
+  const conn = await dial(port);
+  try {
+    const times: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const t = performance.now();
+      await writeAll(conn, pattern(i, 1));
+      assert.deepEqual(await readExactly(conn, 1), pattern(i, 1));
+      times.push(performance.now() - t);
+    }
+    return times.sort((a, b) => a - b)[n >> 1];
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test({
+  name:
+    "cli: --batch-wait on io_uring: 100 clients exact; a batch that never fills ends after its wait",
+  ignore: ignore || (PROBE.features & IORING_FEAT_MIN_TIMEOUT) === 0,
+  async fn() {
+    const base = await startCli(["--backend", "io_uring", "--app", "echo"]);
+    let baseline: number;
+    try {
+      baseline = await medianRoundTrip(base.port, 200);
+    } finally {
+      base.cli.kill();
+      await base.cli.exit();
+    }
+    const { cli, port } = await startCli([
+      "--backend",
+      "io_uring",
+      "--batch-wait",
+      "200",
+      "--app",
+      "echo",
+    ]);
+    try {
+      assert.match(cli.stderr, /\(io_uring, batched waits 200 µs, level-triggered/);
+      await echoClients(port, 100, (i) => 1 + (i * 7919) % 70_000);
+      // One client alone never fills a batch of 16: each turn must end
+      // after the 200 µs wait, not at the end of the 2 ms JS-thread wait.
+      const batched = await medianRoundTrip(port, 200);
+      console.log(
+        `median echo round trip: ${baseline.toFixed(3)} ms, with --batch-wait 200: ${
+          batched.toFixed(3)
+        } ms`,
+      );
+      assert.ok(
+        batched < baseline + 1.2,
+        `round trips took ${batched.toFixed(3)} ms (without: ${baseline.toFixed(3)} ms)`,
+      );
+    } finally {
+      cli.kill();
+      await cli.exit();
     }
   },
 });
