@@ -218,8 +218,21 @@ export interface IoUringLayout {
   readonly timespecSize: number;
   /** `struct io_uring_buf { u64 addr; u32 len; u16 bid; u16 resv; }`; entry 0's `resv` is the ring's tail. */
   readonly bufSize: number;
+  /** `io_uring_buf` fields, and `tail`: the offset of entry 0's `resv` (`io_uring_buf_ring.tail`). */
+  readonly buf: {
+    readonly addr: number; // u64
+    readonly len: number; // u32
+    readonly bid: number; // u16
+    readonly tail: number; // u16
+  };
   /** `struct io_uring_buf_reg { u64 ring_addr; u32 ring_entries; u16 bgid; u16 flags; u64 resv[3]; }`. */
   readonly bufRegSize: number;
+  /** `io_uring_buf_reg` fields. */
+  readonly bufReg: {
+    readonly ringAddr: number; // u64
+    readonly ringEntries: number; // u32
+    readonly bgid: number; // u16
+  };
   /** `struct io_uring_probe`'s header (last_op u8, ops_len u8, resv u16, resv2 u32[3]). */
   readonly probeHeaderSize: number;
   /** `struct io_uring_probe_op { u8 op; u8 resv; u16 flags; u32 resv2; }`. */
@@ -253,7 +266,9 @@ const IO_URING_LAYOUT: IoUringLayout = {
   geteventsTs: 16,
   timespecSize: 16,
   bufSize: 16,
+  buf: { addr: 0, len: 8, bid: 12, tail: 14 },
   bufRegSize: 40,
+  bufReg: { ringAddr: 0, ringEntries: 8, bgid: 12 },
   probeHeaderSize: 16,
   probeOpSize: 8,
 };
