@@ -39,6 +39,12 @@
  * Changes made while a wait is parked are SQEs not yet submitted, so the
  * Reactor wakes the wait (`changesNeedWake`) to apply them.
  *
+ * ## No SQ slot
+ * When the SQ stays full even after a submit (the kernel refused the whole
+ * call; see `IoUring`), nothing is dropped: an arm waits in state TO_ARM, a
+ * poll removal in a list, and the streams keep theirs (`IoUringStreams`);
+ * the next wait retries them, and does not sleep while any wait.
+ *
  * @module
  */
 
@@ -64,11 +70,14 @@ import {
   SyscallError,
 } from "../syscalls/errno.ts";
 import {
+  CQE_FLAGS,
+  CQE_RES,
+  CQE_USER_DATA_HI,
+  CQE_USER_DATA_LO,
   explainSetupFailure,
   IORING_FEAT_EXT_ARG,
   IORING_FEAT_MIN_TIMEOUT,
   IORING_FEAT_NODROP,
-  IORING_OP_NOP,
   IORING_OP_POLL_ADD,
   IORING_OP_POLL_REMOVE,
   IORING_REGISTER_EVENTFD,
@@ -98,8 +107,12 @@ const ARMED = 1;
 const REPORTED = 2;
 /** A completion-based stream (`IoUringStreams`): no poll, readiness from its state. */
 const STREAM = 3;
+/** Its poll found no SQ slot (see `IoUring`): armed at the next loop turn. */
+const TO_ARM = 4;
 /** What a failed poll (a bad fd) is reported as, like poll(2)'s POLLNVAL in the poll backend. */
 const FAILED = EPOLLERR | EPOLLHUP;
+/** `user_data` high word of requests whose completion is dropped unread. */
+const IGNORE_HI = (KIND_IGNORE << KIND_SHIFT) >>> 0;
 
 /** How long `drain()` lets closed streams deliver what they took, by default. */
 export const CLOSE_DRAIN_MS = 1000;
@@ -172,6 +185,10 @@ export class IoUringBackend implements Backend {
   #tokens = new Uint32Array(1024);
   #seqs = new Uint32Array(1024);
   #nextSeq = 1;
+  /** Fds in state TO_ARM (their arm found no SQ slot), in order. */
+  readonly #armLater: number[] = [];
+  /** Poll removals that found no SQ slot: [fd, seq, ...] of the polls to remove. */
+  readonly #cancelLater: number[] = [];
   /** The eventfd a DEFER_TASKRUN ring signals while a wait is parked (-1: none). */
   readonly #eventfd: number = -1;
   /** `struct pollfd` for it. */
@@ -279,40 +296,82 @@ export class IoUringBackend implements Backend {
 
   /** Submits a NOP now (its completion, ignored, ends a parked `io_uring_enter`). */
   #nop(): void {
-    const w = this.ring.sqe();
-    this.ring.sqeBytes[w << 2] = IORING_OP_NOP;
-    this.ring.sqeWords[w + 9] = (KIND_IGNORE << KIND_SHIFT) >>> 0;
-    this.ring.submit();
+    // No slot (the kernel refused a submit, see `IoUring`): the NOP is
+    // skipped. If that was EBUSY (5.x: an overflowed CQ), the CQ holds
+    // completions, and a parked enter (min_complete 1) does not sleep on
+    // those; an EAGAIN (no memory) passes, and the next change wakes again.
+    if (this.ring.prepNop(0, IGNORE_HI)) this.ring.submit();
   }
 
-  /** Queues a one-shot POLL_ADD for `fd` under a new sequence number. */
-  #arm(fd: number): void {
-    const ring = this.ring;
+  /**
+   * Queues a one-shot POLL_ADD for `fd` under a new sequence number; false
+   * when the SQ has no slot (see `IoUring`), nothing changed then.
+   */
+  #tryArm(fd: number): boolean {
     const seq = this.#nextSeq;
+    // user_data: fd | seq << 32.
+    if (!this.ring.prepPollAdd(fd, this.#events[fd], fd, seq)) return false;
     this.#nextSeq = ((seq + 1) & GEN_MASK) || 1;
     this.#seqs[fd] = seq;
     this.#state[fd] = ARMED;
-    const w = ring.sqe();
-    const words = ring.sqeWords;
-    ring.sqeBytes[w << 2] = IORING_OP_POLL_ADD;
-    words[w + 1] = fd;
-    words[w + 7] = this.#events[fd]; // poll32_events
-    words[w + 8] = fd; // user_data: fd | seq << 32
-    words[w + 9] = seq;
+    return true;
   }
 
-  /** Queues the removal of `fd`'s poll in flight; its completion, if any, is then stale. */
-  #cancel(fd: number): void {
-    const ring = this.ring;
-    const w = ring.sqe();
-    const words = ring.sqeWords;
-    ring.sqeBytes[w << 2] = IORING_OP_POLL_REMOVE;
-    ring.sqeBytes[(w << 2) + 1] = IOSQE_CQE_SKIP_SUCCESS;
-    words[w + 1] = -1;
-    words[w + 4] = fd; // addr: the user_data of the poll to remove
-    words[w + 5] = this.#seqs[fd];
-    // user_data 0: a failure (ENOENT: it had completed already) is ignored.
+  /** Arms `fd` now, or (no SQ slot) at the next loop turn. Returns whether now. */
+  #arm(fd: number): boolean {
+    if (this.#tryArm(fd)) return true;
+    this.#armLaterFd(fd);
+    return false;
+  }
+
+  /** `fd` (with no poll in flight) waits in state TO_ARM: armed at the next loop turn. */
+  #armLaterFd(fd: number): void {
     this.#seqs[fd] = 0;
+    this.#state[fd] = TO_ARM;
+    this.#armLater.push(fd);
+  }
+
+  /**
+   * Queues the removal of `fd`'s poll in flight; its completion, if any, is
+   * then stale. Never lost: with no SQ slot it is retried at the next loop
+   * turn (until then the poll holds a reference to the socket).
+   */
+  #cancel(fd: number): void {
+    const seq = this.#seqs[fd];
+    this.#seqs[fd] = 0;
+    // user_data 0: a failure (ENOENT: it had completed already) is ignored.
+    if (
+      this.#cancelLater.length !== 0 ||
+      !this.ring.prepPollRemove(fd, seq, 0, 0, IOSQE_CQE_SKIP_SUCCESS)
+    ) this.#cancelLater.push(fd, seq);
+  }
+
+  /** Retries the removals and arms that found no SQ slot, in order; stops at the first refused. */
+  #retryDeferred(): void {
+    const cancels = this.#cancelLater;
+    let i = 0;
+    while (i < cancels.length) {
+      if (!this.ring.prepPollRemove(cancels[i], cancels[i + 1], 0, 0, IOSQE_CQE_SKIP_SUCCESS)) {
+        break;
+      }
+      i += 2;
+    }
+    cancels.copyWithin(0, i);
+    cancels.length -= i;
+    if (cancels.length !== 0) return;
+    const arms = this.#armLater;
+    const state = this.#state;
+    let k = 0;
+    // One not in state TO_ARM was removed (or armed) since: nothing to do.
+    while (k < arms.length && (state[arms[k]] !== TO_ARM || this.#tryArm(arms[k]))) k++;
+    arms.copyWithin(0, k);
+    arms.length -= k;
+  }
+
+  /** Whether work waits for an SQ slot (here or in the streams): the loop must not sleep on it. */
+  #deferred(): boolean {
+    return this.#armLater.length !== 0 || this.#cancelLater.length !== 0 ||
+      (this.streams !== null && this.streams.hasDeferred);
   }
 
   add(fd: number, events: number, token: number): void {
@@ -362,9 +421,13 @@ export class IoUringBackend implements Backend {
   #rearmReported(): void {
     const rearm = this.#rearm;
     const state = this.#state;
+    let room = true;
     for (let i = 0; i < this.#rearmCount; i++) {
       const fd = rearm[i];
-      if (state[fd] === REPORTED) this.#arm(fd);
+      if (state[fd] !== REPORTED) continue;
+      // After one found no SQ slot, the rest wait too (no submit per fd).
+      if (room) room = this.#arm(fd);
+      else this.#armLaterFd(fd);
     }
     this.#rearmCount = 0;
   }
@@ -394,11 +457,14 @@ export class IoUringBackend implements Backend {
   #enterAndReap(timeoutMs: number): number {
     const streams = this.streams;
     let timeout = timeoutMs;
+    if (this.#armLater.length !== 0 || this.#cancelLater.length !== 0) this.#retryDeferred();
     if (streams !== null) {
       streams.prepare();
       if (streams.hasReady) timeout = 0;
     }
-    if (timeout !== 0 && this.#cqPending()) timeout = 0;
+    // Work that found no SQ slot must not wait for a completion that may
+    // never come: look, and retry it at the next turn.
+    if (timeout !== 0 && (this.#cqPending() || this.#deferred())) timeout = 0;
     const r = this.ring.enter(timeout);
     if (r < 0) this.#enterFailed();
     return this.#reap();
@@ -413,9 +479,11 @@ export class IoUringBackend implements Backend {
 
   async waitBlocking(timeoutMs: number): Promise<number> {
     const ring = this.ring;
+    // Work that found no SQ slot (see `IoUring`) is retried by the next
+    // wait: no park (nothing in flight may end it), one Deno turn instead.
     if (!this.deferTaskrun) {
       const n = this.wait(0);
-      if (n > 0 || timeoutMs === 0) return await this.#denoTurn(n);
+      if (n > 0 || timeoutMs === 0 || this.#deferred()) return await this.#denoTurn(n);
       this.#parked = true;
       await ring.waitBlocking(timeoutMs);
       this.#parked = false;
@@ -427,7 +495,7 @@ export class IoUringBackend implements Backend {
     // queued before the signal was switched on is run by the look below.
     ring.eventfdEnabled(true);
     let n = this.wait(0);
-    if (n > 0 || timeoutMs === 0) {
+    if (n > 0 || timeoutMs === 0 || this.#deferred()) {
       ring.eventfdEnabled(false);
       return await this.#denoTurn(n);
     }
@@ -469,8 +537,6 @@ export class IoUringBackend implements Backend {
     const ring = this.ring;
     const cq = ring.cq;
     const cqSigned = ring.cqSigned;
-    const mask = ring.cqMask;
-    const base = ring.cqes;
     const state = this.#state;
     const seqs = this.#seqs;
     const streams = this.streams;
@@ -479,19 +545,19 @@ export class IoUringBackend implements Backend {
     const tail = ring.cqTail();
     let n = 0;
     while (head !== tail && n < max) {
-      const w = base + ((head & mask) << 2);
+      const w = ring.cqe(head);
       head = (head + 1) >>> 0;
-      const fd = cq[w];
-      const hi = cq[w + 1];
+      const fd = cq[w + CQE_USER_DATA_LO];
+      const hi = cq[w + CQE_USER_DATA_HI];
       const kind = hi >>> KIND_SHIFT;
       if (kind !== 0) {
         if (kind !== KIND_IGNORE && streams !== null) {
-          streams.complete(fd, kind, hi & GEN_MASK, cqSigned[w + 2], cq[w + 3]);
+          streams.complete(fd, kind, hi & GEN_MASK, cqSigned[w + CQE_RES], cq[w + CQE_FLAGS]);
         }
         continue;
       }
       if (hi === 0 || fd >= state.length || seqs[fd] !== hi || state[fd] !== ARMED) continue;
-      const res = cqSigned[w + 2];
+      const res = cqSigned[w + CQE_RES];
       state[fd] = REPORTED;
       this.#rearm[n] = fd;
       this.#resultFd[n] = fd;

@@ -48,27 +48,18 @@ import {
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
 } from "../syscalls/constants.ts";
-import { EAGAIN, ECANCELED, ENOBUFS, EPIPE, SyscallError } from "../syscalls/errno.ts";
+import { EAGAIN, ECANCELED, ENOBUFS, EPIPE } from "../syscalls/errno.ts";
 import {
   addressOf,
-  IORING_ACCEPT_MULTISHOT,
   IORING_CQE_BUFFER_SHIFT,
   IORING_CQE_F_BUFFER,
   IORING_CQE_F_MORE,
-  IORING_OP_ACCEPT,
-  IORING_OP_ASYNC_CANCEL,
-  IORING_OP_POLL_ADD,
-  IORING_OP_RECV,
-  IORING_OP_SEND,
-  IORING_RECV_MULTISHOT,
-  IORING_REGISTER_PBUF_RING,
-  IOSQE_BUFFER_SELECT,
   IOSQE_CQE_SKIP_SUCCESS,
   type IoUring,
   mapAnonymous,
+  ProvidedBufferRing,
   unmapAnonymous,
 } from "../syscalls/io_uring.ts";
-import { ioUringLayout } from "../syscalls/layout.ts";
 import { close, errno, shutdown } from "../syscalls/libc.ts";
 import { resetOnClose } from "../syscalls/socket.ts";
 
@@ -91,6 +82,8 @@ export const KIND_ACCEPT = 5;
 const ACCEPT_FLAGS = SOCK_NONBLOCK | SOCK_CLOEXEC;
 /** The low 28 bits of the high word: a generation or a sequence number. */
 export const GEN_MASK = (1 << KIND_SHIFT) - 1;
+/** `user_data` high word of a cancellation (low word 0). */
+const IGNORE_HI = (KIND_IGNORE << KIND_SHIFT) >>> 0;
 /** The buffer group id of the provided-buffer ring. */
 const BGID = 1;
 /**
@@ -164,11 +157,7 @@ export class IoUringStreams {
   readonly #bufferCount: number;
   readonly #buffersAddress: number;
   readonly #buffersPointer: Deno.PointerObject;
-  readonly #bufRing: Uint32Array;
-  readonly #bufRingTail: Uint16Array;
-  readonly #bufRingPointer: Deno.PointerObject;
-  readonly #bufRingBytes: number;
-  #bufTail = 0;
+  readonly #bufRing: ProvidedBufferRing;
   /** Buffers handed to us by completions and not yet given back. */
   #held = 0;
   /** Buffer ids to give back at the next wait (their bytes were read). */
@@ -207,6 +196,17 @@ export class IoUringStreams {
   #starved = new Uint8Array(1024);
   #toSend: number[] = [];
   #draining: number[] = [];
+  /**
+   * Cancels that found no SQ slot (see `IoUring`): [fd, user_data high word
+   * of the target, ...], retried first by `prepare`. Never dropped: a
+   * multishot recv (or a POLLOUT) holds its own reference to the socket, so
+   * a lost cancel would keep a closed connection alive.
+   */
+  #cancels: number[] = [];
+  /** Fds whose POLLOUT found no SQ slot (`#socketOut` stays 1): armed by `prepare`. */
+  #toPollOut: number[] = [];
+  /** Work found no SQ slot since the last `prepare` began; it retries it. */
+  #deferred = false;
 
   /**
    * Registers a provided-buffer ring with `ring`.
@@ -214,7 +214,6 @@ export class IoUringStreams {
    * @throws {SyscallError} when the kernel refuses it (before 5.19)
    */
   constructor(ring: IoUring, options: StreamBufferOptions = {}) {
-    const L = ioUringLayout();
     this.#ring = ring;
     this.#bufferCount = options.count ?? 1024;
     this.#bufferSize = options.size ?? 16384;
@@ -223,51 +222,29 @@ export class IoUringStreams {
     this.buffers = data.bytes;
     this.#buffersPointer = data.pointer;
     this.#buffersAddress = addressOf(data.pointer);
-    this.#bufRingBytes = Math.max(4096, this.#bufferCount * L.bufSize);
-    const ringMem = mapAnonymous(this.#bufRingBytes);
-    this.#bufRingPointer = ringMem.pointer;
-    this.#bufRing = new Uint32Array(ringMem.bytes.buffer);
-    this.#bufRingTail = new Uint16Array(ringMem.bytes.buffer);
-    const reg = new Uint8Array(L.bufRegSize);
-    const v = new DataView(reg.buffer);
-    v.setBigUint64(0, BigInt(addressOf(ringMem.pointer)), true);
-    v.setUint32(8, this.#bufferCount, true);
-    v.setUint16(12, BGID, true);
-    if (ring.register(IORING_REGISTER_PBUF_RING, reg, 1) < 0) {
-      const e = new SyscallError("io_uring_register(PBUF_RING)", errno());
-      this.#unmap();
+    try {
+      this.#bufRing = new ProvidedBufferRing(ring, this.#bufferCount, BGID);
+    } catch (e) {
+      this.#unmapBuffers();
       throw e;
     }
     for (let bid = 0; bid < this.#bufferCount; bid++) this.#give(bid);
-    this.#publishBuffers();
+    this.#bufRing.publish();
   }
 
-  #unmap(): void {
+  #unmapBuffers(): void {
     unmapAnonymous(this.#buffersPointer, this.#bufferCount * this.#bufferSize);
-    unmapAnonymous(this.#bufRingPointer, this.#bufRingBytes);
   }
 
   /** Releases the buffers (after the ring is closed). */
   release(): void {
-    this.#unmap();
+    this.#unmapBuffers();
+    this.#bufRing.release();
   }
 
-  /** Puts buffer `bid` at the ring's tail (published by `#publishBuffers`). */
+  /** Puts buffer `bid` at the buffer ring's tail (published by `prepare`). */
   #give(bid: number): void {
-    const w = (this.#bufTail & (this.#bufferCount - 1)) << 2;
-    const address = this.#buffersAddress + bid * this.#bufferSize;
-    const r = this.#bufRing;
-    r[w] = address >>> 0;
-    r[w + 1] = (address / 4294967296) >>> 0;
-    r[w + 2] = this.#bufferSize;
-    // bid is the low u16 of word 3; the high u16 of entry 0 is the tail: keep it.
-    r[w + 3] = (r[w + 3] & 0xffff0000) | bid;
-    this.#bufTail = (this.#bufTail + 1) & 0xffff;
-  }
-
-  #publishBuffers(): void {
-    // The tail is the u16 at byte 14 (entry 0's resv): release store.
-    Atomics.store(this.#bufRingTail, 7, this.#bufTail);
+    this.#bufRing.add(this.#buffersAddress + bid * this.#bufferSize, this.#bufferSize, bid);
   }
 
   #ensure(fd: number): void {
@@ -445,50 +422,49 @@ export class IoUringStreams {
     }
   }
 
-  #userData(w: number, fd: number, kind: number): void {
-    const words = this.#ring.sqeWords;
-    words[w + 8] = fd;
-    words[w + 9] = ((kind << KIND_SHIFT) | this.#gen[fd]) >>> 0;
+  /** The `user_data` high word of `fd`'s requests of `kind` (the low word is `fd`). */
+  #userHi(fd: number, kind: number): number {
+    return ((kind << KIND_SHIFT) | this.#gen[fd]) >>> 0;
   }
 
-  #armRecv(fd: number): void {
-    if (this.#listener[fd] !== 0) {
-      this.#armAccept(fd);
-      return;
-    }
+  /** Arms `fd`'s multishot recv (accept, for a listener); false when the SQ has no slot. */
+  #armRecv(fd: number): boolean {
     const ring = this.#ring;
-    const w = ring.sqe();
-    const bytes = ring.sqeBytes;
-    bytes[w << 2] = IORING_OP_RECV;
-    bytes[(w << 2) + 1] = IOSQE_BUFFER_SELECT;
-    ring.sqeWords[w] |= IORING_RECV_MULTISHOT << 16; // ioprio
-    ring.sqeWords[w + 1] = fd;
-    ring.sqeWords[w + 10] = BGID; // buf_group
-    this.#userData(w, fd, KIND_RECV);
-    this.#recvArmed[fd] = 1;
+    const queued = this.#listener[fd] !== 0
+      ? ring.prepAcceptMultishot(fd, ACCEPT_FLAGS, fd, this.#userHi(fd, KIND_ACCEPT))
+      : ring.prepRecvMultishot(fd, BGID, fd, this.#userHi(fd, KIND_RECV));
+    if (queued) this.#recvArmed[fd] = 1;
+    return queued;
   }
 
-  #armAccept(fd: number): void {
-    const ring = this.#ring;
-    const w = ring.sqe();
-    ring.sqeBytes[w << 2] = IORING_OP_ACCEPT;
-    ring.sqeWords[w] |= IORING_ACCEPT_MULTISHOT << 16; // ioprio
-    ring.sqeWords[w + 1] = fd;
-    ring.sqeWords[w + 7] = ACCEPT_FLAGS;
-    this.#userData(w, fd, KIND_ACCEPT);
-    this.#recvArmed[fd] = 1;
-  }
-
+  /**
+   * Cancels `fd`'s request of `kind` (of its current generation). Never
+   * lost: with no SQ slot, or others waiting before it, it waits in
+   * `#cancels` for `prepare`.
+   */
   #cancel(fd: number, kind: number): void {
-    const ring = this.#ring;
-    const w = ring.sqe();
-    ring.sqeBytes[w << 2] = IORING_OP_ASYNC_CANCEL;
-    ring.sqeBytes[(w << 2) + 1] = IOSQE_CQE_SKIP_SUCCESS;
-    ring.sqeWords[w + 1] = -1;
-    ring.sqeWords[w + 4] = fd; // addr: the user_data to cancel
-    ring.sqeWords[w + 5] = ((kind << KIND_SHIFT) | this.#gen[fd]) >>> 0;
-    ring.sqeWords[w + 8] = 0;
-    ring.sqeWords[w + 9] = (KIND_IGNORE << KIND_SHIFT) >>> 0;
+    const target = this.#userHi(fd, kind);
+    if (
+      this.#cancels.length === 0 &&
+      this.#ring.prepCancel(fd, target, 0, IGNORE_HI, IOSQE_CQE_SKIP_SUCCESS)
+    ) return;
+    this.#cancels.push(fd, target);
+    this.#deferred = true;
+  }
+
+  /** Queues the cancels that found no SQ slot, in order; whether all went. */
+  #retryCancels(): boolean {
+    const list = this.#cancels;
+    let i = 0;
+    while (
+      i < list.length &&
+      this.#ring.prepCancel(list[i], list[i + 1], 0, IGNORE_HI, IOSQE_CQE_SKIP_SUCCESS)
+    ) i += 2;
+    list.copyWithin(0, i);
+    list.length -= i;
+    if (list.length === 0) return true;
+    this.#deferred = true;
+    return false;
   }
 
   #cancelRecv(fd: number): void {
@@ -498,33 +474,45 @@ export class IoUringStreams {
     this.#recvArmed[fd] = 0;
   }
 
-  #submitSend(fd: number): void {
-    const buf = this.#flying[fd]!;
+  /**
+   * Submits the rest of `fd`'s flying buffer (from `#flyOff` to `#flyLen`);
+   * false when the SQ has no slot: the rest then waits, unsent and not in
+   * flight, and `prepare` submits it before anything staged after it.
+   */
+  #submitSend(fd: number): boolean {
     const off = this.#flyOff[fd];
-    const ring = this.#ring;
-    const w = ring.sqe();
-    const words = ring.sqeWords;
-    ring.sqeBytes[w << 2] = IORING_OP_SEND;
-    words[w + 1] = fd;
-    const address = buf.address + off;
-    words[w + 4] = address >>> 0;
-    words[w + 5] = (address / 4294967296) >>> 0;
-    words[w + 6] = this.#flyLen[fd] - off;
-    words[w + 7] = MSG_NOSIGNAL;
-    this.#userData(w, fd, KIND_SEND);
+    if (
+      !this.#ring.prepSend(
+        fd,
+        this.#flying[fd]!.address + off,
+        this.#flyLen[fd] - off,
+        MSG_NOSIGNAL,
+        fd,
+        this.#userHi(fd, KIND_SEND),
+      )
+    ) return false;
     this.#sending[fd] = 1;
     this.counters.sends++;
+    return true;
   }
 
-  /** Before a wait: give buffers back, arm receives, submit staged sends, enforce drains. */
+  /**
+   * Before a wait: give buffers back, then queue (cancels first) what waits
+   * for an SQ slot, arm receives, submit staged sends, enforce drains. With
+   * no SQ slot (see `IoUring`) the rest stays in its list for the next call:
+   * nothing is dropped, and nothing for an fd overtakes a cancel of it.
+   */
   prepare(): void {
+    this.#deferred = false;
     const back = this.#toReturn;
     if (back.length > 0) {
       for (let i = 0; i < back.length; i++) this.#give(back[i]);
       this.#held -= back.length;
       back.length = 0;
-      this.#publishBuffers();
+      this.#bufRing.publish();
     }
+    let room = this.#cancels.length === 0 || this.#retryCancels();
+    if (room && this.#toPollOut.length > 0) room = this.#retryPollOuts();
     const arm = this.#toArm;
     if (arm.length > 0) {
       let kept = 0;
@@ -538,24 +526,46 @@ export class IoUringStreams {
           this.#open[fd] !== 1 || (this.#events[fd] & EPOLLIN) === 0 ||
           this.#recvArmed[fd] !== 0 || this.#end[fd] !== 0
         ) continue;
-        if (this.#starved[fd] !== 0) {
-          if (free <= 0) {
-            this.#inArm[fd] = 1;
-            arm[kept++] = fd; // wait for buffers to come back
-            continue;
-          }
+        const starved = this.#starved[fd] !== 0;
+        if (starved && free <= 0) {
+          this.#inArm[fd] = 1;
+          arm[kept++] = fd; // wait for buffers to come back
+          continue;
+        }
+        if (!room || !this.#armRecv(fd)) {
+          room = false;
+          this.#inArm[fd] = 1;
+          arm[kept++] = fd; // no SQ slot: next turn
+          continue;
+        }
+        if (starved) {
           free--;
           this.#starved[fd] = 0;
         }
-        this.#armRecv(fd);
       }
       arm.length = kept;
     }
     const send = this.#toSend;
     if (send.length > 0) {
+      let kept = 0;
       for (let i = 0; i < send.length; i++) {
         const fd = send[i];
-        if (this.#sending[fd] !== 0 || this.#nextLen[fd] === 0) continue;
+        if (this.#sending[fd] !== 0) continue;
+        if (this.#flyOff[fd] < this.#flyLen[fd]) {
+          // A rest that found no slot (after a short send, or below) goes
+          // first; what is staged follows at its completion.
+          if (this.#sendError[fd] !== 0) continue;
+          if (!room || !this.#submitSend(fd)) {
+            room = false;
+            send[kept++] = fd;
+          }
+          continue;
+        }
+        if (this.#nextLen[fd] === 0) continue;
+        if (!room) {
+          send[kept++] = fd;
+          continue;
+        }
         // The staged bytes go in flight; the other buffer stages from now on.
         const flying = this.#next[fd];
         this.#next[fd] = this.#flying[fd];
@@ -563,11 +573,40 @@ export class IoUringStreams {
         this.#flyOff[fd] = 0;
         this.#flyLen[fd] = this.#nextLen[fd];
         this.#nextLen[fd] = 0;
-        this.#submitSend(fd);
+        if (!this.#submitSend(fd)) {
+          room = false;
+          send[kept++] = fd; // the flying buffer waits whole, as a rest (above)
+        }
       }
-      send.length = 0;
+      send.length = kept;
     }
+    if (!room) this.#deferred = true;
     if (this.#draining.length > 0) this.#checkDrains();
+  }
+
+  /** Arms the POLLOUTs that found no SQ slot and are still wanted; whether all went. */
+  #retryPollOuts(): boolean {
+    const list = this.#toPollOut;
+    let kept = 0;
+    let room = true;
+    for (let i = 0; i < list.length; i++) {
+      const fd = list[i];
+      if (this.#open[fd] !== 1 || this.#socketOut[fd] !== 1 || this.busy(fd)) continue;
+      if (room && this.#tryPollOut(fd)) continue;
+      room = false;
+      list[kept++] = fd;
+    }
+    list.length = kept;
+    return room;
+  }
+
+  /**
+   * Work found no SQ slot since the last `prepare` began (see `IoUring`):
+   * the next `prepare` retries it, so the loop must not sleep waiting for a
+   * completion that may never come.
+   */
+  get hasDeferred(): boolean {
+    return this.#deferred;
   }
 
   /** Whether a result is due without waiting (a ready fd, or a starved recv with buffers back). */
@@ -648,7 +687,11 @@ export class IoUringStreams {
       if (off < this.#flyLen[fd] && this.#sendError[fd] === 0) {
         this.counters.shortSends++;
         this.#flyOff[fd] = off;
-        this.#submitSend(fd); // the rest first, then what was staged meanwhile
+        // The rest first, then what was staged meanwhile; no slot: `prepare` sends it.
+        if (!this.#submitSend(fd)) {
+          this.#toSend.push(fd);
+          this.#deferred = true;
+        }
         return;
       }
       this.#flyLen[fd] = this.#flyOff[fd] = 0;
@@ -807,7 +850,8 @@ export class IoUringStreams {
    * writes to the socket directly (sendfile) must wait until they are not.
    */
   busy(fd: number): boolean {
-    return this.#sending[fd] !== 0 || this.#nextLen[fd] !== 0;
+    // unsent: also a rest that waits for an SQ slot, not in flight.
+    return this.#sending[fd] !== 0 || this.unsent(fd) !== 0;
   }
 
   /**
@@ -823,14 +867,19 @@ export class IoUringStreams {
   }
 
   #armPollOut(fd: number): void {
-    const ring = this.#ring;
-    const w = ring.sqe();
-    ring.sqeBytes[w << 2] = IORING_OP_POLL_ADD;
-    ring.sqeWords[w + 1] = fd;
-    ring.sqeWords[w + 7] = EPOLLOUT;
-    this.#userData(w, fd, KIND_POLLOUT);
-    this.#socketOut[fd] = 2;
     this.onQueued(); // a parked wait must submit it
+    // Never ahead of a cancel waiting for a slot: it may name the same user_data.
+    if ((this.#cancels.length === 0 || this.#retryCancels()) && this.#tryPollOut(fd)) return;
+    this.#socketOut[fd] = 1; // wanted, not armed: `prepare` arms it
+    this.#toPollOut.push(fd);
+    this.#deferred = true;
+  }
+
+  /** Queues a one-shot POLLOUT for `fd`; false when the SQ has no slot. */
+  #tryPollOut(fd: number): boolean {
+    if (!this.#ring.prepPollAdd(fd, EPOLLOUT, fd, this.#userHi(fd, KIND_POLLOUT))) return false;
+    this.#socketOut[fd] = 2;
+    return true;
   }
 
   /** Bytes taken for `fd` and not yet completed by the kernel. */

@@ -149,6 +149,49 @@ const MAP_POPULATE = 0x8000;
 /** `IO_URING_OP_SUPPORTED` in `io_uring_probe_op.flags`. */
 const IO_URING_OP_SUPPORTED = 1;
 
+// The SQE, CQE and provided-buffer layouts, as indices into typed-array views
+// of the field's width (bytes, u16 halves, u32 words), derived once here from
+// `ioUringLayout()`: the prep methods below are the only code that knows them.
+const LAYOUT = ioUringLayout();
+const SQE = LAYOUT.sqe;
+/** u32 words per SQE (a power of two), and its log2: SQE `i` starts at word `i << SQE_SHIFT`. */
+const SQE_WORDS = LAYOUT.sqeSize >> 2;
+const SQE_SHIFT = Math.log2(SQE_WORDS);
+/** Byte offsets (in the SQE's first word, at byte `w << 2`). */
+const SQE_OPCODE = SQE.opcode;
+const SQE_FLAGS = SQE.flags;
+/** u16 offsets (at half `w << 1`). */
+const SQE_IOPRIO = SQE.ioprio >> 1;
+const SQE_BUF_GROUP = SQE.bufIndex >> 1;
+/** u32 offsets (at word `w`); 64-bit fields as their low and high words (little-endian). */
+const SQE_FD = SQE.fd >> 2;
+const SQE_ADDR_LO = SQE.addr >> 2;
+const SQE_ADDR_HI = SQE_ADDR_LO + 1;
+const SQE_LEN = SQE.len >> 2;
+const SQE_OP_FLAGS = SQE.opFlags >> 2;
+const SQE_USER_DATA_LO = SQE.userData >> 2;
+const SQE_USER_DATA_HI = SQE_USER_DATA_LO + 1;
+/** log2 of the u32 words per CQE: CQE `i` starts at word `cqes + ((i & mask) << CQE_SHIFT)`. */
+const CQE_SHIFT = Math.log2(LAYOUT.cqeSize >> 2);
+/** Word offset of a CQE's `user_data` low half (read with `IoUring.cq` at `IoUring.cqe(i)` + it). */
+export const CQE_USER_DATA_LO: number = LAYOUT.cqe.userData >> 2;
+/** Word offset of a CQE's `user_data` high half. */
+export const CQE_USER_DATA_HI: number = CQE_USER_DATA_LO + 1;
+/** Word offset of a CQE's `res` (signed: read it with `IoUring.cqSigned`). */
+export const CQE_RES: number = LAYOUT.cqe.res >> 2;
+/** Word offset of a CQE's `flags`. */
+export const CQE_FLAGS: number = LAYOUT.cqe.flags >> 2;
+/** u32 words per `io_uring_buf` (a power of two), and its log2. */
+const BUF_SHIFT = Math.log2(LAYOUT.bufSize >> 2);
+const BUF_ADDR_LO = LAYOUT.buf.addr >> 2;
+const BUF_ADDR_HI = BUF_ADDR_LO + 1;
+const BUF_LEN = LAYOUT.buf.len >> 2;
+/** u16 offsets: an entry's `bid`, and the ring's tail (entry 0's `resv`). */
+const BUF_BID = LAYOUT.buf.bid >> 1;
+const BUF_RING_TAIL = LAYOUT.buf.tail >> 1;
+/** 2^32, to split an address (below 2^53) into u32 halves without BigInt. */
+const U32 = 4294967296;
+
 /** A pointer object whose address is `n`: for 64-bit integer arguments passed as pointers. */
 function word(n: number): Deno.PointerObject {
   return Deno.UnsafePointer.create(BigInt(n))!;
@@ -206,8 +249,24 @@ export interface IoUringSetupOptions {
 /**
  * One io_uring instance: its fd, its two rings and its SQE array, mapped
  * once, with typed-array views taken once. This is the raw ring: it queues
- * SQEs, enters the kernel, and exposes the CQ ring for the caller to read.
- * What the requests mean belongs to the caller (`reactor/io_uring.ts`).
+ * SQEs (the `prep*` methods, as liburing's `io_uring_prep_*`: the only code
+ * that knows the SQE layout), enters the kernel, and exposes the CQ ring for
+ * the caller to read (`cqe(i)` and the `CQE_*` word offsets). What the
+ * requests mean belongs to the caller (`reactor/io_uring.ts`).
+ *
+ * ## When the SQ has no free slot
+ * A `prep*` method that finds the SQ full submits what is queued and takes
+ * the slot that frees. It returns false, queueing nothing, only when the SQ
+ * stays full after that submit: the caller keeps the work and retries it at
+ * its next loop turn (the wait's own `io_uring_enter` submits the SQ again).
+ * That is rare: with SUBMIT_ALL the kernel consumes every SQE it is given
+ * (a failing one posts an error CQE), and without it (the fallback ring) it
+ * stops after a failing SQE but still consumes that one. It consumes none
+ * when `io_uring_enter` refuses the whole call: EAGAIN when it cannot
+ * allocate requests (memory, a ring being torn down), and, on 5.x kernels,
+ * EBUSY while completions overflowed from a full CQ cannot be flushed back
+ * into it, which can happen here: SQEs are also prepared while the CQ is
+ * being read, before its head is given back.
  */
 export class IoUring {
   /** The ring's fd. */
@@ -220,18 +279,25 @@ export class IoUring {
   readonly sqEntries: number;
   /** CQ size (a power of two). */
   readonly cqEntries: number;
-  /** The SQE array as 32-bit words: SQE `i` is words `16 * i` to `16 * i + 15`. */
-  readonly sqeWords: Uint32Array;
-  /** The SQE array as bytes (opcode and flags are bytes). */
-  readonly sqeBytes: Uint8Array;
-  /** The CQ ring as 32-bit words; CQE `i` is words `cqes + 4 * i` .. `+ 3`. */
+  /** The CQ ring as 32-bit words; CQE `i` starts at word `cqe(i)` (fields: `CQE_*`). */
   readonly cq: Uint32Array;
   /** The same memory as signed words (CQE `res`). */
   readonly cqSigned: Int32Array;
+  /**
+   * Slot requests that found the SQ full even after a submit (the work was
+   * kept by the caller, see the class doc).
+   */
+  noSlot = 0;
+  /** The SQE array as 32-bit words, u16 halves and bytes (fields: the `SQE_*` offsets). */
+  readonly #sqeWords: Uint32Array;
+  readonly #sqeHalves: Uint16Array;
+  readonly #sqeBytes: Uint8Array;
   /** Word index of the first CQE in `cq`. */
-  readonly cqes: number;
+  readonly #cqes: number;
   /** `cq_entries - 1`. */
-  readonly cqMask: number;
+  readonly #cqMask: number;
+  /** Testing only (`refuseSlotsForTesting`): slot requests still to refuse. */
+  #refuseSlots = 0;
   readonly #sq: Uint32Array;
   readonly #sqHead: number;
   readonly #sqTailIndex: number;
@@ -283,8 +349,9 @@ export class IoUring {
       this.cq = new Uint32Array(cqBuffer);
       this.cqSigned = new Int32Array(cqBuffer);
       const sqesBuffer = Deno.UnsafePointerView.getArrayBuffer(sqesPtr, sqesSize);
-      this.sqeWords = new Uint32Array(sqesBuffer);
-      this.sqeBytes = new Uint8Array(sqesBuffer);
+      this.#sqeWords = new Uint32Array(sqesBuffer);
+      this.#sqeHalves = new Uint16Array(sqesBuffer);
+      this.#sqeBytes = new Uint8Array(sqesBuffer);
     } catch (e) {
       this.#unmap();
       close(fd);
@@ -297,8 +364,8 @@ export class IoUring {
     this.#cqTail = cq(L.cqOff.tail) >> 2;
     this.#cqOverflow = cq(L.cqOff.overflow) >> 2;
     this.#cqFlags = cq(L.cqOff.flags) >> 2;
-    this.cqMask = this.cq[cq(L.cqOff.ringMask) >> 2];
-    this.cqes = cq(L.cqOff.cqes) >> 2;
+    this.#cqMask = this.cq[cq(L.cqOff.ringMask) >> 2];
+    this.#cqes = cq(L.cqOff.cqes) >> 2;
     this.#tail = this.#sq[this.#sqTailIndex];
     if ((flags & IORING_SETUP_NO_SQARRAY) === 0) {
       // SQE i always goes in slot i: the index array is the identity, once.
@@ -345,21 +412,178 @@ export class IoUring {
   }
 
   /**
-   * The word index (in `sqeWords`) of the next free SQE, zeroed. When the SQ
-   * is full, what is queued is submitted first (one extra `io_uring_enter`).
+   * The word index of the next free SQE, zeroed, or -1 when the SQ stays
+   * full after a submit (see the class doc).
    */
-  sqe(): number {
-    const head = Atomics.load(this.#sq, this.#sqHead);
-    if (((this.#tail - head) >>> 0) >= this.sqEntries) {
+  #slot(): number {
+    if (this.#refuseSlots !== 0) {
+      this.#refuseSlots--;
+      this.noSlot++;
+      return -1;
+    }
+    if (((this.#tail - Atomics.load(this.#sq, this.#sqHead)) >>> 0) >= this.sqEntries) {
       this.submit();
       if (((this.#tail - Atomics.load(this.#sq, this.#sqHead)) >>> 0) >= this.sqEntries) {
-        throw new Error("io_uring: the submission queue stays full");
+        this.noSlot++;
+        return -1;
       }
     }
-    const w = (this.#tail & this.#sqMask) << 4;
+    const w = (this.#tail & this.#sqMask) << SQE_SHIFT;
     this.#tail = (this.#tail + 1) >>> 0;
-    this.sqeWords.fill(0, w, w + 16);
+    this.#sqeWords.fill(0, w, w + SQE_WORDS);
     return w;
+  }
+
+  /**
+   * Testing only: the next `n` slot requests (`prep*` calls) fail as when
+   * the SQ stays full after a submit, so that callers' keeping of the work
+   * can be tested on a real ring. Nothing else calls it.
+   */
+  refuseSlotsForTesting(n: number): void {
+    this.#refuseSlots = n;
+  }
+
+  /** `user_data` of the SQE at word `w`, as its low and high u32 halves. */
+  #userData(w: number, userLo: number, userHi: number): void {
+    this.#sqeWords[w + SQE_USER_DATA_LO] = userLo;
+    this.#sqeWords[w + SQE_USER_DATA_HI] = userHi;
+  }
+
+  /**
+   * Queues an `IORING_OP_NOP` (a completion and nothing else). Each `prep*`
+   * method returns false, queueing nothing, when the SQ has no free slot.
+   */
+  prepNop(userLo: number, userHi: number): boolean {
+    const w = this.#slot();
+    if (w < 0) return false;
+    this.#sqeBytes[(w << 2) + SQE_OPCODE] = IORING_OP_NOP;
+    this.#userData(w, userLo, userHi);
+    return true;
+  }
+
+  /** Queues a one-shot `IORING_OP_POLL_ADD` of `events` (poll32_events) on `fd`. */
+  prepPollAdd(fd: number, events: number, userLo: number, userHi: number): boolean {
+    const w = this.#slot();
+    if (w < 0) return false;
+    const words = this.#sqeWords;
+    this.#sqeBytes[(w << 2) + SQE_OPCODE] = IORING_OP_POLL_ADD;
+    words[w + SQE_FD] = fd;
+    words[w + SQE_OP_FLAGS] = events;
+    this.#userData(w, userLo, userHi);
+    return true;
+  }
+
+  /**
+   * Queues an `IORING_OP_POLL_REMOVE` of the poll whose `user_data` is
+   * `targetLo | targetHi << 32`, with IOSQE_* `sqeFlags` (e.g.
+   * `IOSQE_CQE_SKIP_SUCCESS`).
+   */
+  prepPollRemove(
+    targetLo: number,
+    targetHi: number,
+    userLo: number,
+    userHi: number,
+    sqeFlags: number,
+  ): boolean {
+    const w = this.#slot();
+    if (w < 0) return false;
+    this.#prepByUserData(w, IORING_OP_POLL_REMOVE, targetLo, targetHi, userLo, userHi, sqeFlags);
+    return true;
+  }
+
+  /**
+   * Queues an `IORING_OP_ASYNC_CANCEL` of the (first) request whose
+   * `user_data` is `targetLo | targetHi << 32`, with IOSQE_* `sqeFlags`.
+   */
+  prepCancel(
+    targetLo: number,
+    targetHi: number,
+    userLo: number,
+    userHi: number,
+    sqeFlags: number,
+  ): boolean {
+    const w = this.#slot();
+    if (w < 0) return false;
+    this.#prepByUserData(w, IORING_OP_ASYNC_CANCEL, targetLo, targetHi, userLo, userHi, sqeFlags);
+    return true;
+  }
+
+  /** A request naming another by its `user_data` (in `addr`), on no fd. */
+  #prepByUserData(
+    w: number,
+    opcode: number,
+    targetLo: number,
+    targetHi: number,
+    userLo: number,
+    userHi: number,
+    sqeFlags: number,
+  ): void {
+    const words = this.#sqeWords;
+    const b = w << 2;
+    this.#sqeBytes[b + SQE_OPCODE] = opcode;
+    this.#sqeBytes[b + SQE_FLAGS] = sqeFlags;
+    words[w + SQE_FD] = -1;
+    words[w + SQE_ADDR_LO] = targetLo;
+    words[w + SQE_ADDR_HI] = targetHi;
+    this.#userData(w, userLo, userHi);
+  }
+
+  /**
+   * Queues a multishot `IORING_OP_RECV` on `fd` that takes its buffers from
+   * the provided-buffer group `bufGroup` (IOSQE_BUFFER_SELECT, 6.0).
+   */
+  prepRecvMultishot(fd: number, bufGroup: number, userLo: number, userHi: number): boolean {
+    const w = this.#slot();
+    if (w < 0) return false;
+    const b = w << 2;
+    const h = w << 1;
+    this.#sqeBytes[b + SQE_OPCODE] = IORING_OP_RECV;
+    this.#sqeBytes[b + SQE_FLAGS] = IOSQE_BUFFER_SELECT;
+    this.#sqeHalves[h + SQE_IOPRIO] = IORING_RECV_MULTISHOT;
+    this.#sqeWords[w + SQE_FD] = fd;
+    this.#sqeHalves[h + SQE_BUF_GROUP] = bufGroup;
+    this.#userData(w, userLo, userHi);
+    return true;
+  }
+
+  /**
+   * Queues a multishot `IORING_OP_ACCEPT` on the listener `fd` (no peer
+   * address asked for); `acceptFlags` as accept4's (SOCK_NONBLOCK, ...).
+   */
+  prepAcceptMultishot(fd: number, acceptFlags: number, userLo: number, userHi: number): boolean {
+    const w = this.#slot();
+    if (w < 0) return false;
+    this.#sqeBytes[(w << 2) + SQE_OPCODE] = IORING_OP_ACCEPT;
+    this.#sqeHalves[(w << 1) + SQE_IOPRIO] = IORING_ACCEPT_MULTISHOT;
+    this.#sqeWords[w + SQE_FD] = fd;
+    this.#sqeWords[w + SQE_OP_FLAGS] = acceptFlags;
+    this.#userData(w, userLo, userHi);
+    return true;
+  }
+
+  /**
+   * Queues an `IORING_OP_SEND` of `length` bytes at `address` (memory that
+   * stays put until the completion) on `fd`, with `msgFlags` (MSG_*).
+   */
+  prepSend(
+    fd: number,
+    address: number,
+    length: number,
+    msgFlags: number,
+    userLo: number,
+    userHi: number,
+  ): boolean {
+    const w = this.#slot();
+    if (w < 0) return false;
+    const words = this.#sqeWords;
+    this.#sqeBytes[(w << 2) + SQE_OPCODE] = IORING_OP_SEND;
+    words[w + SQE_FD] = fd;
+    words[w + SQE_ADDR_LO] = address >>> 0;
+    words[w + SQE_ADDR_HI] = (address / U32) >>> 0;
+    words[w + SQE_LEN] = length;
+    words[w + SQE_OP_FLAGS] = msgFlags;
+    this.#userData(w, userLo, userHi);
+    return true;
   }
 
   /** Publishes the SQEs written so far (release store of the SQ tail). */
@@ -457,6 +681,11 @@ export class IoUring {
     );
   }
 
+  /** The word index in `cq` (and `cqSigned`) of CQE number `index` (a head or tail value). */
+  cqe(index: number): number {
+    return this.#cqes + ((index & this.#cqMask) << CQE_SHIFT);
+  }
+
   /** Index of the first unread CQE (our head). */
   get cqHead(): number {
     return this.cq[this.#cqHead];
@@ -510,6 +739,75 @@ export class IoUring {
   #unmap(): void {
     for (const [p, size] of this.#mappings) munmap(p, BigInt(size));
     this.#mappings.length = 0;
+  }
+}
+
+/**
+ * A ring of provided buffers registered with an `IoUring`
+ * (`IORING_REGISTER_PBUF_RING`, 5.19), as liburing's `io_uring_setup_buf_ring`,
+ * `io_uring_buf_ring_add` and `io_uring_buf_ring_advance`: `add` writes an
+ * entry (`struct io_uring_buf`) at our tail, `publish` hands the entries
+ * added so far to the kernel with one release store of the tail, and a
+ * request with IOSQE_BUFFER_SELECT in this `group` takes them from its head.
+ * The buffers themselves are the caller's (memory that stays put).
+ */
+export class ProvidedBufferRing {
+  /** Entries (a power of two, at most 32768). */
+  readonly entries: number;
+  /** The buffer group id requests name in `buf_group`. */
+  readonly group: number;
+  readonly #words: Uint32Array;
+  readonly #halves: Uint16Array;
+  readonly #pointer: Deno.PointerObject;
+  readonly #length: number;
+  /** Our tail (u16, as the kernel's): entries before it are added. */
+  #tail = 0;
+
+  /**
+   * Maps the ring and registers it with `ring` as group `group`.
+   *
+   * @throws {SyscallError} when the kernel refuses it (before 5.19)
+   */
+  constructor(ring: IoUring, entries: number, group: number) {
+    this.entries = entries;
+    this.group = group;
+    this.#length = Math.max(4096, entries * LAYOUT.bufSize);
+    const mem = mapAnonymous(this.#length);
+    this.#pointer = mem.pointer;
+    this.#words = new Uint32Array(mem.bytes.buffer);
+    this.#halves = new Uint16Array(mem.bytes.buffer);
+    const reg = new Uint8Array(LAYOUT.bufRegSize);
+    const v = new DataView(reg.buffer);
+    v.setBigUint64(LAYOUT.bufReg.ringAddr, BigInt(addressOf(mem.pointer)), true);
+    v.setUint32(LAYOUT.bufReg.ringEntries, entries, true);
+    v.setUint16(LAYOUT.bufReg.bgid, group, true);
+    if (ring.register(IORING_REGISTER_PBUF_RING, reg, 1) < 0) {
+      const e = new SyscallError("io_uring_register(PBUF_RING)", errno());
+      this.release();
+      throw e;
+    }
+  }
+
+  /** Adds buffer `bid` (`length` bytes at `address`) at the tail; the kernel sees it after `publish`. */
+  add(address: number, length: number, bid: number): void {
+    const w = (this.#tail & (this.entries - 1)) << BUF_SHIFT;
+    const words = this.#words;
+    words[w + BUF_ADDR_LO] = address >>> 0;
+    words[w + BUF_ADDR_HI] = (address / U32) >>> 0;
+    words[w + BUF_LEN] = length;
+    // Only the u16 bid: entry 0's resv, next to it, is the ring's tail.
+    this.#halves[(w << 1) + BUF_BID] = bid;
+    this.#tail = (this.#tail + 1) & 0xffff;
+  }
+
+  /** Hands the entries added so far to the kernel (release store of the tail). */
+  publish(): void {
+    Atomics.store(this.#halves, BUF_RING_TAIL, this.#tail);
+  }
+
+  /** Unmaps the ring (after the `IoUring` it was registered with is closed). */
+  release(): void {
+    unmapAnonymous(this.#pointer, this.#length);
   }
 }
 
