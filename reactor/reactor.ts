@@ -38,7 +38,7 @@ import { close, errno, eventfd, read, write } from "../syscalls/libc.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK, EPOLLET, EPOLLIN, EPOLLRDHUP } from "../syscalls/constants.ts";
 import { SyscallError } from "../syscalls/errno.ts";
 import type { Backend, BackendChoice } from "./backend.ts";
-import type { IoUringBackendOptions } from "./io_uring.ts";
+import { autoBackend, IoUringBackend, type IoUringBackendOptions } from "./io_uring.ts";
 import { EpollBackend } from "./epoll.ts";
 import { ALWAYS_REPORTED, Interest } from "./interest.ts";
 import { Timer, TimerHeap } from "./timers.ts";
@@ -137,9 +137,9 @@ function createBackend(
     case "select":
       return import("./select.ts").then((m) => new m.SelectBackend(maxEvents));
     case "io_uring":
-      return import("./io_uring.ts").then((m) => new m.IoUringBackend(maxEvents, ioUring));
+      return new IoUringBackend(maxEvents, ioUring);
     case "auto":
-      return import("./io_uring.ts").then((m) => m.autoBackend(maxEvents, ioUring));
+      return autoBackend(maxEvents, ioUring);
     default:
       throw new Error(`unknown backend ${name}`);
   }
@@ -290,17 +290,22 @@ export class Reactor {
   }
 
   /**
-   * Creates an epoll reactor synchronously (for APIs that must listen before
-   * they return, like `Deno.serve`).
+   * Creates a reactor synchronously (for APIs that must listen before they
+   * return, like `Deno.serve`): epoll, io_uring or auto.
    *
-   * @throws {TypeError} for another backend (poll and select load on demand)
+   * @throws {TypeError} for poll and select (they load on demand: use `create`)
+   * @throws {IoUringUnavailableError} for io_uring where it cannot be set up
    */
   static createSync(opts: ReactorOptions = {}): Reactor {
     const backend = opts.backend ?? "epoll";
-    if (backend !== "epoll") {
+    if (backend === "poll" || backend === "select") {
       throw new TypeError(`Cannot create a ${backend} reactor synchronously: use Reactor.create`);
     }
-    return new Reactor(new EpollBackend(checkMaxEvents(opts)), opts, DENO_EPOLL_FDS);
+    return new Reactor(
+      createBackend(backend, checkMaxEvents(opts), opts.ioUring) as Backend,
+      opts,
+      DENO_EPOLL_FDS,
+    );
   }
 
   #ensure(fd: number): void {

@@ -225,10 +225,11 @@ export class Server {
 
   /**
    * `create` without awaiting, for APIs that must listen before they return
-   * (`serve()`, like `Deno.serve`): epoll only, and the protocol's `create`
-   * must not return a promise.
+   * (`serve()`, like `Deno.serve`): epoll, io_uring or auto, and the
+   * protocol's `create` must not return a promise.
    *
-   * @throws {TypeError} for another backend, or a protocol that sets up asynchronously
+   * @throws {TypeError} for poll or select, or a protocol that sets up asynchronously
+   * @throws {IoUringUnavailableError} for io_uring where it cannot be set up
    */
   static createSync(opts: ServerOptions = {}): Server {
     ensureLogging();

@@ -5,7 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { serve } from "../mod.ts";
+import { Router, serve, serveNative } from "../mod.ts";
+import { probeIoUring } from "../syscalls/io_uring.ts";
 import { openFdCount, sleep, until } from "./support/net.ts";
 
 const enc = new TextEncoder();
@@ -250,4 +251,41 @@ Deno.test("fetch: request.url follows each request's Host on one connection (the
   } finally {
     await server.shutdown();
   }
+});
+
+const IO_URING = probeIoUring();
+
+Deno.test({
+  name:
+    "fetch: serve() and serveNative() run on io_uring (backend option): bodies both ways, 50 clients",
+  ignore: !IO_URING.ok,
+  async fn() {
+    const fetchServer = serve(
+      { port: 0, hostname: "127.0.0.1", onListen() {}, backend: "io_uring" },
+      async (req) => new Response(`${req.method} ${(await req.text()).length}`),
+    );
+    const router = new Router().post("/n", (req, res) => {
+      res.text(`native ${req.path}`);
+    });
+    const nativeServer = serveNative(
+      { port: 0, hostname: "127.0.0.1", onListen() {}, backend: "io_uring" },
+      router,
+    );
+    try {
+      const big = "x".repeat(300_000);
+      const answers = await Promise.all(Array.from({ length: 50 }, async (_, i) => {
+        const r = await fetch(`http://127.0.0.1:${fetchServer.addr.port}/`, {
+          method: "POST",
+          body: big.slice(0, 1000 * (i + 1)),
+        });
+        return await r.text();
+      }));
+      answers.forEach((text, i) => assert.equal(text, `POST ${1000 * (i + 1)}`));
+      const n = await fetch(`http://127.0.0.1:${nativeServer.addr.port}/n`, { method: "POST" });
+      assert.equal(await n.text(), "native /n");
+    } finally {
+      await fetchServer.shutdown();
+      await nativeServer.shutdown();
+    }
+  },
 });
