@@ -4,7 +4,7 @@
  * routes:
  *
  * ```sh
- * deno run -A bench/apps/native_hello.ts --port 8000
+ * deno run -A bench/apps/native_hello.ts --port 8000 [--backend io_uring [--batch-wait 100]]
  * ../shared/bench/compare c 'native=deno run -A bench/apps/native_hello.ts --port $PORT' \
  *   'builtin=deno run -A main.ts serve --port $PORT --log-level warning'
  * ```
@@ -17,7 +17,12 @@ import { Router, serveNative } from "../../mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { port: { type: "string", default: "8000" }, host: { type: "string" } },
+  options: {
+    port: { type: "string", default: "8000" },
+    host: { type: "string" },
+    backend: { type: "string", default: "epoll" },
+    "batch-wait": { type: "string", default: "0" },
+  },
 });
 
 const router = new Router().get("/", (_req, res) => {
@@ -27,6 +32,8 @@ const router = new Router().get("/", (_req, res) => {
 const server = serveNative({
   port: Number(values.port),
   hostname: values.host ?? "127.0.0.1",
+  backend: values.backend as "epoll" | "io_uring" | "auto",
+  ioUring: { batchWaitUs: Number(values["batch-wait"]) },
   onListen: ({ hostname, port }) => console.error(`native_hello on http://${hostname}:${port}/`),
 }, router);
 Deno.addSignalListener("SIGTERM", () => server.shutdown());
