@@ -283,6 +283,8 @@ export class IoUring {
   readonly cq: Uint32Array;
   /** The same memory as signed words (CQE `res`). */
   readonly cqSigned: Int32Array;
+  /** Submits made because a slot request found the SQ full. */
+  fullSubmits = 0;
   /**
    * Slot requests that found the SQ full even after a submit (the work was
    * kept by the caller, see the class doc).
@@ -422,6 +424,7 @@ export class IoUring {
       return -1;
     }
     if (((this.#tail - Atomics.load(this.#sq, this.#sqHead)) >>> 0) >= this.sqEntries) {
+      this.fullSubmits++;
       this.submit();
       if (((this.#tail - Atomics.load(this.#sq, this.#sqHead)) >>> 0) >= this.sqEntries) {
         this.noSlot++;

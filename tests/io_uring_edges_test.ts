@@ -5,6 +5,12 @@
  * a POLLOUT left armed kept a closed socket alive; the held-chunks limit did
  * not hold (one unread stream took the whole buffer ring); a ring without
  * DEFER_TASKRUN closed with accepted connections never reaped (fd leak).
+ *
+ * Then "no SQ slot" (the SQ stays full after a submit; forced with the
+ * ring's test-only `refuseSlotsForTesting`): once a throw that dropped what
+ * the turn had staged, now each kind of work is kept for the next turn: a
+ * cancel (without it a closed socket stays alive), a poll removal, a send
+ * (its bytes stay in order), a POLLOUT, a poll arm.
  */
 import assert from "node:assert/strict";
 import { IoUringBackend } from "../reactor/io_uring.ts";
@@ -13,6 +19,7 @@ import { EPOLLIN, EPOLLOUT } from "../syscalls/constants.ts";
 import { EAGAIN, ECONNRESET } from "../syscalls/errno.ts";
 import { probeIoUring } from "../syscalls/io_uring.ts";
 import { accept4, close, errno, recv, send } from "../syscalls/libc.ts";
+import { pattern } from "./support/net.ts";
 import {
   connectTcp,
   listenTcp,
@@ -204,5 +211,159 @@ Deno.test({
     const after = openFdCount();
     console.log(`fds ${before} -> ${after} after 5 rings closed with 10 connections each`);
     assert.ok(after <= before + 2, `fds ${before} -> ${after}`);
+  },
+});
+
+/**
+ * Turns the backend (`wait(0)`, then a short sleep) until `cond`, given the
+ * wait's result count, holds; false after ~2 s.
+ */
+async function turnUntil(be: IoUringBackend, cond: (n: number) => boolean): Promise<boolean> {
+  for (let i = 0; i < 400; i++) {
+    if (cond(be.wait(0))) return true;
+    await sleep(5);
+  }
+  return false;
+}
+
+/** Reads what `cli` has now into `into`; whether it saw EOF. */
+function readNow(cli: number, into: number[]): boolean {
+  const buf = new Uint8Array(1 << 16);
+  for (;;) {
+    const r = recv(cli, buf, buf.length, 0);
+    if (r === 0) return true;
+    if (r < 0) return false;
+    for (let i = 0; i < r; i++) into.push(buf[i]);
+  }
+}
+
+Deno.test({
+  name: "io_uring no SQ slot: a closed stream's recv cancel is kept, and the socket is released",
+  ignore,
+  async fn() {
+    const { fd, cli, lfd } = await tcpPair();
+    const be = new IoUringBackend(64);
+    const s = be.streams!;
+    try {
+      s.open(fd);
+      be.add(fd, EPOLLIN, 1);
+      be.wait(0); // the multishot recv is in flight: it holds the socket
+      be.ring.refuseSlotsForTesting(1);
+      be.remove(fd);
+      s.close(fd); // nothing to send: fd closed now, its cancel refused a slot
+      assert.equal(be.ring.noSlot, 1, "the cancel did not ask for a slot");
+      const eof = await turnUntil(be, () => readNow(cli, []));
+      assert.ok(eof, "no FIN: the cancel was lost and the recv kept the socket alive");
+    } finally {
+      be.close();
+      close(cli);
+      close(lfd);
+    }
+  },
+});
+
+Deno.test({
+  name: "io_uring no SQ slot: a refused send keeps its bytes; bytes sent after it follow, in order",
+  ignore,
+  async fn() {
+    const { fd, cli, lfd } = await tcpPair();
+    const be = new IoUringBackend(64);
+    const s = be.streams!;
+    try {
+      s.open(fd);
+      be.add(fd, EPOLLOUT, 1); // no EPOLLIN: the send is the turn's only SQE
+      const a = pattern(1, 20_000);
+      const b = pattern(2, 30_000);
+      assert.equal(s.send(fd, a, 0, a.length), a.length);
+      be.ring.refuseSlotsForTesting(1);
+      be.wait(0); // the staged bytes go in flight, and find no slot
+      assert.equal(be.ring.noSlot, 1);
+      assert.ok(s.busy(fd), "bytes not yet sent must keep the stream busy (sendfile waits)");
+      assert.equal(s.send(fd, b, 0, b.length), b.length);
+      const got: number[] = [];
+      await turnUntil(be, () => (readNow(cli, got), got.length >= a.length + b.length));
+      assert.equal(got.length, a.length + b.length);
+      const want = new Uint8Array(a.length + b.length);
+      want.set(a);
+      want.set(b, a.length);
+      assert.deepEqual(new Uint8Array(got), want);
+    } finally {
+      be.remove(fd);
+      s.close(fd);
+      be.close();
+      close(cli);
+      close(lfd);
+    }
+  },
+});
+
+Deno.test({
+  name: "io_uring no SQ slot: a refused receive arm and POLLOUT arm are made next turn",
+  ignore,
+  async fn() {
+    const { fd, cli, lfd } = await tcpPair();
+    const be = new IoUringBackend(64);
+    const s = be.streams!;
+    try {
+      s.open(fd);
+      be.add(fd, EPOLLIN | EPOLLOUT, 1);
+      be.ring.refuseSlotsForTesting(1);
+      be.wait(0); // the recv arm finds no slot
+      assert.equal(be.ring.noSlot, 1);
+      send(cli, pattern(3, 100), 100, 0);
+      const buf = s.buffers;
+      let n = -EAGAIN;
+      await turnUntil(be, () => (n = s.recv(fd, 65536)) > 0);
+      assert.equal(n, 100, "the receive was never armed");
+      assert.deepEqual(buf.slice(s.readStart, s.readStart + n), pattern(3, 100));
+      fill(fd); // as a sendfile that met a full socket
+      be.ring.refuseSlotsForTesting(1);
+      s.waitSocketWritable(fd);
+      assert.equal(be.ring.noSlot, 2, "the POLLOUT did not ask for a slot");
+      const drain = new Uint8Array(1 << 16);
+      let writable = false;
+      const ok = await turnUntil(be, (count) => {
+        while (recv(cli, drain, drain.length, 0) > 0); // the peer reads
+        for (let i = 0; i < count; i++) {
+          if (be.resultFd(i) === fd && (be.resultEvents(i) & EPOLLOUT) !== 0) writable = true;
+        }
+        return writable;
+      });
+      assert.ok(ok, "never reported writable: the POLLOUT was lost");
+    } finally {
+      be.remove(fd);
+      s.close(fd, true);
+      be.close();
+      close(cli);
+      close(lfd);
+    }
+  },
+});
+
+Deno.test({
+  name: "io_uring no SQ slot: a refused poll arm is made next turn; a refused removal still goes",
+  ignore,
+  async fn() {
+    const be = new IoUringBackend(16, { streams: false });
+    const [a, b] = socketPair();
+    try {
+      be.ring.refuseSlotsForTesting(1);
+      be.add(a, EPOLLIN, 7); // its POLL_ADD finds no slot
+      assert.equal(be.ring.noSlot, 1);
+      send(b, new Uint8Array(1), 1, 0);
+      const reported = await turnUntil(be, (count) => count > 0 && be.resultToken(0) === 7);
+      assert.ok(reported, "the poll was never armed");
+      recv(a, new Uint8Array(8), 8, 0);
+      be.wait(0); // re-armed: a poll in flight holds the socket
+      be.ring.refuseSlotsForTesting(1);
+      be.remove(a); // its POLL_REMOVE finds no slot
+      assert.equal(be.ring.noSlot, 2);
+      close(a);
+      const eof = await turnUntil(be, () => recv(b, new Uint8Array(8), 8, 0) === 0);
+      assert.ok(eof, "no EOF: the removal was lost and the poll kept the socket alive");
+    } finally {
+      be.close();
+      close(b);
+    }
   },
 });
