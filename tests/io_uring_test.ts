@@ -6,7 +6,7 @@
  * a peer reset with our output in flight, and HTTP unchanged on it.
  */
 import assert from "node:assert/strict";
-import { IoUringBackend, IoUringUnavailableError } from "../reactor/io_uring.ts";
+import { IoUringBackend } from "../reactor/io_uring.ts";
 import { Reactor } from "../reactor/reactor.ts";
 import { EPOLLIN } from "../syscalls/constants.ts";
 import {
@@ -42,14 +42,23 @@ const PROBE = probeIoUring();
 const ignore = !PROBE.ok;
 if (ignore) console.warn(`io_uring tests skipped: ${PROBE.reason}`);
 
-/** Runs `fn` with REACTOR_IO_URING=off in this process. */
-async function withIoUringOff<T>(fn: () => T | Promise<T>): Promise<T> {
-  Deno.env.set(IO_URING_ENV, "off");
-  try {
-    return await fn();
-  } finally {
-    Deno.env.delete(IO_URING_ENV);
-  }
+/**
+ * Runs `code` (a module body; `R` is the repo root URL) in a child Deno with
+ * REACTOR_IO_URING=off and returns what it printed. A child, not
+ * `Deno.env.set` here: test files share this process's environment, and
+ * another file's io_uring test would see io_uring switched off.
+ */
+async function withIoUringOff(code: string): Promise<string> {
+  const root = new URL("../", import.meta.url).href;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", `const R = ${JSON.stringify(root)};\n${code}`],
+    env: { [IO_URING_ENV]: "off" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, stderr);
+  return new TextDecoder().decode(out.stdout).trim();
 }
 
 Deno.test({
@@ -65,13 +74,18 @@ Deno.test({
         PROBE.features.toString(16)
       }, ${PROBE.ops.size} opcodes, defer taskrun ${PROBE.deferTaskrun}`,
     );
-    const off = await withIoUringOff(() => probeIoUring());
-    assert.equal(off.ok, false);
-    assert.equal(off.reason, "disabled by REACTOR_IO_URING=off");
-    await assert.rejects(
-      withIoUringOff(() => new IoUringBackend(16)),
-      IoUringUnavailableError,
-    );
+    const off = await withIoUringOff(`
+      const { probeIoUring } = await import(R + "syscalls/io_uring.ts");
+      const { IoUringBackend, IoUringUnavailableError } = await import(R + "reactor/io_uring.ts");
+      const p = probeIoUring();
+      let refused = "no";
+      try { new IoUringBackend(16); } catch (e) { refused = e instanceof IoUringUnavailableError ? "yes" : String(e); }
+      console.log(JSON.stringify({ ok: p.ok, reason: p.reason, refused }));`);
+    assert.deepEqual(JSON.parse(off), {
+      ok: false,
+      reason: "disabled by REACTOR_IO_URING=off",
+      refused: "yes",
+    });
   },
 });
 
@@ -82,13 +96,16 @@ Deno.test({
     const uring = await Reactor.create({ backend: "auto" });
     assert.equal(uring.backend.name, "io_uring");
     uring.close();
-    const epoll = await withIoUringOff(() => Reactor.create({ backend: "auto" }));
-    assert.equal(epoll.backend.name, "epoll");
-    epoll.close();
-    await assert.rejects(
-      withIoUringOff(() => Reactor.create({ backend: "io_uring" })),
-      IoUringUnavailableError,
-    );
+    const off = await withIoUringOff(`
+      const { Reactor } = await import(R + "reactor/reactor.ts");
+      const { IoUringUnavailableError } = await import(R + "reactor/io_uring.ts");
+      const auto = await Reactor.create({ backend: "auto" });
+      const name = auto.backend.name;
+      auto.close();
+      let refused = "no";
+      try { await Reactor.create({ backend: "io_uring" }); } catch (e) { refused = e instanceof IoUringUnavailableError ? "yes" : String(e); }
+      console.log(JSON.stringify({ name, refused }));`);
+    assert.deepEqual(JSON.parse(off), { name: "epoll", refused: "yes" });
   },
 });
 
