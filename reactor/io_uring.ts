@@ -42,8 +42,9 @@
  * ## No SQ slot
  * When the SQ stays full even after a submit (the kernel refused the whole
  * call; see `IoUring`), nothing is dropped: an arm waits in state TO_ARM, a
- * poll removal in a list, and the streams keep theirs (`IoUringStreams`);
- * the next wait retries them, and does not sleep while any wait.
+ * poll removal waits in the ring (which never refuses one), and the streams
+ * keep theirs (`IoUringStreams`); the next wait retries them, and does not
+ * sleep while any wait.
  *
  * @module
  */
@@ -187,8 +188,6 @@ export class IoUringBackend implements Backend {
   #nextSeq = 1;
   /** Fds in state TO_ARM (their arm found no SQ slot), in order. */
   readonly #armLater: number[] = [];
-  /** Poll removals that found no SQ slot: [fd, seq, ...] of the polls to remove. */
-  readonly #cancelLater: number[] = [];
   /** The eventfd a DEFER_TASKRUN ring signals while a wait is parked (-1: none). */
   readonly #eventfd: number = -1;
   /** `struct pollfd` for it. */
@@ -333,32 +332,18 @@ export class IoUringBackend implements Backend {
 
   /**
    * Queues the removal of `fd`'s poll in flight; its completion, if any, is
-   * then stale. Never lost: with no SQ slot it is retried at the next loop
-   * turn (until then the poll holds a reference to the socket).
+   * then stale. Never lost: the ring keeps a removal that finds no SQ slot
+   * (until it goes, the poll holds a reference to the socket).
    */
   #cancel(fd: number): void {
     const seq = this.#seqs[fd];
     this.#seqs[fd] = 0;
     // user_data 0: a failure (ENOENT: it had completed already) is ignored.
-    if (
-      this.#cancelLater.length !== 0 ||
-      !this.ring.prepPollRemove(fd, seq, 0, 0, IOSQE_CQE_SKIP_SUCCESS)
-    ) this.#cancelLater.push(fd, seq);
+    this.ring.prepPollRemove(fd, seq, 0, 0, IOSQE_CQE_SKIP_SUCCESS);
   }
 
-  /** Retries the removals and arms that found no SQ slot, in order; stops at the first refused. */
-  #retryDeferred(): void {
-    const cancels = this.#cancelLater;
-    let i = 0;
-    while (i < cancels.length) {
-      if (!this.ring.prepPollRemove(cancels[i], cancels[i + 1], 0, 0, IOSQE_CQE_SKIP_SUCCESS)) {
-        break;
-      }
-      i += 2;
-    }
-    cancels.copyWithin(0, i);
-    cancels.length -= i;
-    if (cancels.length !== 0) return;
+  /** Retries the arms that found no SQ slot, in order; stops at the first refused. */
+  #retryArms(): void {
     const arms = this.#armLater;
     const state = this.#state;
     let k = 0;
@@ -370,7 +355,7 @@ export class IoUringBackend implements Backend {
 
   /** Whether work waits for an SQ slot (here or in the streams): the loop must not sleep on it. */
   #deferred(): boolean {
-    return this.#armLater.length !== 0 || this.#cancelLater.length !== 0 ||
+    return this.#armLater.length !== 0 || this.ring.hasPendingCancels ||
       (this.streams !== null && this.streams.hasDeferred);
   }
 
@@ -457,7 +442,7 @@ export class IoUringBackend implements Backend {
   #enterAndReap(timeoutMs: number): number {
     const streams = this.streams;
     let timeout = timeoutMs;
-    if (this.#armLater.length !== 0 || this.#cancelLater.length !== 0) this.#retryDeferred();
+    if (this.#armLater.length !== 0) this.#retryArms();
     if (streams !== null) {
       streams.prepare();
       if (streams.hasReady) timeout = 0;

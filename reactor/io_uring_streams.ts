@@ -196,13 +196,6 @@ export class IoUringStreams {
   #starved = new Uint8Array(1024);
   #toSend: number[] = [];
   #draining: number[] = [];
-  /**
-   * Cancels that found no SQ slot (see `IoUring`): [fd, user_data high word
-   * of the target, ...], retried first by `prepare`. Never dropped: a
-   * multishot recv (or a POLLOUT) holds its own reference to the socket, so
-   * a lost cancel would keep a closed connection alive.
-   */
-  #cancels: number[] = [];
   /** Fds whose POLLOUT found no SQ slot (`#socketOut` stays 1): armed by `prepare`. */
   #toPollOut: number[] = [];
   /** Work found no SQ slot since the last `prepare` began; it retries it. */
@@ -439,32 +432,11 @@ export class IoUringStreams {
 
   /**
    * Cancels `fd`'s request of `kind` (of its current generation). Never
-   * lost: with no SQ slot, or others waiting before it, it waits in
-   * `#cancels` for `prepare`.
+   * lost: a multishot recv (or a POLLOUT) holds its own reference to the
+   * socket, and the ring keeps a cancel that finds no SQ slot (`IoUring`).
    */
   #cancel(fd: number, kind: number): void {
-    const target = this.#userHi(fd, kind);
-    if (
-      this.#cancels.length === 0 &&
-      this.#ring.prepCancel(fd, target, 0, IGNORE_HI, IOSQE_CQE_SKIP_SUCCESS)
-    ) return;
-    this.#cancels.push(fd, target);
-    this.#deferred = true;
-  }
-
-  /** Queues the cancels that found no SQ slot, in order; whether all went. */
-  #retryCancels(): boolean {
-    const list = this.#cancels;
-    let i = 0;
-    while (
-      i < list.length &&
-      this.#ring.prepCancel(list[i], list[i + 1], 0, IGNORE_HI, IOSQE_CQE_SKIP_SUCCESS)
-    ) i += 2;
-    list.copyWithin(0, i);
-    list.length -= i;
-    if (list.length === 0) return true;
-    this.#deferred = true;
-    return false;
+    this.#ring.prepCancel(fd, this.#userHi(fd, kind), 0, IGNORE_HI, IOSQE_CQE_SKIP_SUCCESS);
   }
 
   #cancelRecv(fd: number): void {
@@ -497,10 +469,10 @@ export class IoUringStreams {
   }
 
   /**
-   * Before a wait: give buffers back, then queue (cancels first) what waits
+   * Before a wait: give buffers back, then queue the POLLOUTs that waited
    * for an SQ slot, arm receives, submit staged sends, enforce drains. With
    * no SQ slot (see `IoUring`) the rest stays in its list for the next call:
-   * nothing is dropped, and nothing for an fd overtakes a cancel of it.
+   * nothing is dropped (and the ring writes a cancel that waits first).
    */
   prepare(): void {
     this.#deferred = false;
@@ -511,8 +483,7 @@ export class IoUringStreams {
       back.length = 0;
       this.#bufRing.publish();
     }
-    let room = this.#cancels.length === 0 || this.#retryCancels();
-    if (room && this.#toPollOut.length > 0) room = this.#retryPollOuts();
+    let room = this.#toPollOut.length === 0 || this.#retryPollOuts();
     const arm = this.#toArm;
     if (arm.length > 0) {
       let kept = 0;
@@ -868,8 +839,8 @@ export class IoUringStreams {
 
   #armPollOut(fd: number): void {
     this.onQueued(); // a parked wait must submit it
-    // Never ahead of a cancel waiting for a slot: it may name the same user_data.
-    if ((this.#cancels.length === 0 || this.#retryCancels()) && this.#tryPollOut(fd)) return;
+    // (Never ahead of a cancel waiting for a slot: the ring writes those first.)
+    if (this.#tryPollOut(fd)) return;
     this.#socketOut[fd] = 1; // wanted, not armed: `prepare` arms it
     this.#toPollOut.push(fd);
     this.#deferred = true;

@@ -259,6 +259,12 @@ export interface IoUringSetupOptions {
  * the slot that frees. It returns false, queueing nothing, only when the SQ
  * stays full after that submit: the caller keeps the work and retries it at
  * its next loop turn (the wait's own `io_uring_enter` submits the SQ again).
+ * Cancellations (`prepPollRemove`, `prepCancel`) are never refused: a
+ * request in flight holds its own reference to its socket, so a lost cancel
+ * would keep a closed connection alive. One that finds no slot waits here
+ * and goes before any later SQE (`enter`, or the next `prep*`, writes it
+ * first; until it went, every `prep*` returns false), so nothing overtakes
+ * a cancel.
  * That is rare: with SUBMIT_ALL the kernel consumes every SQE it is given
  * (a failing one posts an error CQE), and without it (the fallback ring) it
  * stops after a failing SQE but still consumes that one. It consumes none
@@ -300,6 +306,11 @@ export class IoUring {
   readonly #cqMask: number;
   /** Testing only (`refuseSlotsForTesting`): slot requests still to refuse. */
   #refuseSlots = 0;
+  /**
+   * Cancellations that found no slot, in order: [opcode, targetLo, targetHi,
+   * userLo, userHi, sqeFlags, ...] (see the class doc).
+   */
+  readonly #cancels: number[] = [];
   readonly #sq: Uint32Array;
   readonly #sqHead: number;
   readonly #sqTailIndex: number;
@@ -415,9 +426,16 @@ export class IoUring {
 
   /**
    * The word index of the next free SQE, zeroed, or -1 when the SQ stays
-   * full after a submit (see the class doc).
+   * full after a submit, or a cancellation still waits for a slot (see the
+   * class doc).
    */
   #slot(): number {
+    if (this.#cancels.length !== 0 && !this.#writeCancels()) return -1;
+    return this.#freeSlot();
+  }
+
+  /** `#slot` without the waiting cancellations' precedence. */
+  #freeSlot(): number {
     if (this.#refuseSlots !== 0) {
       this.#refuseSlots--;
       this.noSlot++;
@@ -435,6 +453,33 @@ export class IoUring {
     this.#tail = (this.#tail + 1) >>> 0;
     this.#sqeWords.fill(0, w, w + SQE_WORDS);
     return w;
+  }
+
+  /** Writes the waiting cancellations, in order; whether all went. */
+  #writeCancels(): boolean {
+    const list = this.#cancels;
+    let i = 0;
+    for (; i < list.length; i += 6) {
+      const w = this.#freeSlot();
+      if (w < 0) break;
+      this.#prepByUserData(
+        w,
+        list[i],
+        list[i + 1],
+        list[i + 2],
+        list[i + 3],
+        list[i + 4],
+        list[i + 5],
+      );
+    }
+    list.copyWithin(0, i);
+    list.length -= i;
+    return list.length === 0;
+  }
+
+  /** Whether a cancellation waits for an SQ slot: the loop must not sleep on it. */
+  get hasPendingCancels(): boolean {
+    return this.#cancels.length !== 0;
   }
 
   /**
@@ -479,7 +524,7 @@ export class IoUring {
   /**
    * Queues an `IORING_OP_POLL_REMOVE` of the poll whose `user_data` is
    * `targetLo | targetHi << 32`, with IOSQE_* `sqeFlags` (e.g.
-   * `IOSQE_CQE_SKIP_SUCCESS`).
+   * `IOSQE_CQE_SKIP_SUCCESS`). Never refused (see the class doc).
    */
   prepPollRemove(
     targetLo: number,
@@ -487,16 +532,14 @@ export class IoUring {
     userLo: number,
     userHi: number,
     sqeFlags: number,
-  ): boolean {
-    const w = this.#slot();
-    if (w < 0) return false;
-    this.#prepByUserData(w, IORING_OP_POLL_REMOVE, targetLo, targetHi, userLo, userHi, sqeFlags);
-    return true;
+  ): void {
+    this.#prepCancellation(IORING_OP_POLL_REMOVE, targetLo, targetHi, userLo, userHi, sqeFlags);
   }
 
   /**
    * Queues an `IORING_OP_ASYNC_CANCEL` of the (first) request whose
    * `user_data` is `targetLo | targetHi << 32`, with IOSQE_* `sqeFlags`.
+   * Never refused (see the class doc).
    */
   prepCancel(
     targetLo: number,
@@ -504,11 +547,22 @@ export class IoUring {
     userLo: number,
     userHi: number,
     sqeFlags: number,
-  ): boolean {
+  ): void {
+    this.#prepCancellation(IORING_OP_ASYNC_CANCEL, targetLo, targetHi, userLo, userHi, sqeFlags);
+  }
+
+  /** A cancellation now, or (no slot) first of what goes next. */
+  #prepCancellation(
+    opcode: number,
+    targetLo: number,
+    targetHi: number,
+    userLo: number,
+    userHi: number,
+    sqeFlags: number,
+  ): void {
     const w = this.#slot();
-    if (w < 0) return false;
-    this.#prepByUserData(w, IORING_OP_ASYNC_CANCEL, targetLo, targetHi, userLo, userHi, sqeFlags);
-    return true;
+    if (w >= 0) this.#prepByUserData(w, opcode, targetLo, targetHi, userLo, userHi, sqeFlags);
+    else this.#cancels.push(opcode, targetLo, targetHi, userLo, userHi, sqeFlags);
   }
 
   /** A request naming another by its `user_data` (in `addr`), on no fd. */
@@ -612,6 +666,7 @@ export class IoUring {
    * failure; EINTR and ETIME (the time ran out) are the caller's "nothing".
    */
   enter(timeoutMs: number): number {
+    if (this.#cancels.length !== 0) this.#writeCancels();
     const n = this.#publish();
     if (timeoutMs === 0) {
       return io_uring_enter(NR_IO_URING_ENTER, this.fd, n, 0, IORING_ENTER_GETEVENTS, null, null);
