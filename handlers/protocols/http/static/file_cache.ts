@@ -32,7 +32,16 @@ import {
   statAt,
   statFd,
 } from "../../../../syscalls/files.ts";
-import { EINTR } from "../../../../syscalls/errno.ts";
+import {
+  EACCES,
+  EINTR,
+  ELOOP,
+  EMFILE,
+  ENFILE,
+  ENOMEM,
+  EPERM,
+  EXDEV,
+} from "../../../../syscalls/errno.ts";
 import type { FileSource } from "../../../connection.ts";
 import { latin1 } from "../request.ts";
 import { contentTypeOf } from "./mime.ts";
@@ -343,15 +352,15 @@ export class FileCache {
   #failed(e: number): Found {
     this.lastErrno = e;
     switch (e) {
-      case 18: // EXDEV: RESOLVE_BENEATH refused a way out
-      case 40: // ELOOP: a symlink refused
+      case EXDEV: // RESOLVE_BENEATH refused a way out
+      case ELOOP: // a symlink refused
         return Found.Refused;
-      case 13: // EACCES
-      case 1: // EPERM
+      case EACCES:
+      case EPERM:
         return Found.Forbidden;
-      case 23: // ENFILE
-      case 24: // EMFILE
-      case 12: // ENOMEM
+      case ENFILE:
+      case EMFILE:
+      case ENOMEM:
         return Found.Busy;
       default: // ENOENT, ENOTDIR, ENAMETOOLONG, ...
         return Found.Missing;
