@@ -10,23 +10,18 @@
  * @module
  */
 
+import { O_NONBLOCK } from "./constants.ts";
 import { errno, getdents64, open, sendfile, statx, syscall_openat2 } from "./libc.ts";
 import { check } from "./socket.ts";
 
-/** `O_NONBLOCK`: opening a FIFO does not wait for a writer. */
-export const O_NONBLOCK = 0o4000;
 /** `AT_FDCWD`: a path relative to the working directory. */
 export const AT_FDCWD = -100;
 /** `O_RDONLY`. */
 export const O_RDONLY = 0;
 /** `O_DIRECTORY`: fail unless the path is a directory. */
 export const O_DIRECTORY = 0o200000;
-/** `O_NOFOLLOW`. */
-export const O_NOFOLLOW = 0o400000;
 /** `O_CLOEXEC`. */
 export const O_CLOEXEC = 0o2000000;
-/** `O_PATH`: a handle on the name, not opened for reading. */
-export const O_PATH = 0o10000000;
 /** `openat2` resolve flag: no path component may leave the directory (`..`, absolute symlinks, escapes). */
 export const RESOLVE_BENEATH = 0x08;
 /** `openat2` resolve flag: no `/proc/<pid>/fd`-style magic links. */
