@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { type HttpServer, serve } from "../mod.ts";
 import { dial, sleep, until } from "./support/net.ts";
-import { closeOf, frame, upgradeRequest, WsReader } from "./support/ws.ts";
+import { closeOf, dialUpgrade, frame, upgradeRequest, WsReader } from "./support/ws.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -39,11 +39,9 @@ Deno.test("websocket edges: close() after Blob sends sends everything queued fir
     };
     return response;
   }, async (server) => {
-    const conn = await dial(server.addr.port);
+    const { conn, r, head } = await dialUpgrade(server.addr.port);
     try {
-      await conn.write(enc.encode(upgradeRequest("/")));
-      const r = new WsReader(conn);
-      assert.match(await r.head(), /^HTTP\/1\.1 101 /);
+      assert.match(head, /^HTTP\/1\.1 101 /);
       const got: string[] = [];
       for (;;) {
         const f = await r.frame();
@@ -71,11 +69,9 @@ Deno.test("websocket edges: in an on* handler e.currentTarget is the socket and 
     };
     return response;
   }, async (server) => {
-    const conn = await dial(server.addr.port);
+    const { conn, r, head } = await dialUpgrade(server.addr.port);
     try {
-      await conn.write(enc.encode(upgradeRequest("/")));
-      const r = new WsReader(conn);
-      assert.match(await r.head(), /^HTTP\/1\.1 101 /);
+      assert.match(head, /^HTTP\/1\.1 101 /);
       await conn.write(frame(1, "hi"));
       const f = await r.frame();
       assert.equal(dec.decode(f!.payload), "echo hi");
@@ -88,14 +84,12 @@ Deno.test("websocket edges: in an on* handler e.currentTarget is the socket and 
 
 Deno.test("websocket edges: an upgrade request with a body gets 400 (as Deno), not an upgrade", async () => {
   await withServer((req) => Deno.upgradeWebSocket(req).response, async (server) => {
-    const conn = await dial(server.addr.port);
-    try {
-      await conn.write(enc.encode(upgradeRequest("/", ["Content-Length: 4"]) + "abcd"));
-      const head = await new WsReader(conn).head();
-      assert.match(head, /^HTTP\/1\.1 400 /);
-    } finally {
-      conn.close();
-    }
+    const { conn, head } = await dialUpgrade(
+      server.addr.port,
+      upgradeRequest("/", ["Content-Length: 4"]) + "abcd",
+    );
+    conn.close();
+    assert.match(head, /^HTTP\/1\.1 400 /);
   });
 });
 
@@ -107,10 +101,9 @@ Deno.test("websocket edges: upgradeWebSocket called but its response not returne
     socket.onclose = (e) => seen.push(`close ${e.code}`);
     return new Response("no", { status: 403 });
   }, async (server) => {
-    const conn = await dial(server.addr.port);
+    const { conn, head } = await dialUpgrade(server.addr.port);
     try {
-      await conn.write(enc.encode(upgradeRequest("/")));
-      assert.match(await new WsReader(conn).head(), /^HTTP\/1\.1 403 /);
+      assert.match(head, /^HTTP\/1\.1 403 /);
       await until(() => seen.length === 2, "the socket's error and close");
       assert.deepEqual(seen, ["error", "close 1006"]);
     } finally {

@@ -14,6 +14,7 @@ import {
   closeOf,
   closePayload,
   concat,
+  dialUpgrade,
   frame,
   type ServerFrame,
   upgradeRequest,
@@ -31,8 +32,8 @@ interface Ctx {
   port: number;
   server: HttpServer;
   seen: Seen;
-  /** A raw connection with the upgrade done (101 checked). */
-  open(path?: string, extra?: string[]): Promise<{ conn: Deno.TcpConn; r: WsReader }>;
+  /** A raw connection with the upgrade done (101 checked), its reader and the 101's head. */
+  open(path?: string, extra?: string[]): Promise<{ conn: Deno.TcpConn; r: WsReader; head: string }>;
 }
 
 async function withWs(
@@ -71,13 +72,10 @@ async function withWs(
       port: server.addr.port,
       seen,
       async open(path = "/", extra = []) {
-        const conn = await dial(server.addr.port);
-        conns.push(conn);
-        await conn.write(enc.encode(upgradeRequest(path, extra)));
-        const r = new WsReader(conn);
-        const head = await r.head();
-        assert.match(head, /^HTTP\/1\.1 101 Switching Protocols\r\n/);
-        return { conn, r };
+        const opened = await dialUpgrade(server.addr.port, upgradeRequest(path, extra));
+        conns.push(opened.conn);
+        assert.match(opened.head, /^HTTP\/1\.1 101 Switching Protocols\r\n/);
+        return opened;
       },
     });
   } finally {
@@ -104,21 +102,15 @@ async function expectClose(r: WsReader, code: number): Promise<ServerFrame> {
 }
 
 async function rawExchange(port: number, request: string): Promise<string> {
-  const conn = await dial(port);
-  try {
-    await conn.write(enc.encode(request));
-    return await new WsReader(conn).head();
-  } finally {
-    conn.close();
-  }
+  const { conn, head } = await dialUpgrade(port, request);
+  conn.close();
+  return head;
 }
 
 Deno.test("websocket: the handshake: 101 with the accept key, unmasked final frames back", async () => {
   await withWs(async ({ port, seen }) => {
-    const conn = await dial(port);
-    await conn.write(enc.encode(upgradeRequest("/chat")));
-    const r = new WsReader(conn);
-    const head = (await r.head()).toLowerCase();
+    const { conn, r, head: raw } = await dialUpgrade(port, upgradeRequest("/chat"));
+    const head = raw.toLowerCase();
     assert.match(head, /^http\/1\.1 101 switching protocols/);
     assert.match(head, /\r\nupgrade: websocket/);
     assert.match(head, /\r\nconnection: upgrade/);
@@ -174,13 +166,12 @@ Deno.test("websocket: bad handshakes are 400 (426 for the version), and HTTP goe
     );
     assert.match(ok, /^HTTP\/1\.1 101 /);
     // After a refused handshake the connection still speaks HTTP (pipelined).
-    const conn = await dial(port);
-    await conn.write(enc.encode(
+    const { conn, head } = await dialUpgrade(
+      port,
       upgradeRequest("/", ["Sec-WebSocket-Version: 7"], ["sec-websocket-version"]) +
         "GET /next HTTP/1.1\r\nHost: x\r\n\r\n",
-    ));
-    const r = new WsReader(conn);
-    assert.match(await r.head(), /^HTTP\/1\.1 426 /);
+    );
+    assert.match(head, /^HTTP\/1\.1 426 /);
     conn.close();
   });
 });
@@ -345,13 +336,11 @@ Deno.test("websocket: the client vanishes: error, then close 1006 not clean", as
 });
 
 Deno.test("websocket: subprotocol: the chosen one is in the 101 and socket.protocol", async () => {
-  await withWs(async ({ port, seen }) => {
-    const conn = await dial(port);
-    await conn.write(
-      enc.encode(upgradeRequest("/?protocol=chat", ["Sec-WebSocket-Protocol: superchat, chat"])),
-    );
-    const r = new WsReader(conn);
-    assert.match(await r.head(), /\r\nsec-websocket-protocol: chat(\r\n|$)/i);
+  await withWs(async ({ open, seen }) => {
+    const { conn, head } = await open("/?protocol=chat", [
+      "Sec-WebSocket-Protocol: superchat, chat",
+    ]);
+    assert.match(head, /\r\nsec-websocket-protocol: chat(\r\n|$)/i);
     await until(() => seen.length > 0, "open", WAIT_MS);
     assert.equal(seen[0], "open chat");
     conn.close();
@@ -509,10 +498,7 @@ Deno.test("websocket: a slow reader of a pushing server: bufferedAmount says wha
     return response;
   });
   try {
-    const conn = await dial(server.addr.port);
-    await conn.write(enc.encode(upgradeRequest("/")));
-    const r = new WsReader(conn);
-    await r.head();
+    const { conn, r } = await dialUpgrade(server.addr.port);
     await new Promise((res) => setTimeout(res, 500)); // not reading
     const stalledAt = pushed;
     console.log(`pushed ${stalledAt} of ${N} while the client slept; bufferedAmount peak ${peak}`);
@@ -530,11 +516,8 @@ Deno.test("websocket: a slow reader of a pushing server: bufferedAmount says wha
 });
 
 Deno.test("websocket: a writer that ignores backpressure to a peer that reads nothing is cut (overflow)", async () => {
-  await withWs(async ({ port, seen }) => {
-    const conn = await dial(port);
-    await conn.write(enc.encode(upgradeRequest("/")));
-    const r = new WsReader(conn);
-    await r.head();
+  await withWs(async ({ open, seen }) => {
+    const { conn } = await open();
     await conn.write(frame(1, "flood")); // and never read
     await until(() => seen.some((s) => s.startsWith("close")), "the socket cut", WAIT_MS);
     assert.equal(seen[seen.length - 1], "close 1006  false");
@@ -543,11 +526,8 @@ Deno.test("websocket: a writer that ignores backpressure to a peer that reads no
 });
 
 Deno.test("websocket: a peer that takes nothing for the write timeout is cut", async () => {
-  await withWs(async ({ port, seen }) => {
-    const conn = await dial(port);
-    await conn.write(enc.encode(upgradeRequest("/")));
-    const r = new WsReader(conn);
-    await r.head();
+  await withWs(async ({ open, seen }) => {
+    const { conn } = await open();
     const started = Date.now();
     await conn.write(frame(1, "flood 4")); // within the overflow limit, never read
     await until(() => seen.some((s) => s.startsWith("close")), "the socket cut", WAIT_MS);

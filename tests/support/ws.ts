@@ -5,6 +5,8 @@
  * @module
  */
 
+import { dial } from "./net.ts";
+
 const enc = new TextEncoder();
 
 /** Options of a client frame. */
@@ -84,6 +86,27 @@ export function upgradeRequest(path = "/", extra: string[] = [], drop: string[] 
     "Sec-WebSocket-Version: 13",
   ].filter((l) => !drop.some((d) => l.toLowerCase().startsWith(d.toLowerCase() + ":")));
   return [...lines, ...extra, "", ""].join("\r\n");
+}
+
+/**
+ * Dials 127.0.0.1:`port`, sends `request` (by default a valid upgrade of
+ * "/"), reads the response head: the connection, its reader (at the first
+ * frame) and the head, whatever its status. The connection is closed if no
+ * head comes.
+ */
+export async function dialUpgrade(
+  port: number,
+  request: string = upgradeRequest(),
+): Promise<{ conn: Deno.TcpConn; r: WsReader; head: string }> {
+  const conn = await dial(port);
+  try {
+    await conn.write(enc.encode(request));
+    const r = new WsReader(conn);
+    return { conn, r, head: await r.head() };
+  } catch (e) {
+    conn.close();
+    throw e;
+  }
 }
 
 /** A server frame as read. */
