@@ -23,7 +23,8 @@
  *
  * ## Waits
  * `wait` is one `io_uring_enter(to_submit, min_complete 1, GETEVENTS |
- * EXT_ARG)` with the timeout. The ring is set up with SINGLE_ISSUER |
+ * EXT_ARG)` with the timeout (min_complete `BATCH_COMPLETIONS` with a
+ * `min_wait_usec` under `batchWaitUs`). The ring is set up with SINGLE_ISSUER |
  * DEFER_TASKRUN where the kernel takes them (6.1+): completion work then
  * runs only inside our own `io_uring_enter`, no interrupt of the JS thread.
  * That ring can only be waited on by the thread that submits, so the parked
@@ -77,7 +78,6 @@ import {
   CQE_USER_DATA_LO,
   explainSetupFailure,
   IORING_FEAT_EXT_ARG,
-  IORING_FEAT_MIN_TIMEOUT,
   IORING_FEAT_NODROP,
   IORING_OP_POLL_ADD,
   IORING_OP_POLL_REMOVE,
@@ -232,11 +232,10 @@ export class IoUringBackend implements Backend {
     }
     this.deferTaskrun = defer;
     const batchWaitUs = options.batchWaitUs ?? 0;
-    if (batchWaitUs > 0 && (this.ring.features & IORING_FEAT_MIN_TIMEOUT) === 0) {
-      log.warn("batched waits off: this kernel's io_uring has no min_wait_usec (6.12)");
-    } else if (batchWaitUs > 0) {
-      this.ring.setBatchedWait(BATCH_COMPLETIONS, batchWaitUs);
+    if (batchWaitUs > 0 && this.ring.setBatchedWait(BATCH_COMPLETIONS, batchWaitUs)) {
       this.batchWaitUs = batchWaitUs;
+    } else if (batchWaitUs > 0) {
+      log.warn("batched waits off: this kernel's io_uring has no min_wait_usec (6.12)");
     }
     this.#maxEvents = maxEvents;
     this.#resultFd = new Int32Array(maxEvents);

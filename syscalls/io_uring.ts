@@ -674,9 +674,7 @@ export class IoUring {
     if (timeoutMs < 0) {
       return io_uring_enter(NR_IO_URING_ENTER, this.fd, n, 1, IORING_ENTER_GETEVENTS, null, null);
     }
-    const ts = this.#timespec;
-    ts[0] = (timeoutMs / 1000) >>> 0; // tv_sec (low half; the high half stays 0)
-    ts[2] = (timeoutMs % 1000) * 1_000_000; // tv_nsec
+    this.#setTimespec(timeoutMs);
     return io_uring_enter(
       NR_IO_URING_ENTER,
       this.fd,
@@ -693,19 +691,14 @@ export class IoUring {
    * completions are there, or, after `minWaitUs` µs, once there is at least
    * one (the `min_wait_usec` of `io_uring_getevents_arg`, 6.12). With
    * DEFER_TASKRUN the kernel does not even wake the task for fewer. `(1, 0)`
-   * turns it off. Needs `IORING_FEAT_MIN_TIMEOUT` in `features`; an older
-   * kernel would read the field as padding.
+   * turns it off. Returns false, changing nothing, when the kernel lacks
+   * `IORING_FEAT_MIN_TIMEOUT` (it would read the field as padding).
    */
-  setBatchedWait(minComplete: number, minWaitUs: number): void {
-    if (minWaitUs > 0 && (this.features & IORING_FEAT_MIN_TIMEOUT) === 0) {
-      throw new Error("io_uring: this kernel has no min_wait_usec (IORING_FEAT_MIN_TIMEOUT, 6.12)");
-    }
+  setBatchedWait(minComplete: number, minWaitUs: number): boolean {
+    if (minWaitUs > 0 && (this.features & IORING_FEAT_MIN_TIMEOUT) === 0) return false;
     this.#minComplete = minWaitUs > 0 ? minComplete : 1;
-    new DataView(this.#argBuffer.buffer).setUint32(
-      ioUringLayout().geteventsMinWait,
-      minWaitUs,
-      true,
-    );
+    new DataView(this.#argBuffer.buffer).setUint32(LAYOUT.geteventsMinWait, minWaitUs, true);
+    return true;
   }
 
   /**
@@ -725,9 +718,7 @@ export class IoUring {
         null,
       );
     }
-    const ts = this.#timespec;
-    ts[0] = (timeoutMs / 1000) >>> 0;
-    ts[2] = (timeoutMs % 1000) * 1_000_000;
+    this.#setTimespec(timeoutMs);
     return io_uring_enter_blocking(
       NR_IO_URING_ENTER,
       this.fd,
@@ -737,6 +728,13 @@ export class IoUring {
       this.#argPointer,
       this.#argSize,
     );
+  }
+
+  /** The timespec the getevents argument points at: `timeoutMs` from now. */
+  #setTimespec(timeoutMs: number): void {
+    const ts = this.#timespec;
+    ts[0] = (timeoutMs / 1000) >>> 0; // tv_sec (low half; the high half stays 0)
+    ts[2] = (timeoutMs % 1000) * 1_000_000; // tv_nsec
   }
 
   /** The word index in `cq` (and `cqSigned`) of CQE number `index` (a head or tail value). */
