@@ -14,7 +14,7 @@ import { DEFAULT_LIMITS } from "../handlers/context.ts";
 import { loadModule, ModuleError } from "./module.ts";
 import { fetchProtocol } from "../handlers/protocols/http/app.ts";
 import { SyscallError } from "../syscalls/errno.ts";
-import { IoUringUnavailableError } from "../reactor/io_uring.ts";
+import { IoUringBackend, IoUringUnavailableError } from "../reactor/io_uring.ts";
 import type { Backend } from "../reactor/backend.ts";
 import {
   type AdminListener,
@@ -205,6 +205,7 @@ function setUpFailure(cmd: ServeCommand, e: unknown): number {
 
 /** The backend's name, and its batched wait when one is on (io_uring). */
 function backendDescription(backend: Backend): string {
-  const batch = (backend as { batchWaitUs?: number }).batchWaitUs ?? 0;
-  return batch > 0 ? `${backend.name}, batched waits ${batch} µs` : backend.name;
+  return backend instanceof IoUringBackend && backend.batchWaitUs > 0
+    ? `${backend.name}, batched waits ${backend.batchWaitUs} µs`
+    : backend.name;
 }

@@ -124,18 +124,32 @@ const MICROTASK_TURNS = 16;
 /** The longest timeout an i32 millisecond argument holds (~24.8 days). */
 const MAX_WAIT_MS = 0x7fffffff;
 
+/** The backends made at once (poll and select, the experiments', load on demand). */
+type SyncBackendChoice = Exclude<BackendChoice, "poll" | "select">;
+
 function createBackend(
   name: BackendChoice,
   maxEvents: number,
   ioUring: IoUringBackendOptions = {},
 ): Promise<Backend> | Backend {
   switch (name) {
-    case "epoll":
-      return new EpollBackend(maxEvents);
     case "poll":
       return import("./poll.ts").then((m) => new m.PollBackend(maxEvents));
     case "select":
       return import("./select.ts").then((m) => new m.SelectBackend(maxEvents));
+    default:
+      return createSyncBackend(name, maxEvents, ioUring);
+  }
+}
+
+function createSyncBackend(
+  name: SyncBackendChoice,
+  maxEvents: number,
+  ioUring: IoUringBackendOptions,
+): Backend {
+  switch (name) {
+    case "epoll":
+      return new EpollBackend(maxEvents);
     case "io_uring":
       return new IoUringBackend(maxEvents, ioUring);
     case "auto":
@@ -302,7 +316,7 @@ export class Reactor {
       throw new TypeError(`Cannot create a ${backend} reactor synchronously: use Reactor.create`);
     }
     return new Reactor(
-      createBackend(backend, checkMaxEvents(opts), opts.ioUring) as Backend,
+      createSyncBackend(backend, checkMaxEvents(opts), opts.ioUring ?? {}),
       opts,
       DENO_EPOLL_FDS,
     );
