@@ -13,30 +13,13 @@ import { serve } from "../../mod.ts";
 import { startCli } from "../support/net.ts";
 import app from "./hono_ws_app.ts";
 import { HOST, WAIT_MS, within } from "./suite.ts";
+import { Client } from "./ws_suite.ts";
 
-/** Opens a Deno WebSocket; resolves with it and a reader of its messages. */
-async function client(url: string): Promise<{ ws: WebSocket; next: () => Promise<string> }> {
-  const ws = new WebSocket(url);
-  const queue: string[] = [];
-  const waiters: ((s: string) => void)[] = [];
-  ws.onmessage = (e) => {
-    const w = waiters.shift();
-    if (w) w(e.data);
-    else queue.push(e.data);
-  };
-  await within(
-    new Promise((resolve, reject) => {
-      ws.onopen = resolve;
-      ws.onerror = (e) => reject(new Error((e as ErrorEvent).message));
-    }),
-    WAIT_MS,
-    "open",
-  );
-  const next = () =>
-    queue.length > 0
-      ? Promise.resolve(queue.shift()!)
-      : within(new Promise<string>((r) => waiters.push(r)), WAIT_MS, "a message");
-  return { ws, next };
+/** Opens a Deno WebSocket client on `url` (waits for its `open`). */
+async function client(url: string): Promise<Client> {
+  const c = new Client(url);
+  await within(c.opened, WAIT_MS, "open");
+  return c;
 }
 
 async function checkHono(port: number): Promise<void> {
@@ -46,9 +29,8 @@ async function checkHono(port: number): Promise<void> {
   assert.equal(await c.next(), "welcome ada");
   c.ws.send("hi");
   assert.equal(await c.next(), "echo: hi");
-  const closed = new Promise<CloseEvent>((r) => c.ws.onclose = r);
   c.ws.send("bye");
-  const e = await within(closed, WAIT_MS, "close");
+  const e = await within(c.closed, WAIT_MS, "close");
   assert.deepEqual([e.code, e.reason, e.wasClean], [4000, "bye ada", true]);
 }
 
@@ -61,13 +43,11 @@ async function checkChat(port: number): Promise<void> {
   b.ws.send("hello, ada");
   assert.equal(await a.next(), "bob: hello, ada");
   assert.equal(await b.next(), "bob: hello, ada");
-  const bClosed = new Promise((r) => b.ws.onclose = r);
   b.ws.close();
-  await bClosed;
+  await b.closed;
   assert.equal(await a.next(), "* bob left");
-  const aClosed = new Promise((r) => a.ws.onclose = r);
   a.ws.close();
-  await aClosed;
+  await a.closed;
 }
 
 const opts = { sanitizeResources: false, sanitizeOps: false };
@@ -147,8 +127,7 @@ Deno.test({
     const c = await client(`ws://${HOST}:${port}/`);
     c.ws.send("hi");
     assert.equal(await c.next(), "captured: hi");
-    const closed = new Promise((r) => c.ws.onclose = r);
     c.ws.close();
-    await closed;
+    await c.closed;
   });
 });

@@ -21,16 +21,24 @@
 
 import assert from "node:assert/strict";
 import WS from "ws";
+import { until } from "../support/net.ts";
 import { HOST, type ServeFn, type ServeHandler, sha256, WAIT_MS, within } from "./suite.ts";
 
-/** A Deno WebSocket client with its messages queued. */
-class Client {
+/** A Deno WebSocket client with its messages queued (binary as ArrayBuffers). */
+export class Client {
+  /** The socket. */
   readonly ws: WebSocket;
   readonly #queue: MessageEvent[] = [];
   readonly #waiters: ((e: MessageEvent) => void)[] = [];
+  /** Resolves at `open`; rejects at an `error` before it. */
   readonly opened: Promise<void>;
+  /** Resolves with the `close` event. */
   readonly closed: Promise<CloseEvent>;
 
+  /**
+   * @param url the ws: URL
+   * @param protocols subprotocols to offer
+   */
   constructor(url: string, protocols?: string[]) {
     this.ws = new WebSocket(url, protocols);
     this.ws.binaryType = "arraybuffer";
@@ -86,14 +94,6 @@ function echo(log: string[] = []): ServeHandler {
     socket.onclose = (e) => log.push(`close ${e.code} ${e.reason} ${e.wasClean}`);
     return response;
   };
-}
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const end = Date.now() + WAIT_MS;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 /** Registers every case, each test named `${name}: websocket: ...`, against `serve`. */
@@ -158,7 +158,7 @@ export function defineWebSocketSuite(name: string, serve: ServeFn): void {
       assert.equal(await c.next(), "hi");
       const e = await c.closed;
       assert.deepEqual([e.code, e.reason], [1000, "done"]);
-      await until(() => seen.length >= 9, "onclose");
+      await until(() => seen.length >= 9, "onclose", WAIT_MS);
       assert.deepEqual(seen, [
         0,
         "arraybuffer",
@@ -200,7 +200,7 @@ export function defineWebSocketSuite(name: string, serve: ServeFn): void {
         c.ws.send("x");
         c.ws.close();
         await c.closed;
-        await until(() => seen.includes("close listener"), "server close");
+        await until(() => seen.includes("close listener"), "server close", WAIT_MS);
         seen.push("|");
         seen.splice(seen.indexOf("close listener"), 1);
       }
@@ -225,7 +225,7 @@ export function defineWebSocketSuite(name: string, serve: ServeFn): void {
       c.ws.send("close-me");
       const e = await c.closed;
       assert.deepEqual([e.code, e.reason, e.wasClean], [4002, "as asked", true]);
-      await until(() => log.length >= 2, "server close");
+      await until(() => log.length >= 2, "server close", WAIT_MS);
       assert.equal(log[1], "close 4002 as asked true");
     });
   });
@@ -238,7 +238,7 @@ export function defineWebSocketSuite(name: string, serve: ServeFn): void {
       c.ws.close(4444, "client bye");
       const e = await c.closed;
       assert.deepEqual([e.code, e.wasClean], [4444, true]);
-      await until(() => log.length >= 2, "server close");
+      await until(() => log.length >= 2, "server close", WAIT_MS);
       assert.deepEqual(log, ["open 1", "close 4444 client bye true"]);
     });
   });
@@ -306,7 +306,7 @@ export function defineWebSocketSuite(name: string, serve: ServeFn): void {
       ws.send("frag", { fin: false });
       ws.send("ment", { fin: true });
       ws.send(new Uint8Array([0x41, 0x42]), { binary: true });
-      await until(() => messages.length >= 2 && pongs.length >= 1, "echoes and pong");
+      await until(() => messages.length >= 2 && pongs.length >= 1, "echoes and pong", WAIT_MS);
       assert.deepEqual(pongs, ["are you there"]);
       assert.deepEqual(messages, ["text fragment", "bin AB"]);
       const closed = new Promise<[number, string]>((r) =>
@@ -317,7 +317,7 @@ export function defineWebSocketSuite(name: string, serve: ServeFn): void {
       );
       ws.close(4100, "ws says bye");
       assert.deepEqual(await within(closed, WAIT_MS, "close"), [4100, "ws says bye"]);
-      await until(() => log.length >= 2, "server close");
+      await until(() => log.length >= 2, "server close", WAIT_MS);
       assert.equal(log[1], "close 4100 ws says bye true");
     });
   });
@@ -338,7 +338,7 @@ export function defineWebSocketSuite(name: string, serve: ServeFn): void {
         await Promise.all(batch.map((c) => c.opened));
         clients.push(...batch);
       }
-      await until(() => open === n, `${n} open sockets on the server`);
+      await until(() => open === n, `${n} open sockets on the server`, WAIT_MS);
       clients.forEach((c, i) => c.ws.send(`${i}`));
       const answers = await Promise.all(clients.map((c) => c.next()));
       answers.forEach((a, i) => assert.equal(a, `echo ${i}`));
