@@ -90,6 +90,7 @@ import {
 import { close, errno, eventfd, poll_blocking, read, write } from "../syscalls/libc.ts";
 import type { Backend } from "./backend.ts";
 import { EpollBackend } from "./epoll.ts";
+import { grown, sizeFor } from "./fd_table.ts";
 import {
   GEN_MASK,
   IoUringStreams,
@@ -272,16 +273,11 @@ export class IoUringBackend implements Backend {
 
   #ensure(fd: number): void {
     if (fd < this.#state.length) return;
-    let size = this.#state.length;
-    while (size <= fd) size *= 2;
-    const grow = <T extends Uint8Array | Int32Array | Uint32Array>(a: T, b: T): T => {
-      b.set(a);
-      return b;
-    };
-    this.#state = grow(this.#state, new Uint8Array(size));
-    this.#events = grow(this.#events, new Int32Array(size));
-    this.#tokens = grow(this.#tokens, new Uint32Array(size));
-    this.#seqs = grow(this.#seqs, new Uint32Array(size));
+    const size = sizeFor(this.#state.length, fd);
+    this.#state = grown(this.#state, size);
+    this.#events = grown(this.#events, size);
+    this.#tokens = grown(this.#tokens, size);
+    this.#seqs = grown(this.#seqs, size);
   }
 
   #checkBits(events: number): void {

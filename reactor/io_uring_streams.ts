@@ -62,6 +62,7 @@ import {
 } from "../syscalls/io_uring.ts";
 import { close, errno, shutdown } from "../syscalls/libc.ts";
 import { resetOnClose } from "../syscalls/socket.ts";
+import { grown, sizeFor } from "./fd_table.ts";
 
 const log = getLogger(["reactor", "io_uring"]);
 
@@ -242,30 +243,25 @@ export class IoUringStreams {
 
   #ensure(fd: number): void {
     if (fd < this.#gen.length) return;
-    let size = this.#gen.length;
-    while (size <= fd) size *= 2;
-    const grow = <T extends Uint8Array | Int32Array | Uint32Array | Float64Array>(a: T, b: T) => {
-      b.set(a);
-      return b;
-    };
-    this.#gen = grow(this.#gen, new Uint32Array(size));
-    this.#open = grow(this.#open, new Uint8Array(size));
-    this.#events = grow(this.#events, new Int32Array(size));
-    this.#recvArmed = grow(this.#recvArmed, new Uint8Array(size));
-    this.#chunkHead = grow(this.#chunkHead, new Int32Array(size));
-    this.#end = grow(this.#end, new Int32Array(size));
-    this.#sendError = grow(this.#sendError, new Int32Array(size));
-    this.#flyOff = grow(this.#flyOff, new Int32Array(size));
-    this.#flyLen = grow(this.#flyLen, new Int32Array(size));
-    this.#nextLen = grow(this.#nextLen, new Int32Array(size));
-    this.#sending = grow(this.#sending, new Uint8Array(size));
-    this.#closing = grow(this.#closing, new Uint8Array(size));
-    this.#closeBy = grow(this.#closeBy, new Float64Array(size));
-    this.#listener = grow(this.#listener, new Uint8Array(size));
-    this.#socketOut = grow(this.#socketOut, new Uint8Array(size));
-    this.#inReady = grow(this.#inReady, new Uint8Array(size));
-    this.#inArm = grow(this.#inArm, new Uint8Array(size));
-    this.#starved = grow(this.#starved, new Uint8Array(size));
+    const size = sizeFor(this.#gen.length, fd);
+    this.#gen = grown(this.#gen, size);
+    this.#open = grown(this.#open, size);
+    this.#events = grown(this.#events, size);
+    this.#recvArmed = grown(this.#recvArmed, size);
+    this.#chunkHead = grown(this.#chunkHead, size);
+    this.#end = grown(this.#end, size);
+    this.#sendError = grown(this.#sendError, size);
+    this.#flyOff = grown(this.#flyOff, size);
+    this.#flyLen = grown(this.#flyLen, size);
+    this.#nextLen = grown(this.#nextLen, size);
+    this.#sending = grown(this.#sending, size);
+    this.#closing = grown(this.#closing, size);
+    this.#closeBy = grown(this.#closeBy, size);
+    this.#listener = grown(this.#listener, size);
+    this.#socketOut = grown(this.#socketOut, size);
+    this.#inReady = grown(this.#inReady, size);
+    this.#inArm = grown(this.#inArm, size);
+    this.#starved = grown(this.#starved, size);
   }
 
   /** A new generation for `fd`: completions still posted for the previous one are stale. */

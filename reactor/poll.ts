@@ -23,6 +23,7 @@ import { EPOLLERR, EPOLLET, EPOLLHUP, EPOLLONESHOT, POLLNVAL } from "../syscalls
 import { errno, poll, poll_blocking } from "../syscalls/libc.ts";
 import { POLLFD_SIZE } from "../syscalls/layout.ts";
 import type { Backend } from "./backend.ts";
+import { sizeFor } from "./fd_table.ts";
 import { ScanningBackend } from "./ready_list.ts";
 
 /** The message for EPOLLET/EPOLLONESHOT given to a level-triggered backend. */
@@ -110,8 +111,7 @@ export class PollBackend extends ScanningBackend implements Backend {
     if (fd < 0) throw new RangeError(`poll: cannot add fd ${fd}`);
     if (this.#slot(fd) >= 0) throw new SyscallError("poll", EEXIST, `add fd ${fd}`);
     if (fd >= this.#slotOf.length) {
-      let size = this.#slotOf.length;
-      while (size <= fd) size *= 2;
+      const size = sizeFor(this.#slotOf.length, fd);
       const slotOf = new Int32Array(size).fill(-1);
       slotOf.set(this.#slotOf);
       this.#slotOf = slotOf;

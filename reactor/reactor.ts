@@ -40,6 +40,7 @@ import { SyscallError } from "../syscalls/errno.ts";
 import type { Backend, BackendChoice } from "./backend.ts";
 import { autoBackend, IoUringBackend, type IoUringBackendOptions } from "./io_uring.ts";
 import { EpollBackend } from "./epoll.ts";
+import { grown, sizeFor } from "./fd_table.ts";
 import { ALWAYS_REPORTED, Interest } from "./interest.ts";
 import { Timer, TimerHeap } from "./timers.ts";
 
@@ -324,14 +325,9 @@ export class Reactor {
 
   #ensure(fd: number): void {
     if (fd < this.#interest.length) return;
-    let size = this.#interest.length;
-    while (size <= fd) size *= 2;
-    const interest = new Int32Array(size);
-    interest.set(this.#interest);
-    this.#interest = interest;
-    const tokens = new Uint32Array(size);
-    tokens.set(this.#tokens);
-    this.#tokens = tokens;
+    const size = sizeFor(this.#interest.length, fd);
+    this.#interest = grown(this.#interest, size);
+    this.#tokens = grown(this.#tokens, size);
   }
 
   /** The backend bits for `interest`: a read interest also hears the peer's FIN. */
