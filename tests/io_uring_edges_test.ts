@@ -14,12 +14,11 @@
  */
 import assert from "node:assert/strict";
 import { IoUringBackend } from "../reactor/io_uring.ts";
-import { MAX_HELD_CHUNKS } from "../reactor/io_uring_streams.ts";
+import { type IoUringStreams, MAX_HELD_CHUNKS } from "../reactor/io_uring_streams.ts";
 import { EPOLLIN, EPOLLOUT } from "../syscalls/constants.ts";
 import { EAGAIN, ECONNRESET } from "../syscalls/errno.ts";
 import { probeIoUring } from "../syscalls/io_uring.ts";
 import { accept4, close, errno, recv, send } from "../syscalls/libc.ts";
-import { pattern } from "./support/net.ts";
 import {
   connectTcp,
   listenTcp,
@@ -27,7 +26,7 @@ import {
   resetOnClose,
   socketPair,
 } from "../syscalls/socket.ts";
-import { openFdCount, sleep, waitFor } from "./support/net.ts";
+import { openFdCount, pattern, sleep, waitFor } from "./support/net.ts";
 
 const ignore = !probeIoUring().ok;
 
@@ -42,6 +41,30 @@ async function tcpPair(): Promise<{ fd: number; cli: number; lfd: number; port: 
     await sleep(5);
   }
   throw new Error("accept timed out");
+}
+
+/**
+ * A connected pair whose server side `fd` is a stream of a fresh backend
+ * (`be`, `s`) registered for `events`; closes them all after `fn`.
+ */
+async function withStreamPair(
+  events: number,
+  fn: (
+    t: { fd: number; cli: number; port: number; be: IoUringBackend; s: IoUringStreams },
+  ) => Promise<void> | void,
+): Promise<void> {
+  const { fd, cli, lfd, port } = await tcpPair();
+  const be = new IoUringBackend(64);
+  const s = be.streams!;
+  try {
+    s.open(fd);
+    be.add(fd, events, 1);
+    await fn({ fd, cli, port, be, s });
+  } finally {
+    be.close();
+    close(cli);
+    close(lfd);
+  }
 }
 
 /** Fills `fd`'s socket with direct sends until EAGAIN; returns the bytes taken. */
@@ -86,12 +109,7 @@ Deno.test({
   name: "io_uring edges: abort with a send in flight reaches the peer as RST, never a clean end",
   ignore,
   async fn() {
-    const { fd, cli, lfd } = await tcpPair();
-    const be = new IoUringBackend(64);
-    const s = be.streams!;
-    try {
-      s.open(fd);
-      be.add(fd, EPOLLIN | EPOLLOUT, 1);
+    await withStreamPair(EPOLLIN | EPOLLOUT, async ({ fd, cli, be, s }) => {
       fill(fd);
       const big = new Uint8Array(32768);
       s.send(fd, big, 0, big.length); // staged, then in flight waiting for room
@@ -115,11 +133,7 @@ Deno.test({
         } else if (r < 0) await sleep(5);
       }
       assert.equal(end, "RST", "a stream cut short must not end like a complete one");
-    } finally {
-      be.close();
-      close(cli);
-      close(lfd);
-    }
+    });
   },
 });
 
@@ -128,12 +142,7 @@ Deno.test({
     "io_uring edges: closing a stream whose POLLOUT is armed releases the socket (FIN goes out)",
   ignore,
   async fn() {
-    const { fd, cli, lfd, port } = await tcpPair();
-    const be = new IoUringBackend(64);
-    const s = be.streams!;
-    try {
-      s.open(fd);
-      be.add(fd, EPOLLIN | EPOLLOUT, 1);
+    await withStreamPair(EPOLLIN | EPOLLOUT, async ({ fd, port, be, s }) => {
       fill(fd); // the peer reads nothing: as a sendfile to a stalled reader
       s.waitSocketWritable(fd);
       be.wait(0);
@@ -147,11 +156,7 @@ Deno.test({
         .find((f) => f[1]?.endsWith(`:${hex}`) && f[2] !== "00000000:0000")?.[3];
       console.log(`server socket state after close: ${state ?? "gone"}`);
       assert.notEqual(state, "01", "still ESTABLISHED: the armed poll kept the socket");
-    } finally {
-      be.close();
-      close(cli);
-      close(lfd);
-    }
+    });
   },
 });
 
@@ -241,12 +246,7 @@ Deno.test({
   name: "io_uring no SQ slot: a closed stream's recv cancel is kept, and the socket is released",
   ignore,
   async fn() {
-    const { fd, cli, lfd } = await tcpPair();
-    const be = new IoUringBackend(64);
-    const s = be.streams!;
-    try {
-      s.open(fd);
-      be.add(fd, EPOLLIN, 1);
+    await withStreamPair(EPOLLIN, async ({ fd, cli, be, s }) => {
       be.wait(0); // the multishot recv is in flight: it holds the socket
       be.ring.refuseSlotsForTesting(1);
       be.remove(fd);
@@ -254,11 +254,7 @@ Deno.test({
       assert.equal(be.ring.noSlot, 1, "the cancel did not ask for a slot");
       const eof = await turnUntil(be, () => readNow(cli, []));
       assert.ok(eof, "no FIN: the cancel was lost and the recv kept the socket alive");
-    } finally {
-      be.close();
-      close(cli);
-      close(lfd);
-    }
+    });
   },
 });
 
@@ -266,34 +262,29 @@ Deno.test({
   name: "io_uring no SQ slot: a refused send keeps its bytes; bytes sent after it follow, in order",
   ignore,
   async fn() {
-    const { fd, cli, lfd } = await tcpPair();
-    const be = new IoUringBackend(64);
-    const s = be.streams!;
-    try {
-      s.open(fd);
-      be.add(fd, EPOLLOUT, 1); // no EPOLLIN: the send is the turn's only SQE
-      const a = pattern(1, 20_000);
-      const b = pattern(2, 30_000);
-      assert.equal(s.send(fd, a, 0, a.length), a.length);
-      be.ring.refuseSlotsForTesting(1);
-      be.wait(0); // the staged bytes go in flight, and find no slot
-      assert.equal(be.ring.noSlot, 1);
-      assert.ok(s.busy(fd), "bytes not yet sent must keep the stream busy (sendfile waits)");
-      assert.equal(s.send(fd, b, 0, b.length), b.length);
-      const got: number[] = [];
-      await turnUntil(be, () => (readNow(cli, got), got.length >= a.length + b.length));
-      assert.equal(got.length, a.length + b.length);
-      const want = new Uint8Array(a.length + b.length);
-      want.set(a);
-      want.set(b, a.length);
-      assert.deepEqual(new Uint8Array(got), want);
-    } finally {
-      be.remove(fd);
-      s.close(fd);
-      be.close();
-      close(cli);
-      close(lfd);
-    }
+    // No EPOLLIN: the send is the turn's only SQE.
+    await withStreamPair(EPOLLOUT, async ({ fd, cli, be, s }) => {
+      try {
+        const a = pattern(1, 20_000);
+        const b = pattern(2, 30_000);
+        assert.equal(s.send(fd, a, 0, a.length), a.length);
+        be.ring.refuseSlotsForTesting(1);
+        be.wait(0); // the staged bytes go in flight, and find no slot
+        assert.equal(be.ring.noSlot, 1);
+        assert.ok(s.busy(fd), "bytes not yet sent must keep the stream busy (sendfile waits)");
+        assert.equal(s.send(fd, b, 0, b.length), b.length);
+        const got: number[] = [];
+        await turnUntil(be, () => (readNow(cli, got), got.length >= a.length + b.length));
+        assert.equal(got.length, a.length + b.length);
+        const want = new Uint8Array(a.length + b.length);
+        want.set(a);
+        want.set(b, a.length);
+        assert.deepEqual(new Uint8Array(got), want);
+      } finally {
+        be.remove(fd);
+        s.close(fd);
+      }
+    });
   },
 });
 
@@ -301,42 +292,36 @@ Deno.test({
   name: "io_uring no SQ slot: a refused receive arm and POLLOUT arm are made next turn",
   ignore,
   async fn() {
-    const { fd, cli, lfd } = await tcpPair();
-    const be = new IoUringBackend(64);
-    const s = be.streams!;
-    try {
-      s.open(fd);
-      be.add(fd, EPOLLIN | EPOLLOUT, 1);
-      be.ring.refuseSlotsForTesting(1);
-      be.wait(0); // the recv arm finds no slot
-      assert.equal(be.ring.noSlot, 1);
-      send(cli, pattern(3, 100), 100, 0);
-      const buf = s.buffers;
-      let n = -EAGAIN;
-      await turnUntil(be, () => (n = s.recv(fd, 65536)) > 0);
-      assert.equal(n, 100, "the receive was never armed");
-      assert.deepEqual(buf.slice(s.readStart, s.readStart + n), pattern(3, 100));
-      fill(fd); // as a sendfile that met a full socket
-      be.ring.refuseSlotsForTesting(1);
-      s.waitSocketWritable(fd);
-      assert.equal(be.ring.noSlot, 2, "the POLLOUT did not ask for a slot");
-      const drain = new Uint8Array(1 << 16);
-      let writable = false;
-      const ok = await turnUntil(be, (count) => {
-        while (recv(cli, drain, drain.length, 0) > 0); // the peer reads
-        for (let i = 0; i < count; i++) {
-          if (be.resultFd(i) === fd && (be.resultEvents(i) & EPOLLOUT) !== 0) writable = true;
-        }
-        return writable;
-      });
-      assert.ok(ok, "never reported writable: the POLLOUT was lost");
-    } finally {
-      be.remove(fd);
-      s.close(fd, true);
-      be.close();
-      close(cli);
-      close(lfd);
-    }
+    await withStreamPair(EPOLLIN | EPOLLOUT, async ({ fd, cli, be, s }) => {
+      try {
+        be.ring.refuseSlotsForTesting(1);
+        be.wait(0); // the recv arm finds no slot
+        assert.equal(be.ring.noSlot, 1);
+        send(cli, pattern(3, 100), 100, 0);
+        const buf = s.buffers;
+        let n = -EAGAIN;
+        await turnUntil(be, () => (n = s.recv(fd, 65536)) > 0);
+        assert.equal(n, 100, "the receive was never armed");
+        assert.deepEqual(buf.slice(s.readStart, s.readStart + n), pattern(3, 100));
+        fill(fd); // as a sendfile that met a full socket
+        be.ring.refuseSlotsForTesting(1);
+        s.waitSocketWritable(fd);
+        assert.equal(be.ring.noSlot, 2, "the POLLOUT did not ask for a slot");
+        const drain = new Uint8Array(1 << 16);
+        let writable = false;
+        const ok = await turnUntil(be, (count) => {
+          while (recv(cli, drain, drain.length, 0) > 0); // the peer reads
+          for (let i = 0; i < count; i++) {
+            if (be.resultFd(i) === fd && (be.resultEvents(i) & EPOLLOUT) !== 0) writable = true;
+          }
+          return writable;
+        });
+        assert.ok(ok, "never reported writable: the POLLOUT was lost");
+      } finally {
+        be.remove(fd);
+        s.close(fd, true);
+      }
+    });
   },
 });
 
