@@ -199,12 +199,13 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
   #pinged = false;
   #pingAt = 0;
   #closeSent = false;
-  /** A close asked for before the 101 went out: sent right after it. */
-  #closeLater: [number | undefined, string | undefined] | null = null;
   /** Sends waiting behind a Blob being read (in order), or null. */
   #sendQueue: unknown[] | null = null;
-  /** close() called while a Blob was being read: the close frame goes after the queue. */
-  #queuedClose: [number | undefined, string] | null = null;
+  /**
+   * A close() whose frame must wait, or null: called before the 101 went out
+   * (sent right after it), or while a Blob was being read (sent after the queue).
+   */
+  #pendingClose: [number | undefined, string] | null = null;
   /** Event types (bits) whose `on*` listener is registered with the EventTarget. */
   #registered = 0;
   /** Event types (bits) that have listeners added with `addEventListener`. */
@@ -435,13 +436,13 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
       queue.shift();
       // Closed by the peer or failed: drop the rest. Closed by close(): what
       // was queued before it still goes, then the close frame.
-      if (this.#state !== OPEN && this.#queuedClose === null) break;
+      if (this.#state !== OPEN && this.#pendingClose === null) break;
       this.#sendNow(data instanceof Blob ? String(data) : data);
     }
     this.#sendQueue = null;
-    const close = this.#queuedClose;
+    const close = this.#pendingClose;
     if (close !== null) {
-      this.#queuedClose = null;
+      this.#pendingClose = null;
       if (this.#state === CLOSING) {
         this.#sendClose(close[0], close[1]);
         this.#armTimer(CLOSE_WAIT_MS);
@@ -470,16 +471,12 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
         throw new DOMException("The close reason may not be longer than 123 bytes", "SyntaxError");
       }
     }
-    if (this.#state === CONNECTING) {
-      this.#state = CLOSING;
-      this.#closeLater = [code, reason];
-      return;
-    }
-    if (this.#state !== OPEN) return;
+    const state = this.#state;
+    if (state !== OPEN && state !== CONNECTING) return;
     this.#state = CLOSING;
-    if (this.#sendQueue !== null) {
-      // A Blob is being read: the messages sent before close() go first.
-      this.#queuedClose = [code, reason ?? ""];
+    if (state === CONNECTING || this.#sendQueue !== null) {
+      // Before the 101, or behind a Blob being read (what was sent first goes first).
+      this.#pendingClose = [code, reason ?? ""];
       return;
     }
     this.#sendClose(code, reason ?? "");
@@ -498,14 +495,12 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
     const stats = this.#settings.stats;
     stats.open++;
     stats.opened++;
-    const later = this.#closeLater;
+    const later = this.#pendingClose; // close() before the 101: after the open event
+    this.#pendingClose = null;
     this.#state = OPEN;
     if (this.#idleMs > 0) this.#armTimer(this.#idleMs / 2);
     this.#emit(new OpenEvent("open"), OPEN_EVENT);
-    if (later !== null) {
-      this.#closeLater = null;
-      this.close(later[0], later[1]);
-    }
+    if (later !== null) this.close(later[0], later[1]);
     conn.resumeReading();
     if (pending !== null && !conn.closed) this.data(conn, pending, 0, pending.length);
   }
