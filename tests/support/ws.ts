@@ -5,6 +5,7 @@
  * @module
  */
 
+import { readHead } from "./http.ts";
 import { dial } from "./net.ts";
 
 const enc = new TextEncoder();
@@ -145,17 +146,11 @@ export class WsReader {
     return true;
   }
 
-  /** The HTTP response head (status line and fields) as text. */
+  /** The HTTP response head (status line and fields) as text; call it first. */
   async head(): Promise<string> {
-    for (;;) {
-      const text = new TextDecoder("latin1").decode(this.#buf);
-      const end = text.indexOf("\r\n\r\n");
-      if (end >= 0) {
-        this.#buf = this.#buf.slice(end + 4);
-        return text.slice(0, end);
-      }
-      if (!(await this.#more())) throw new Error(`EOF before a response head: ${text}`);
-    }
+    const { head, rest } = await readHead(this.#conn, new Uint8Array(64 << 10));
+    this.#buf = rest.slice();
+    return head;
   }
 
   /** The next frame, or null at EOF. */
