@@ -22,7 +22,15 @@
 import assert from "node:assert/strict";
 import WS from "ws";
 import { until } from "../support/net.ts";
-import { HOST, type ServeFn, type ServeHandler, sha256, WAIT_MS, within } from "./suite.ts";
+import {
+  HOST,
+  type ServeFn,
+  type ServeHandler,
+  sha256,
+  WAIT_MS,
+  within,
+  withServer,
+} from "./suite.ts";
 
 /** A Deno WebSocket client with its messages queued (binary as ArrayBuffers). */
 export class Client {
@@ -66,18 +74,13 @@ export class Client {
   }
 }
 
-/** Runs `fn` with a server of `handler` on 127.0.0.1:0, then shuts it down. */
-async function withWsServer(
+/** Runs `fn` with the ws: URL of a server of `handler` (suite.ts's `withServer`: one per case). */
+function withWsServer(
   serve: ServeFn,
   handler: ServeHandler,
   fn: (url: string) => Promise<void>,
 ): Promise<void> {
-  const server = serve({ port: 0, hostname: HOST, onListen() {} }, handler);
-  try {
-    await fn(`ws://${HOST}:${server.addr.port}`);
-  } finally {
-    await within(server.shutdown(), WAIT_MS, "shutdown()");
-  }
+  return withServer(serve, handler, ({ port }) => fn(`ws://${HOST}:${port}`));
 }
 
 /** An echo handler that records what its sockets see. */
