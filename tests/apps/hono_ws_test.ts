@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { serve } from "../../mod.ts";
 import { startCli } from "../support/net.ts";
 import app from "./hono_ws_app.ts";
-import { HOST, WAIT_MS, within } from "./suite.ts";
+import { HOST, type ServeFn, WAIT_MS, within, withServer } from "./suite.ts";
 import { Client } from "./ws_suite.ts";
 
 /** Opens a Deno WebSocket client on `url` (waits for its `open`). */
@@ -53,21 +53,11 @@ async function checkChat(port: number): Promise<void> {
 const opts = { sanitizeResources: false, sanitizeOps: false };
 
 Deno.test({ name: "deno-serve: hono upgradeWebSocket app", ...opts }, async () => {
-  const server = Deno.serve({ port: 0, hostname: HOST, onListen() {} }, app.fetch);
-  try {
-    await checkHono(server.addr.port);
-  } finally {
-    await server.shutdown();
-  }
+  await withServer(Deno.serve, app.fetch, ({ port }) => checkHono(port));
 });
 
 Deno.test({ name: "reactor: hono upgradeWebSocket app", ...opts }, async () => {
-  const server = serve({ port: 0, hostname: HOST, onListen() {} }, app.fetch);
-  try {
-    await checkHono(server.addr.port);
-  } finally {
-    await server.shutdown();
-  }
+  await withServer(serve as unknown as ServeFn, app.fetch, ({ port }) => checkHono(port));
 });
 
 async function withCli(args: string[], fn: (port: number) => Promise<void>): Promise<void> {
