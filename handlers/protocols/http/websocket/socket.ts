@@ -598,9 +598,15 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
   /** The peer broke the protocol: close frame with `code`, error and close events. */
   onFail(code: number, reason: string): void {
     this.#settings.stats.protocolErrors++;
+    this.#fail(code, reason);
+  }
+
+  /** Ends the socket for `reason`: a close frame with `code` (unless sent), error and close events. */
+  #fail(code: number, reason: string): void {
     if (!this.#closeSent) this.#sendClose(code, reason);
-    const wasOpen = this.#state !== CLOSED;
-    if (wasOpen) this.#emit(new WsErrorEvent("error", { message: reason }), ERROR_EVENT);
+    if (this.#state !== CLOSED) {
+      this.#emit(new WsErrorEvent("error", { message: reason }), ERROR_EVENT);
+    }
     this.#finish(code, reason, false);
   }
 
@@ -651,10 +657,7 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
       this.#sendFrame(OP_PING, EMPTY, 0, 0);
       this.#armTimer(half);
     } else {
-      const reason = "No response from ping frame.";
-      this.#sendClose(CLOSE_GOING_AWAY, reason);
-      this.#emit(new WsErrorEvent("error", { message: reason }), ERROR_EVENT);
-      this.#finish(CLOSE_GOING_AWAY, reason, false);
+      this.#fail(CLOSE_GOING_AWAY, "No response from ping frame.");
     }
   }
 
