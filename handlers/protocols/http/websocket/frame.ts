@@ -36,8 +36,6 @@ export const OP_PING = 0x9;
 /** Opcode of a pong frame. */
 export const OP_PONG = 0xa;
 
-/** Close code: normal closure. */
-export const CLOSE_NORMAL = 1000;
 /** Close code: the endpoint is going away (server shutdown, idle). */
 export const CLOSE_GOING_AWAY = 1001;
 /** Close code: protocol error. */
@@ -50,8 +48,6 @@ export const CLOSE_ABNORMAL = 1006;
 export const CLOSE_INVALID_DATA = 1007;
 /** Close code: a message was too big. */
 export const CLOSE_TOO_BIG = 1009;
-/** Close code: the server met an unexpected condition. */
-export const CLOSE_INTERNAL_ERROR = 1011;
 
 /** Default largest message (`--max-ws-message`): 16 MiB. */
 export const DEFAULT_MAX_MESSAGE = 16 << 20;
