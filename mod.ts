@@ -106,6 +106,6 @@ export {
   upgradeWebSocket,
   type UpgradeWebSocketOptions,
   WebSocketHandshakeError,
-} from "./handlers/protocols/http/websocket/upgrade.ts";
+} from "./handlers/protocols/http/websocket/mod.ts";
 export { SyscallError } from "./syscalls/errno.ts";
 export { IoUring, type IoUringProbe, probeIoUring } from "./syscalls/io_uring.ts";

@@ -7,7 +7,7 @@
  */
 
 import { type FetchAppOptions, fetchProtocol } from "../handlers/protocols/http/app.ts";
-import { holdDenoUpgrade } from "../handlers/protocols/http/websocket/upgrade.ts";
+import { holdDenoUpgrade } from "../handlers/protocols/http/websocket/mod.ts";
 import type { ProtocolDefinition } from "../handlers/protocols/mod.ts";
 
 /** The module cannot be served: one line for the user, exit code 2. */

@@ -41,17 +41,15 @@ import { BodySource, latin1, ServerRequest, UrlCache } from "./request.ts";
 import { CONTINUE_100, reasonPhrase, responseConnectionClosed, writeResponse } from "./response.ts";
 import {
   hasUpgradeField,
-  webSocketMetrics,
-  type WebSocketSettings,
-  webSocketSettings,
-} from "./websocket/mod.ts";
-import {
   holdDenoUpgrade,
   offerUpgrade,
   releaseDenoUpgrade,
   UpgradeTicket,
   WebSocketHandshakeError,
-} from "./websocket/upgrade.ts";
+  webSocketMetrics,
+  type WebSocketSettings,
+  webSocketSettings,
+} from "./websocket/mod.ts";
 import {
   fieldValue,
   type StaticAnswer,

@@ -1,7 +1,7 @@
 /**
  * WebSocket (RFC 6455) for fetch apps on the reactor: the frame codec
- * (frame.ts), the socket (socket.ts) and the upgrade (upgrade.ts). See
- * docs/websocket.md.
+ * (frame.ts), the socket (socket.ts) and the upgrade (upgrade.ts). Code
+ * outside this folder imports it from here. See docs/websocket.md.
  *
  * @module
  */
@@ -24,6 +24,10 @@ export {
   WebSocketStats,
 } from "./socket.ts";
 export {
+  holdDenoUpgrade,
+  offerUpgrade,
+  releaseDenoUpgrade,
+  UpgradeTicket,
   upgradeWebSocket,
   type UpgradeWebSocketOptions,
   WebSocketHandshakeError,
