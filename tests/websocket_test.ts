@@ -13,14 +13,13 @@ import { DEFAULT_LIMITS, type HttpServer, serve, type ServeOptions } from "../mo
 import {
   closeOf,
   closePayload,
-  concat,
   dialUpgrade,
   frame,
   type ServerFrame,
   upgradeRequest,
   WsReader,
 } from "./support/ws.ts";
-import { dial, sleep, until } from "./support/net.ts";
+import { concat, dial, sleep, until } from "./support/net.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

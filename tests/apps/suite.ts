@@ -71,6 +71,7 @@
  */
 
 import assert from "node:assert/strict";
+import { concat } from "../support/net.ts";
 
 // ---------------------------------------------------------------------------
 // The shape under test: the TCP part of Deno.serve.
@@ -196,24 +197,6 @@ export function patternByte(i: number): number {
 export function pattern(offset: number, length: number): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(length);
   for (let k = 0; k < length; k++) out[k] = patternByte(offset + k);
-  return out;
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> {
-  if (a.length === 0) return b.slice();
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
-
-function concatAll(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
   return out;
 }
 
@@ -427,7 +410,7 @@ export class RawConn {
         await deliver(piece);
       }
     }
-    return { body: concatAll(parts), framing, chunks };
+    return { body: concat(...parts), framing, chunks };
   }
 
   /** The next whole response. */
@@ -672,7 +655,7 @@ export function defineAppSuite(name: string, serve: ServeFn): void {
         // The client holds the second half back until we have seen the first.
         if (total >= first.length) firstSeen.resolve(total);
       }
-      return Response.json({ total, reads, sha: await sha256(concatAll(parts)) });
+      return Response.json({ total, reads, sha: await sha256(concat(...parts)) });
     }, async ({ port, connect }) => {
       const conn = await connect();
       await conn.send(req("POST", "/upload", port, [
@@ -687,7 +670,7 @@ export function defineAppSuite(name: string, serve: ServeFn): void {
       const got = JSON.parse(r.text);
       assert.equal(got.total, 8000);
       assert.ok(got.reads >= 2, `the body came in ${got.reads} reads`);
-      assert.equal(got.sha, await sha256(concatAll([first, second])));
+      assert.equal(got.sha, await sha256(concat(first, second)));
     });
   });
 

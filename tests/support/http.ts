@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { concat } from "./net.ts";
 
 const DEC = new TextDecoder();
 
@@ -193,7 +194,7 @@ export class Replies {
         parts.push(this.#take(size));
         this.#take(2);
       }
-      body = concat(parts);
+      body = concat(...parts);
     } else {
       while (await this.#fill()) { /* to close */ }
       body = this.#take(this.#length);
@@ -221,7 +222,7 @@ export async function readHead(
   while (findHeadEnd(pending) < 0) {
     const n = await conn.read(buf);
     if (n === null) throw new Error("closed before the head");
-    pending = concat([pending, buf.slice(0, n)]);
+    pending = concat(pending, buf.subarray(0, n));
   }
   const end = findHeadEnd(pending);
   return { head: DEC.decode(pending.subarray(0, end)), rest: pending.subarray(end + 4) };
@@ -232,16 +233,6 @@ function findHeadEnd(b: Uint8Array): number {
     if (b[i] === 13 && b[i + 1] === 10 && b[i + 2] === 13 && b[i + 3] === 10) return i;
   }
   return -1;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }
 
 /** Encodes text as bytes. */

@@ -6,7 +6,7 @@
  */
 
 import { readHead } from "./http.ts";
-import { dial } from "./net.ts";
+import { concat, dial } from "./net.ts";
 
 const enc = new TextEncoder();
 
@@ -62,17 +62,6 @@ export function closePayload(code: number, reason = ""): Uint8Array {
   out[0] = code >>> 8;
   out[1] = code & 0xff;
   out.set(r, 2);
-  return out;
-}
-
-/** Joins byte arrays. */
-export function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
   return out;
 }
 
