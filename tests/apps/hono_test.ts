@@ -16,6 +16,7 @@
 
 import assert from "node:assert/strict";
 import app from "./hono_app.ts";
+import { startDenoServe } from "../support/net.ts";
 import { HOST, req, type ServeFn, sha256, WAIT_MS, within, withServer } from "./suite.ts";
 
 /** Registers the Hono checks, each test named `${name}: hono: ...`, against `serve`. */
@@ -160,28 +161,9 @@ defineHonoSuite("deno-serve", Deno.serve);
 // The `{ fetch }` default export as `deno serve` loads it (the oracle only;
 // reactor's `serve --module` would get the same check here once it exists).
 Deno.test("deno-serve: hono: `deno serve` runs the module's default export", async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["serve", "--port", "0", "--host", HOST, "tests/apps/hono_app.ts"],
-    cwd: new URL("../..", import.meta.url),
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let output = "";
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) output += chunk;
-  };
-  const drained = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  const { cli, port } = await startDenoServe("tests/apps/hono_app.ts", HOST);
   const client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
   try {
-    // "deno serve: Listening on http://127.0.0.1:PORT/"
-    let port = 0;
-    const deadline = Date.now() + 3 * WAIT_MS;
-    while (!port && Date.now() < deadline) {
-      port = Number(/Listening on http:\/\/[\d.]+:(\d+)\//.exec(output)?.[1] ?? 0);
-      if (!port) await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    assert.ok(port, `no "Listening on" line: ${output}`);
     const res = await within(
       fetch(`http://${HOST}:${port}/users/9?fields=x`, { client }),
       WAIT_MS,
@@ -191,9 +173,8 @@ Deno.test("deno-serve: hono: `deno serve` runs the module's default export", asy
     assert.equal(res.headers.get("x-app"), "hono-test");
   } finally {
     client.close();
-    child.kill("SIGTERM");
-    await within(child.status, WAIT_MS, "deno serve exit");
-    await within(drained, WAIT_MS, "deno serve output");
+    cli.kill("SIGTERM");
+    await within(cli.exit(), WAIT_MS, "deno serve exit");
   }
 });
 

@@ -10,7 +10,7 @@
 
 import assert from "node:assert/strict";
 import { serve } from "../../mod.ts";
-import { startCli } from "../support/net.ts";
+import { startCli, startDenoServe } from "../support/net.ts";
 import app from "./hono_ws_app.ts";
 import { HOST, type ServeFn, WAIT_MS, within, withServer } from "./suite.ts";
 import { Client } from "./ws_suite.ts";
@@ -75,33 +75,12 @@ Deno.test({ name: "reactor serve --module: hono upgradeWebSocket app", ...opts }
 });
 
 Deno.test({ name: "deno serve: examples/chat.ts", ...opts }, async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["serve", "--port", "0", "--host", HOST, "examples/chat.ts"],
-    cwd: new URL("../..", import.meta.url).pathname,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let out = "";
-  const dec = new TextDecoder();
-  const pump = (async () => {
-    for await (const c of child.stderr) out += dec.decode(c);
-  })();
-  const pumpOut = (async () => {
-    for await (const c of child.stdout) out += dec.decode(c);
-  })();
+  const { cli, port } = await startDenoServe("examples/chat.ts", HOST);
   try {
-    const end = Date.now() + 15_000;
-    let m: RegExpMatchArray | null = null;
-    while (!(m = out.match(/Listening on http:\/\/[^\s]*:(\d+)/)) && Date.now() < end) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    assert.ok(m, `deno serve did not listen: ${out}`);
-    await checkChat(Number(m[1]));
+    await checkChat(port);
   } finally {
-    child.kill("SIGTERM");
-    await child.status;
-    await pump;
-    await pumpOut;
+    cli.kill("SIGTERM");
+    await cli.exit();
   }
 });
 

@@ -153,9 +153,13 @@ export class Cli {
   #stdout = "";
   readonly #pumps: Promise<void>[];
 
-  constructor(args: string[], script = "main.ts", env: Record<string, string> = {}) {
+  /**
+   * Runs `deno run -A SCRIPT ARGS` from the repo root (`script` null: `deno
+   * ARGS`, any subcommand).
+   */
+  constructor(args: string[], script: string | null = "main.ts", env: Record<string, string> = {}) {
     this.child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", ROOT + script, ...args],
+      args: script === null ? args : ["run", "-A", ROOT + script, ...args],
       cwd: ROOT,
       stdout: "piped",
       stderr: "piped",
@@ -210,6 +214,19 @@ export class Cli {
 export async function startCli(args: string[]): Promise<{ cli: Cli; port: number }> {
   const cli = new Cli(["serve", "--port", "0", ...args]);
   const m = await cli.waitOutput(/listening on [^\s]*:(\d+)/);
+  return { cli, port: Number(m[1]) };
+}
+
+/**
+ * Starts `deno serve` (the oracle of `serve --module`) on `module` (a path
+ * from the repo root) on a free port of `host`; returns the process and the port.
+ */
+export async function startDenoServe(
+  module: string,
+  host = "127.0.0.1",
+): Promise<{ cli: Cli; port: number }> {
+  const cli = new Cli(["serve", "--port", "0", "--host", host, module], null);
+  const m = await cli.waitOutput(/Listening on http:\/\/[^\s]*:(\d+)/);
   return { cli, port: Number(m[1]) };
 }
 
