@@ -224,7 +224,7 @@ export class StaticFiles {
   readonly #decoder = new TargetDecoder(1024);
   readonly #answer = new StaticAnswer();
   #now = 0;
-  /** Field index of each WANTED header in the request, or -1. */
+  /** Where each WANTED header is in the request's `fields` (as fieldIndex says), or -1. */
   readonly #found = new Int32Array(WANTED.length);
   #lastKey = "";
   readonly #lastKeyBytes = new Uint8Array(256);
@@ -369,16 +369,13 @@ export class StaticFiles {
   #fileAnswer(a: StaticAnswer, p: HttpParser, identity: FileEntry): StaticAnswer {
     const found = this.#found;
     findHeaders(p, found);
-    const head = p.headBytes;
-    const fields = p.fields;
-    const value = (k: number) => latin1(head, fields[found[k] * 4 + 2], fields[found[k] * 4 + 3]);
     // Which representation: a sidecar when the client takes it (not for ranges).
     let entry = identity;
     if (
       (identity.br !== null || identity.gz !== null) && found[RANGE] < 0 &&
       found[ACCEPT_ENCODING] >= 0
     ) {
-      const accepts = value(ACCEPT_ENCODING);
+      const accepts = valueAt(p, found[ACCEPT_ENCODING]);
       const now = this.#now;
       const br = acceptsEncoding(accepts, "br") ? this.cache.sidecar(identity, "br", now) : null;
       const gz = br === null && acceptsEncoding(accepts, "gzip")
@@ -393,21 +390,21 @@ export class StaticFiles {
     a.end = entry.size;
     // RFC 9110 13.2.2: If-None-Match, else If-Modified-Since.
     if (found[IF_NONE_MATCH] >= 0) {
-      if (etagMatches(value(IF_NONE_MATCH), entry.etag)) return this.#notModified(a);
+      if (etagMatches(valueAt(p, found[IF_NONE_MATCH]), entry.etag)) return this.#notModified(a);
     } else if (found[IF_MODIFIED_SINCE] >= 0) {
-      const since = Date.parse(value(IF_MODIFIED_SINCE));
+      const since = Date.parse(valueAt(p, found[IF_MODIFIED_SINCE]));
       if (!Number.isNaN(since) && entry.mtimeSeconds * 1000 <= since) return this.#notModified(a);
     }
     if (found[RANGE] >= 0 && !a.headOnly) {
       if (found[IF_RANGE] >= 0) {
-        const v = value(IF_RANGE);
+        const v = valueAt(p, found[IF_RANGE]);
         // A strong entity-tag must match strongly; a date must be the Last-Modified exactly.
         const current = v.startsWith('"') || v.startsWith("W/")
           ? v === entry.etag
           : v === entry.lastModified;
         if (!current) return a;
       }
-      const r = parseRange(value(RANGE), entry.size);
+      const r = parseRange(valueAt(p, found[RANGE]), entry.size);
       if (r === RANGE_IGNORED) return a;
       if (r === RANGE_UNSATISFIABLE) {
         a.status = 416;
@@ -512,22 +509,16 @@ function indexPath(path: Uint8Array, n: number): Uint8Array {
   return out;
 }
 
-/** Fills `found[k]` with the field index of WANTED[k] in the request (or -1). */
+/** Fills `found[k]` with where WANTED[k] is in the request's `fields` (or -1). */
 function findHeaders(p: HttpParser, found: Int32Array): void {
-  found.fill(-1);
-  const head = p.headBytes;
-  const fields = p.fields;
-  for (let f = 0; f < p.fieldCount; f++) {
-    const start = fields[f * 4];
-    const len = fields[f * 4 + 1] - start;
-    for (let k = 0; k < WANTED.length; k++) {
-      const name = WANTED[k];
-      if (name.length !== len || found[k] >= 0) continue;
-      let j = 0;
-      while (j < len && (head[start + j] | 0x20) === name[j]) j++;
-      if (j === len) found[k] = f;
-    }
+  for (let k = 0; k < WANTED.length; k++) {
+    found[k] = fieldIndex(p.headBytes, p.fields, 0, p.fieldCount, WANTED[k]);
   }
+}
+
+/** The value of the captured field at `o` in `p.fields` (where fieldIndex found it). */
+function valueAt(p: HttpParser, o: number): string {
+  return latin1(p.headBytes, p.fields[o + 2], p.fields[o + 3]);
 }
 
 /**
@@ -536,7 +527,7 @@ function findHeaders(p: HttpParser, found: Int32Array): void {
  */
 export function fieldValue(p: HttpParser, lower: Uint8Array): string | null {
   const o = fieldIndex(p.headBytes, p.fields, 0, p.fieldCount, lower);
-  return o < 0 ? null : latin1(p.headBytes, p.fields[o + 2], p.fields[o + 3]);
+  return o < 0 ? null : valueAt(p, o);
 }
 
 /** If-None-Match against our (strong) tag, by weak comparison (RFC 9110 8.8.3.2). */
