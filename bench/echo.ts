@@ -17,6 +17,7 @@
 
 import { parseArgs } from "node:util";
 import { numberFlag, orExit } from "./lib/flags.ts";
+import { CLIENT_LIMITS } from "./lib/client.ts";
 import { Reactor } from "../reactor/reactor.ts";
 import { Connection, type Protocol } from "../handlers/connection.ts";
 import { ConnectionContext } from "../handlers/context.ts";
@@ -44,11 +45,9 @@ const conns = numberFlag("bench:echo", "connections", values.connections!, {
 const total = numberFlag("bench:echo", "megabytes", values.megabytes!, { min: 1, integer: true }) <<
   20;
 
-const LIMITS = { highWaterMark: 1 << 30, lowWaterMark: 1 << 29, maxOutputBytes: 2 ** 31 - 1 };
-
 async function roundTrips(port: number): Promise<number> {
   const reactor = await Reactor.create();
-  const context = new ConnectionContext(reactor, { limits: LIMITS, timeouts: null });
+  const context = new ConnectionContext(reactor, { limits: CLIENT_LIMITS, timeouts: null });
   const msg = new Uint8Array(64).fill(0x61);
   let trips = 0;
   let running = true;
@@ -82,7 +81,7 @@ async function roundTrips(port: number): Promise<number> {
 
 async function stream(port: number): Promise<number> {
   const reactor = await Reactor.create();
-  const context = new ConnectionContext(reactor, { limits: LIMITS, timeouts: null });
+  const context = new ConnectionContext(reactor, { limits: CLIENT_LIMITS, timeouts: null });
   const chunk = new Uint8Array(1 << 20).map((_, i) => i & 0xff);
   let got = 0;
   const t0 = performance.now();

@@ -19,6 +19,8 @@
 
 import { parseArgs } from "node:util";
 import { numberFlag, orExit } from "./lib/flags.ts";
+import { CLIENT_LIMITS } from "./lib/client.ts";
+import { UpgradeReader, WS_UPGRADE_REQUEST } from "./lib/ws_client.ts";
 import { Reactor } from "../reactor/reactor.ts";
 import { Connection, type Protocol } from "../handlers/connection.ts";
 import { ConnectionContext } from "../handlers/context.ts";
@@ -49,10 +51,8 @@ const inflight = numberFlag("bench:websocket", "inflight", values.inflight!, {
 });
 const idleCount = numberFlag("bench:websocket", "idle", values.idle!, { min: 0, integer: true });
 
-const LIMITS = { highWaterMark: 1 << 30, lowWaterMark: 1 << 29, maxOutputBytes: 2 ** 31 - 1 };
 const PAYLOAD = 64;
 const IN_FRAME = 2 + PAYLOAD; // what the server sends back: unmasked
-const enc = new TextEncoder();
 
 /** `count` masked text frames of 64 bytes, back to back. */
 function frames(count: number): Uint8Array {
@@ -67,15 +67,9 @@ function frames(count: number): Uint8Array {
   return out;
 }
 
-const REQUEST = enc.encode(
-  "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-);
-
-/** Per connection: the response head so far (until upgraded), bytes of a partial frame. */
+/** Per connection: its upgrade, bytes of a partial frame. */
 interface State {
-  upgraded: boolean;
-  head: string;
+  upgrade: UpgradeReader;
   partial: number;
 }
 
@@ -87,24 +81,18 @@ function openSockets(
   onOpen: (conn: Connection) => void,
   onFrames: (conn: Connection, k: number) => void,
 ): { conns: Connection[]; opened: () => number } {
-  const context = new ConnectionContext(reactor, { limits: LIMITS, timeouts: null });
+  const context = new ConnectionContext(reactor, { limits: CLIENT_LIMITS, timeouts: null });
   const states = new Map<Connection, State>();
   let opened = 0;
-  const latin1 = new TextDecoder("latin1");
   const protocol: Protocol = {
     data(conn, buf, start, end) {
       const st = states.get(conn)!;
-      if (!st.upgraded) {
-        st.head += latin1.decode(buf.subarray(start, end));
-        const at = st.head.indexOf("\r\n\r\n");
+      if (!st.upgrade.upgraded) {
+        const at = st.upgrade.feed(buf.subarray(start, end));
         if (at < 0) return;
-        if (!st.head.startsWith("HTTP/1.1 101")) throw new Error(`no upgrade: ${st.head}`);
-        const rest = st.head.length - at - 4;
-        st.head = "";
-        st.upgraded = true;
         opened++;
         onOpen(conn);
-        start = end - rest;
+        start += at;
       }
       const bytes = st.partial + end - start;
       const k = Math.floor(bytes / IN_FRAME);
@@ -115,9 +103,9 @@ function openSockets(
   const conns: Connection[] = [];
   for (let i = 0; i < n; i++) {
     const c = new Connection(context, connectTcp("127.0.0.1", port).fd, protocol);
-    states.set(c, { upgraded: false, head: "", partial: 0 });
+    states.set(c, { upgrade: new UpgradeReader(), partial: 0 });
     c.open();
-    c.write(REQUEST);
+    c.write(WS_UPGRADE_REQUEST);
     conns.push(c);
   }
   return { conns, opened: () => opened };

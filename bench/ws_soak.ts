@@ -16,6 +16,8 @@
 
 import { parseArgs } from "node:util";
 import { numberFlag, orExit } from "./lib/flags.ts";
+import { CLIENT_LIMITS } from "./lib/client.ts";
+import { UpgradeReader, WS_UPGRADE_REQUEST } from "./lib/ws_client.ts";
 import { Reactor } from "../reactor/reactor.ts";
 import { Connection, type Protocol } from "../handlers/connection.ts";
 import { ConnectionContext } from "../handlers/context.ts";
@@ -40,10 +42,6 @@ const connections = numberFlag("ws_soak", "connections", values.connections!, {
 const inflight = numberFlag("ws_soak", "inflight", values.inflight!, { min: 1, integer: true });
 
 const enc = new TextEncoder();
-const REQUEST = enc.encode(
-  "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-);
 
 /** A deterministic message: opcode and payload for connection `c`, number `n`. */
 function message(c: number, n: number): { opcode: number; payload: Uint8Array } {
@@ -81,8 +79,7 @@ function clientFrame(opcode: number, p: Uint8Array): Uint8Array {
 
 interface Peer {
   id: number;
-  upgraded: boolean;
-  head: string;
+  upgrade: UpgradeReader;
   buf: Uint8Array;
   sent: number;
   expected: { opcode: number; payload: Uint8Array }[];
@@ -94,10 +91,7 @@ let mismatches = 0;
 
 async function run(port: number, ms: number): Promise<Peer[]> {
   const reactor = await Reactor.create();
-  const context = new ConnectionContext(reactor, {
-    limits: { highWaterMark: 1 << 30, lowWaterMark: 1 << 29, maxOutputBytes: 2 ** 31 - 1 },
-    timeouts: null,
-  });
+  const context = new ConnectionContext(reactor, { limits: CLIENT_LIMITS, timeouts: null });
   let running = true;
   const peers = new Map<Connection, Peer>();
   const send = (conn: Connection, p: Peer) => {
@@ -105,19 +99,14 @@ async function run(port: number, ms: number): Promise<Peer[]> {
     p.expected.push(m);
     conn.write(clientFrame(m.opcode, m.payload));
   };
-  const latin1 = new TextDecoder("latin1");
   const protocol: Protocol = {
     data(conn, data, start, end) {
       const p = peers.get(conn)!;
       let chunk = data.subarray(start, end);
-      if (!p.upgraded) {
-        p.head += latin1.decode(chunk);
-        const at = p.head.indexOf("\r\n\r\n");
+      if (!p.upgrade.upgraded) {
+        const at = p.upgrade.feed(chunk);
         if (at < 0) return;
-        if (!p.head.startsWith("HTTP/1.1 101")) throw new Error(`no upgrade: ${p.head}`);
-        // latin1 is one char per byte: the frames start this far into the chunk.
-        chunk = chunk.subarray(at + 4 - (p.head.length - chunk.length));
-        p.upgraded = true;
+        chunk = chunk.subarray(at);
         for (let k = 0; k < inflight; k++) send(conn, p);
       }
       const b = new Uint8Array(p.buf.length + chunk.length);
@@ -158,9 +147,15 @@ async function run(port: number, ms: number): Promise<Peer[]> {
   };
   for (let id = 0; id < connections; id++) {
     const c = new Connection(context, connectTcp("127.0.0.1", port).fd, protocol);
-    peers.set(c, { id, upgraded: false, head: "", buf: new Uint8Array(0), sent: 0, expected: [] });
+    peers.set(c, {
+      id,
+      upgrade: new UpgradeReader(),
+      buf: new Uint8Array(0),
+      sent: 0,
+      expected: [],
+    });
     c.open();
-    c.write(REQUEST);
+    c.write(WS_UPGRADE_REQUEST);
   }
   reactor.setTimer(ms, () => {
     running = false;
