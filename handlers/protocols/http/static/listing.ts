@@ -19,7 +19,7 @@ function escapeHtml(s: string): string {
 }
 
 /** A name's bytes (one char per byte) as a URL path segment. */
-function encodeSegment(raw: string): string {
+export function encodeSegment(raw: string): string {
   let out = "";
   for (let k = 0; k < raw.length; k++) {
     const b = raw.charCodeAt(k);
@@ -55,5 +55,3 @@ export function listingPage(dirFd: number, urlPath: string, dotfiles: boolean): 
       `<body><h1>Index of ${t}</h1>\n<ul>\n${rows.join("\n")}\n</ul>\n</body></html>\n`,
   );
 }
-
-export { encodeSegment };

@@ -8,12 +8,12 @@
  */
 
 /** The type for names with no known extension. */
-export const DEFAULT_TYPE = "application/octet-stream";
+const DEFAULT_TYPE = "application/octet-stream";
 
 const UTF8 = "; charset=utf-8";
 
 /** Extension (lowercase, no dot) to Content-Type. */
-export const CONTENT_TYPES: ReadonlyMap<string, string> = new Map([
+const CONTENT_TYPES: ReadonlyMap<string, string> = new Map([
   ["html", "text/html" + UTF8],
   ["htm", "text/html" + UTF8],
   ["css", "text/css" + UTF8],

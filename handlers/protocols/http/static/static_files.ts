@@ -531,7 +531,7 @@ export function fieldValue(p: HttpParser, lower: Uint8Array): string | null {
 }
 
 /** If-None-Match against our (strong) tag, by weak comparison (RFC 9110 8.8.3.2). */
-export function etagMatches(header: string, etag: string): boolean {
+function etagMatches(header: string, etag: string): boolean {
   const h = header.trim();
   if (h === "*") return true;
   for (const part of h.split(",")) {
@@ -543,7 +543,7 @@ export function etagMatches(header: string, etag: string): boolean {
 }
 
 /** Whether `accept` (an Accept-Encoding value) takes `coding` with q > 0. */
-export function acceptsEncoding(accept: string, coding: string): boolean {
+function acceptsEncoding(accept: string, coding: string): boolean {
   let star = false;
   for (const item of accept.split(",")) {
     const [name, ...params] = item.trim().split(";");
@@ -571,7 +571,7 @@ let rangeEnd = 0;
  * a value we answer with the whole file (not bytes, several ranges, invalid),
  * or RANGE_UNSATISFIABLE (416).
  */
-export function parseRange(value: string, size: number): number {
+function parseRange(value: string, size: number): number {
   const v = value.trim();
   if (!v.toLowerCase().startsWith("bytes=")) return RANGE_IGNORED;
   const spec = v.slice(6).trim();

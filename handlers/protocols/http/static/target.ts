@@ -36,8 +36,6 @@ export class TargetDecoder {
   hidden = false;
   /** Where the query (`?...`) starts in the target, or -1. */
   queryAt = -1;
-  /** Where the path starts in the target (after `scheme://authority` in absolute form). */
-  pathAt = 0;
 
   constructor(maxTarget: number) {
     this.path = new Uint8Array(maxTarget + 2);
@@ -62,7 +60,6 @@ export class TargetDecoder {
       while (k < length && target[k] !== SLASH && target[k] !== QUESTION && target[k] !== HASH) k++;
       i = k;
     }
-    this.pathAt = i;
     let end = i;
     while (end < length && target[end] !== QUESTION && target[end] !== HASH) end++;
     this.queryAt = end < length && target[end] === QUESTION ? end : -1;
