@@ -582,7 +582,7 @@ export class Connection implements Handler, Deferred {
       if (this.#ignoredBytes > limits.maxOutputBytes) {
         log.warn(
           "fd {fd}: {ignored} bytes written past the high-water mark, {bytes} pending; closing",
-          { fd: this.fd, ignored: this.#ignoredBytes, bytes: out.length },
+          { fd: this.fd, ignored: this.#ignoredBytes, bytes: this.pendingBytes },
         );
         counters.overflows++;
         this.close("overflow");
@@ -714,8 +714,7 @@ export class Connection implements Handler, Deferred {
         this.pullTimer(this.lastWrite + this.#timeouts.writeMs);
       }
     }
-    const crossed = !this.#outputFull &&
-      out.length + this.#filePending >= this.#limits.highWaterMark;
+    const crossed = !this.#outputFull && this.pendingBytes >= this.#limits.highWaterMark;
     if (crossed) {
       this.#outputFull = true;
       counters.highWaterHits++;
@@ -817,7 +816,7 @@ export class Connection implements Handler, Deferred {
         out.append(after.pending(), 0, after.length);
       }
     }
-    const pending = out.length + this.#filePending;
+    const pending = this.pendingBytes;
     let changed = false;
     if (pending === 0 && this.#writing) {
       this.#writing = false;
@@ -959,7 +958,7 @@ export class Connection implements Handler, Deferred {
     const streams = this.context.streams;
     if (streams !== null) streams.close(fd, this.#aborting);
     else close(fd);
-    this.unsentAtClose = this.output.length + this.#filePending;
+    this.unsentAtClose = this.pendingBytes;
     this.output.clear();
     if (this.#files !== null) {
       for (const segment of this.#files) segment.source.release();
