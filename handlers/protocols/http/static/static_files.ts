@@ -85,8 +85,9 @@ export class StaticAnswer {
   detach(): StaticAnswer {
     const copy = new StaticAnswer();
     Object.assign(copy, this);
-    if (copy.entry !== null && copy.entry.bytes === null && this.#hasBody()) copy.entry.refs++;
+    // A body to send from an open fd: hold the file open until written or dropped.
     copy.#retained = copy.entry !== null && copy.entry.bytes === null && this.#hasBody();
+    if (copy.#retained) copy.entry!.refs++;
     return copy;
   }
 
