@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { startCli } from "./support/net.ts";
-import { APP_JS, makeStaticTree, TREE_MTIME_HTTP } from "./support/static_tree.ts";
+import { APP_JS, equalBytes, makeStaticTree, TREE_MTIME_HTTP } from "./support/static_tree.ts";
 
 const hasCurl = await new Deno.Command("curl", { args: ["--version"], stdout: "null" })
   .output()
@@ -64,12 +64,6 @@ async function curl(url: string, ...args: string[]): Promise<CurlResult> {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 Deno.test({

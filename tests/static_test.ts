@@ -26,6 +26,7 @@ import {
 import { bytes, readHead, Replies, type Reply } from "./support/http.ts";
 import {
   APP_JS,
+  equalBytes,
   makeStaticTree,
   sparseMismatch,
   type StaticTree,
@@ -88,12 +89,6 @@ function assertBody(r: Reply, want: Uint8Array, what: string): void {
     `${what}: Content-Length\n${r.head}`,
   );
   assert.ok(equalBytes(r.body, want), `${what}: body differs (${r.body.length} bytes)\n${r.head}`);
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /** The file's bytes in the tree. */

@@ -186,6 +186,13 @@ export async function makeStaticTree(): Promise<StaticTree> {
   };
 }
 
+/** Whether `a` and `b` hold the same bytes (a served body against the tree's file). */
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** The large sparse file: a 16 KiB pattern block at every MiB, zeros between. */
 const BLOCK = 16 << 10;
 const STRIDE = 1 << 20;
