@@ -60,13 +60,42 @@ function request(
 }
 
 /** Sends raw request bytes on a fresh connection and reads one response. */
-async function exchange(port: number, raw: string, head = false): Promise<Reply> {
+function exchange(port: number, raw: string, head = false): Promise<Reply> {
+  return pipelined(
+    port,
+    raw,
+    (replies) => within(replies.next(head), `an answer to ${JSON.stringify(raw)}`),
+  );
+}
+
+/** Sends `raw` (one request, or several pipelined) in one write on a fresh connection; `use` reads. */
+async function pipelined<T>(
+  port: number,
+  raw: string,
+  use: (replies: Replies) => Promise<T>,
+): Promise<T> {
   const conn = await dial(port);
   try {
     await writeAll(conn, bytes(raw));
-    return await within(new Replies(conn).next(head), `an answer to ${JSON.stringify(raw)}`);
+    return await use(new Replies(conn));
   } finally {
     conn.close();
+  }
+}
+
+/** A request's bytes, the check of its answer, and whether it is a HEAD (no body to read). */
+type Checked = [string, (r: Reply) => void, boolean?];
+
+/** Reads the answers to `reqs` in order and checks each (a failure names its request line). */
+async function checkInOrder(replies: Replies, reqs: Checked[]): Promise<void> {
+  for (const [raw, check, head] of reqs) {
+    const line = raw.split("\r\n")[0];
+    const r = await within(replies.next(head), line);
+    try {
+      check(r);
+    } catch (e) {
+      throw new Error(`${line}: ${(e as Error).message}\n${r.head}`);
+    }
   }
 }
 
@@ -196,19 +225,14 @@ Deno.test("static: default flags: types, validators, HEAD, methods, directories,
       "HEAD: the same headers as GET and no body (a GET pipelined behind it reads clean)",
       async () => {
         for (const path of ["/index.html", "/big.bin", "/app.js", "/empty.txt"]) {
-          const conn = await dial(port);
-          try {
-            await writeAll(conn, bytes(request("HEAD", path) + request("GET", path)));
-            const replies = new Replies(conn);
+          await pipelined(port, request("HEAD", path) + request("GET", path), async (replies) => {
             const head = await within(replies.next(true), "HEAD");
             const getR = await within(replies.next(), "GET after HEAD");
             assert.equal(head.status, 200);
             assertBody(getR, file(path), `GET ${path} behind HEAD`);
             const strip = (m: Map<string, string>) => [...m].filter(([k]) => k !== "date").sort();
             assert.deepEqual(strip(head.headers), strip(getR.headers), `HEAD ${path}`);
-          } finally {
-            conn.close();
-          }
+          });
         }
       },
     );
@@ -217,22 +241,18 @@ Deno.test("static: default flags: types, validators, HEAD, methods, directories,
       "405 with Allow: GET, HEAD for other methods; the connection goes on or closes cleanly",
       async () => {
         for (const method of ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"]) {
-          const conn = await dial(port);
-          try {
-            await writeAll(
-              conn,
-              bytes(request(method, "/notes.txt", {}, "hello") + request("GET", "/notes.txt")),
-            );
-            const replies = new Replies(conn);
-            const r = await within(replies.next(), method);
-            assert.equal(r.status, 405, `${method}\n${r.head}`);
-            assert.match(r.headers.get("allow") ?? "", /^GET, ?HEAD$/, r.head);
-            const next = await within(replies.next().catch(() => null), `after ${method}`);
-            if (next) assertBody(next, file("/notes.txt"), `GET behind ${method}`);
-            else console.log(`${method}: the server closed after the 405 (allowed)`);
-          } finally {
-            conn.close();
-          }
+          await pipelined(
+            port,
+            request(method, "/notes.txt", {}, "hello") + request("GET", "/notes.txt"),
+            async (replies) => {
+              const r = await within(replies.next(), method);
+              assert.equal(r.status, 405, `${method}\n${r.head}`);
+              assert.match(r.headers.get("allow") ?? "", /^GET, ?HEAD$/, r.head);
+              const next = await within(replies.next().catch(() => null), `after ${method}`);
+              if (next) assertBody(next, file("/notes.txt"), `GET behind ${method}`);
+              else console.log(`${method}: the server closed after the 405 (allowed)`);
+            },
+          );
         }
       },
     );
@@ -494,14 +514,9 @@ Deno.test("static: default flags: types, validators, HEAD, methods, directories,
         ];
         for (const [fields, status] of cases) {
           for (const method of ["GET", "HEAD"]) {
-            const conn = await dial(port);
-            try {
-              // A GET pipelined behind: a 304 that sent a body would corrupt it.
-              await writeAll(
-                conn,
-                bytes(request(method, "/notes.txt", fields) + request("GET", "/small.bin")),
-              );
-              const replies = new Replies(conn);
+            // A GET pipelined behind: a 304 that sent a body would corrupt it.
+            const raw = request(method, "/notes.txt", fields) + request("GET", "/small.bin");
+            await pipelined(port, raw, async (replies) => {
               const r = await within(replies.next(method === "HEAD"), "conditional");
               const what = `${method} ${JSON.stringify(fields)}`;
               assert.equal(r.status, status, `${what}\n${r.head}`);
@@ -523,9 +538,7 @@ Deno.test("static: default flags: types, validators, HEAD, methods, directories,
                 file("/small.bin"),
                 `GET behind ${what}`,
               );
-            } finally {
-              conn.close();
-            }
+            });
           }
         }
       },
@@ -627,24 +640,16 @@ Deno.test("static: default flags: types, validators, HEAD, methods, directories,
           }
         }
         // A 416's connection stays usable (its body, if any, is framed).
-        const conn = await dial(port);
-        try {
-          await writeAll(
-            conn,
-            bytes(
-              request("GET", "/small.bin", { Range: "bytes=5000-" }) + request("GET", "/notes.txt"),
-            ),
-          );
-          const replies = new Replies(conn);
+        const raw = request("GET", "/small.bin", { Range: "bytes=5000-" }) +
+          request("GET", "/notes.txt");
+        await pipelined(port, raw, async (replies) => {
           assert.equal((await within(replies.next(), "416")).status, 416);
           assertBody(
             await within(replies.next(), "behind 416"),
             file("/notes.txt"),
             "GET behind a 416",
           );
-        } finally {
-          conn.close();
-        }
+        });
       },
     );
 
@@ -736,7 +741,7 @@ Deno.test("static: default flags: types, validators, HEAD, methods, directories,
       "keep-alive and pipelining: 12 mixed requests in one write answered in order; Connection: close closes",
       async () => {
         const etag = (await get(port, "/app.js")).headers.get("etag")!;
-        const reqs: [string, (r: Reply) => void, boolean?][] = [
+        const reqs: Checked[] = [
           [request("GET", "/notes.txt"), (r) => assertBody(r, file("/notes.txt"), "1")],
           [
             request("HEAD", "/small.bin"),
@@ -766,25 +771,13 @@ Deno.test("static: default flags: types, validators, HEAD, methods, directories,
             (r) => assertBody(r, file("/empty.txt"), "empty"),
           ],
         ];
-        const conn = await dial(port);
-        try {
-          await writeAll(conn, bytes(reqs.map(([raw]) => raw).join("")));
-          const replies = new Replies(conn);
-          for (const [raw, check, head] of reqs) {
-            const r = await within(replies.next(head), raw.split("\r\n")[0]);
-            try {
-              check(r);
-            } catch (e) {
-              throw new Error(`${raw.split("\r\n")[0]}: ${(e as Error).message}\n${r.head}`);
-            }
-          }
+        await pipelined(port, reqs.map(([raw]) => raw).join(""), async (replies) => {
+          await checkInOrder(replies, reqs);
           assert.ok(
             await within(replies.closed(), "close after Connection: close"),
             "bytes after the last answer",
           );
-        } finally {
-          conn.close();
-        }
+        });
         // Keep-alive: 50 requests one after another on one connection.
         const ka = await dial(port);
         try {
@@ -813,16 +806,11 @@ Deno.test("static: default flags: types, validators, HEAD, methods, directories,
             "GET /big.bin HTTP/1.0\r\nHost: static.test\r\n\r\n",
           ]
         ) {
-          const conn = await dial(port);
-          try {
-            await writeAll(conn, bytes(raw));
-            const replies = new Replies(conn);
+          await pipelined(port, raw, async (replies) => {
             const r = await within(replies.next(), raw.split("\r\n")[0]);
             assertBody(r, file("/big.bin"), raw.split("\r\n")[0]);
             assert.ok(await within(replies.closed(), "the close"), "bytes after the body");
-          } finally {
-            conn.close();
-          }
+          });
         }
       },
     );
@@ -1582,7 +1570,7 @@ Deno.test("static: with --module, static answers pipelined behind a slow handler
   );
   const s = await serveRoot("--module", mod);
   try {
-    const reqs: [string, (r: Reply) => void][] = [
+    const reqs: Checked[] = [
       [request("GET", "/slow"), (r) => assert.equal(dec.decode(r.body), "module:/slow")],
       [request("GET", "/big.bin"), (r) => assertBody(r, file("/big.bin"), "big behind slow")],
       [request("GET", "/notes.txt"), (r) => assertBody(r, file("/notes.txt"), "notes")],
@@ -1596,21 +1584,11 @@ Deno.test("static: with --module, static answers pipelined behind a slow handler
         assertBody(r, file("/app.js.gz"), "gz behind the second slow");
       }],
     ];
-    const conn = await dial(s.port);
-    try {
-      await writeAll(conn, bytes(reqs.map(([raw]) => raw).join("")));
-      const replies = new Replies(conn);
-      for (const [raw, check] of reqs) {
-        const r = await within(replies.next(), raw.split("\r\n")[0]);
-        try {
-          check(r);
-        } catch (e) {
-          throw new Error(`${raw.split("\r\n")[0]}: ${(e as Error).message}\n${r.head}`);
-        }
-      }
-    } finally {
-      conn.close();
-    }
+    await pipelined(
+      s.port,
+      reqs.map(([raw]) => raw).join(""),
+      (replies) => checkInOrder(replies, reqs),
+    );
   } finally {
     await s.stop();
   }
