@@ -11,6 +11,17 @@ import { dial, openFdCount, readToEnd, sleep, startCli, within, writeAll } from 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
+/** Sends `raw` on a fresh connection; returns all the server sent until it closed. */
+async function askToEnd(port: number, raw: string, what = raw.split("\r\n")[0]): Promise<string> {
+  const conn = await dial(port);
+  try {
+    await writeAll(conn, enc.encode(raw));
+    return dec.decode(await within(readToEnd(conn), what));
+  } finally {
+    conn.close();
+  }
+}
+
 async function tree(): Promise<string> {
   const root = await Deno.makeTempDir({ prefix: "reactor-static-app-" });
   await Deno.writeTextFile(`${root}/hello.txt`, "hello from a file\n");
@@ -32,18 +43,14 @@ Deno.test("serve({ files }): a file asked for behind a slow handler is answered 
     return new Response(`handler ${req.method} ${url.pathname}\n`);
   });
   try {
-    const conn = await dial(server.addr.port);
-    await writeAll(
-      conn,
-      enc.encode(
-        "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" +
-          "GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n" +
-          "POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" +
-          "GET /missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-      ),
+    const text = await askToEnd(
+      server.addr.port,
+      "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" +
+        "GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n" +
+        "POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" +
+        "GET /missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      "all four answers",
     );
-    const text = dec.decode(await within(readToEnd(conn), "all four answers"));
-    conn.close();
     const bodies = text.split("HTTP/1.1 ").slice(1).map((r) => r.split("\r\n\r\n")[1]);
     assert.deepEqual(bodies, [
       "handler GET /slow\n",
@@ -62,18 +69,12 @@ Deno.test("serve({ files }) without a handler: 404 and 405 for what is no file; 
   const server = serve({ port: 0, hostname: "127.0.0.1", onListen() {}, files: { root } });
   try {
     const port = server.addr.port;
-    const ask = async (head: string) => {
-      const c = await dial(port);
-      await writeAll(c, enc.encode(head));
-      const t = dec.decode(await within(readToEnd(c), head.split("\r\n")[0]));
-      c.close();
-      return t;
-    };
     assert.match(
-      await ask("GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+      await askToEnd(port, "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
       /^HTTP\/1.1 404 /,
     );
-    const post = await ask(
+    const post = await askToEnd(
+      port,
       "POST /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
     );
     assert.match(post, /^HTTP\/1.1 405 /);
@@ -111,19 +112,15 @@ Deno.test("serveNative({ files }): routes first, files for what no route matches
   );
   try {
     await Deno.writeTextFile(`${root}/page.txt`, "a page\n");
-    const conn = await dial(server.addr.port);
-    await writeAll(
-      conn,
-      enc.encode(
-        "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" +
-          "GET /page.txt HTTP/1.1\r\nHost: x\r\n\r\n" +
-          "GET /page.txt HTTP/1.1\r\nHost: x\r\n\r\n" +
-          "GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n" +
-          "GET /missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-      ),
+    const text = await askToEnd(
+      server.addr.port,
+      "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" +
+        "GET /page.txt HTTP/1.1\r\nHost: x\r\n\r\n" +
+        "GET /page.txt HTTP/1.1\r\nHost: x\r\n\r\n" +
+        "GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n" +
+        "GET /missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      "all five answers",
     );
-    const text = dec.decode(await within(readToEnd(conn), "all five answers"));
-    conn.close();
     const answers = text.split("HTTP/1.1 ").slice(1);
     assert.deepEqual(answers.map((r) => r.split("\r\n\r\n")[1]), [
       "slow route\n",
@@ -135,14 +132,12 @@ Deno.test("serveNative({ files }): routes first, files for what no route matches
     assert.match(answers[1], /^200 OK\r\n/);
     assert.match(answers[1], /\r\nETag: "/);
     // The same request bytes twice in a row (the native memo) are files both times.
-    const c2 = await dial(server.addr.port);
     const again = "GET /page.txt HTTP/1.1\r\nHost: x\r\n\r\n";
-    await writeAll(
-      c2,
-      enc.encode(again + again + again.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")),
+    const t2 = await askToEnd(
+      server.addr.port,
+      again + again + again.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n"),
+      "three answers",
     );
-    const t2 = dec.decode(await within(readToEnd(c2), "three answers"));
-    c2.close();
     assert.equal(t2.split("a page\n").length - 1, 3, t2);
   } finally {
     await server.shutdown();
@@ -162,18 +157,14 @@ Deno.test("--root with --module and --access-log: static answers, written at onc
   );
   const { cli, port } = await startCli(["--root", root, "--module", app, "--access-log", "json"]);
   try {
-    const conn = await dial(port);
     const headers = "Host: x\r\nReferer: http://r/\r\nUser-Agent: tester\r\n";
-    await writeAll(
-      conn,
-      enc.encode(
-        `GET /hello.txt HTTP/1.1\r\n${headers}\r\n` + // at once
-          `GET /slow HTTP/1.1\r\n${headers}\r\n` +
-          `GET /hello.txt HTTP/1.1\r\n${headers}Connection: close\r\n\r\n`, // queued behind /slow
-      ),
+    const text = await askToEnd(
+      port,
+      `GET /hello.txt HTTP/1.1\r\n${headers}\r\n` + // at once
+        `GET /slow HTTP/1.1\r\n${headers}\r\n` +
+        `GET /hello.txt HTTP/1.1\r\n${headers}Connection: close\r\n\r\n`, // queued behind /slow
+      "three answers",
     );
-    const text = dec.decode(await within(readToEnd(conn), "three answers"));
-    conn.close();
     assert.equal(text.split("hello from a file\n").length - 1, 2, text);
     await cli.waitOutput(/"target":"\/hello.txt".*\n.*\n.*"target":"\/hello.txt"/s);
   } finally {
