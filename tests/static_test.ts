@@ -305,6 +305,28 @@ Deno.test("static: default flags: types, validators, HEAD, methods, directories,
     );
 
     await t.step(
+      "301 whose Location carries a query of nearly 16 KiB: the whole head, framed (a GET behind it reads clean)",
+      async () => {
+        // A request head of 16,360 bytes, just inside the parser's 16 KiB:
+        // the answer's head (Date, Content-Type, ... and the Location) is longer.
+        const pad = 16_360 - request("GET", "/sub?q=").length;
+        const query = "?q=" + "x".repeat(pad);
+        const raw = request("GET", "/sub" + query) + request("GET", "/notes.txt");
+        await pipelined(port, raw, async (replies) => {
+          const r = await within(replies.next(), "the redirect");
+          assert.equal(r.status, 301, r.head.slice(0, 200));
+          const loc = r.headers.get("location") ?? "";
+          assert.ok(
+            loc === "/sub/" + query || loc === "http://static.test/sub/" + query,
+            `Location of ${loc.length} bytes: ${loc.slice(0, 40)}...${loc.slice(-40)}`,
+          );
+          assert.equal(r.headers.get("content-length"), String(r.body.length), r.head.slice(-200));
+          assertBody(await within(replies.next(), "GET behind"), file("/notes.txt"), "GET behind");
+        });
+      },
+    );
+
+    await t.step(
       "paths: query ignored, percent-decoding (%20, %2f, %5c, utf-8, %25), bad escapes and NUL 400, dot segments resolved",
       async () => {
         const ok: [string, string][] = [

@@ -109,6 +109,11 @@ export class StaticAnswer {
    */
   write(conn: Connection, keepAlive: boolean, http10: boolean, date: string): boolean {
     const entry = this.entry;
+    // The head's parts of unbounded length: a Location carries the request's
+    // query (up to the parser's header limit), the lines the options built.
+    const room = HEAD_FIXED_BYTES + this.location.length + this.pageType.length +
+      (entry === null ? 0 : entry.typeLines.length + entry.validatorLines.length);
+    if (room > headScratch.length) headScratch = new Uint8Array(room);
     const h = headScratch;
     let n = putAscii(h, 0, statusLine(this.status, false));
     n = putAscii(h, n, "Date: ");
@@ -176,7 +181,9 @@ export class StaticAnswer {
 const ascii = new TextEncoder();
 /** How often the root's path is checked for a swapped symlink. */
 const ROOT_CHECK_MS = 1000;
-const headScratch = new Uint8Array(16 << 10);
+let headScratch = new Uint8Array(16 << 10);
+/** Bounds the head's other parts: status line, Date, Content-Range, Allow, the names, CRLFs. */
+const HEAD_FIXED_BYTES = 512;
 
 /** The body of a bare answer (error, redirect): its reason phrase, encoded once per status. */
 const REASON_BODIES: Uint8Array[] = [];
