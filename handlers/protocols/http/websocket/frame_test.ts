@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { closePayload, concat, frame } from "../../../../tests/support/ws.ts";
+import { concat } from "../../../../tests/support/net.ts";
+import { closePayload, frame } from "../../../../tests/support/ws.ts";
 import { FrameParser, type FrameSink, unmask, writeFrameHeader } from "./frame.ts";
 
 type Event = [string, ...unknown[]];
