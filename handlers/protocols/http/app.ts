@@ -37,7 +37,7 @@ import { counter, type ProtocolDefinition, type ProtocolInstance } from "../defi
 import { HttpParser, type HttpParserSink } from "./http_parser.ts";
 import { AccessLog, type AccessLogFormat } from "./access_log.ts";
 import { DateClock } from "./date_clock.ts";
-import { BodySource, latin1, ServerRequest, UrlCache } from "./request.ts";
+import { BodySource, fieldValue, latin1, ServerRequest, UrlCache } from "./request.ts";
 import { CONTINUE_100, reasonPhrase, responseConnectionClosed, writeResponse } from "./response.ts";
 import {
   hasUpgradeField,
@@ -51,7 +51,6 @@ import {
   webSocketSettings,
 } from "./websocket/mod.ts";
 import {
-  fieldValue,
   type StaticAnswer,
   StaticFiles,
   staticMetrics,

@@ -14,6 +14,8 @@
  * @module
  */
 
+import type { HttpParser } from "./http_parser.ts";
+
 const EMPTY: Uint8Array<ArrayBuffer> = new Uint8Array(0);
 
 /** Bytes as a ByteString (one UTF-16 unit per byte), as Deno.serve exposes header values. */
@@ -54,6 +56,20 @@ export function fieldIndex(
     if (k === lower.length) return o;
   }
   return -1;
+}
+
+/** The value of the captured field at `o` (where `fieldIndex` found it) in the request `p` holds. */
+export function fieldValueAt(p: HttpParser, o: number): string {
+  return latin1(p.headBytes, p.fields[o + 2], p.fields[o + 3]);
+}
+
+/**
+ * The value of the first header field named `lower` (lowercase bytes) in the
+ * request whose captured head `p` holds, or null.
+ */
+export function fieldValue(p: HttpParser, lower: Uint8Array): string | null {
+  const o = fieldIndex(p.headBytes, p.fields, 0, p.fieldCount, lower);
+  return o < 0 ? null : fieldValueAt(p, o);
 }
 
 /**

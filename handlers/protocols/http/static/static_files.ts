@@ -39,7 +39,7 @@ import {
 import type { Connection } from "../../../connection.ts";
 import { counter, gauge, type Metric } from "../../definition.ts";
 import { type HttpParser, METHOD_GET, METHOD_HEAD } from "../http_parser.ts";
-import { fieldIndex, latin1 } from "../request.ts";
+import { fieldIndex, fieldValueAt, latin1 } from "../request.ts";
 import { reasonPhrase, statusLine } from "../response.ts";
 import { DEFAULT_FILE_CACHE, FileCache, type FileEntry, Found } from "./file_cache.ts";
 import { encodeSegment, listingPage } from "./listing.ts";
@@ -383,7 +383,7 @@ export class StaticFiles {
       (identity.br !== null || identity.gz !== null) && found[RANGE] < 0 &&
       found[ACCEPT_ENCODING] >= 0
     ) {
-      const accepts = valueAt(p, found[ACCEPT_ENCODING]);
+      const accepts = fieldValueAt(p, found[ACCEPT_ENCODING]);
       const now = this.#now;
       const br = acceptsEncoding(accepts, "br") ? this.cache.sidecar(identity, "br", now) : null;
       const gz = br === null && acceptsEncoding(accepts, "gzip")
@@ -398,21 +398,23 @@ export class StaticFiles {
     a.end = entry.size;
     // RFC 9110 13.2.2: If-None-Match, else If-Modified-Since.
     if (found[IF_NONE_MATCH] >= 0) {
-      if (etagMatches(valueAt(p, found[IF_NONE_MATCH]), entry.etag)) return this.#notModified(a);
+      if (etagMatches(fieldValueAt(p, found[IF_NONE_MATCH]), entry.etag)) {
+        return this.#notModified(a);
+      }
     } else if (found[IF_MODIFIED_SINCE] >= 0) {
-      const since = Date.parse(valueAt(p, found[IF_MODIFIED_SINCE]));
+      const since = Date.parse(fieldValueAt(p, found[IF_MODIFIED_SINCE]));
       if (!Number.isNaN(since) && entry.mtimeSeconds * 1000 <= since) return this.#notModified(a);
     }
     if (found[RANGE] >= 0 && !a.headOnly) {
       if (found[IF_RANGE] >= 0) {
-        const v = valueAt(p, found[IF_RANGE]);
+        const v = fieldValueAt(p, found[IF_RANGE]);
         // A strong entity-tag must match strongly; a date must be the Last-Modified exactly.
         const current = v.startsWith('"') || v.startsWith("W/")
           ? v === entry.etag
           : v === entry.lastModified;
         if (!current) return a;
       }
-      const r = parseRange(valueAt(p, found[RANGE]), entry.size);
+      const r = parseRange(fieldValueAt(p, found[RANGE]), entry.size);
       if (r === RANGE_IGNORED) return a;
       if (r === RANGE_UNSATISFIABLE) {
         a.status = 416;
@@ -522,20 +524,6 @@ function findHeaders(p: HttpParser, found: Int32Array): void {
   for (let k = 0; k < WANTED.length; k++) {
     found[k] = fieldIndex(p.headBytes, p.fields, 0, p.fieldCount, WANTED[k]);
   }
-}
-
-/** The value of the captured field at `o` in `p.fields` (where fieldIndex found it). */
-function valueAt(p: HttpParser, o: number): string {
-  return latin1(p.headBytes, p.fields[o + 2], p.fields[o + 3]);
-}
-
-/**
- * The value of the first header field named `lower` (lowercase bytes) in the
- * request whose captured head `p` holds, or null.
- */
-export function fieldValue(p: HttpParser, lower: Uint8Array): string | null {
-  const o = fieldIndex(p.headBytes, p.fields, 0, p.fieldCount, lower);
-  return o < 0 ? null : valueAt(p, o);
 }
 
 /** If-None-Match against our (strong) tag, by weak comparison (RFC 9110 8.8.3.2). */
