@@ -8,7 +8,7 @@
 
 import { parseArgs } from "node:util";
 import denoJson from "../deno.json" with { type: "json" };
-import type { BackendChoice } from "../reactor/backend.ts";
+import { type BackendChoice, MAX_BATCH_WAIT_US } from "../reactor/backend.ts";
 import type { StaticOptions } from "../handlers/protocols/http/static/static_files.ts";
 import { type FlagSpec, PROTOCOLS } from "../handlers/protocols/mod.ts";
 import { ACCESS_LOG_FORMATS, type AccessLogFormat } from "../handlers/protocols/http/access_log.ts";
@@ -40,7 +40,7 @@ export interface ServeCommand {
   port: number;
   trigger: "level" | "edge";
   backend: BackendChoice;
-  /** `--batch-wait`: io_uring batched waits, in µs (0: off). */
+  /** `--batch-wait`: batched waits, in µs (0: off); see `ReactorOptions.batchWaitUs`. */
   batchWaitUs: number;
   maxEvents: number;
   backlog: number;
@@ -112,8 +112,9 @@ serve options (default in brackets):
   --port N                    TCP port, 0 = any free port [8080]
   --trigger level|edge        epoll trigger mode; edge drains every fd until EAGAIN [level]
   --backend NAME              epoll, poll, select, io_uring, or auto (io_uring if it works) [epoll]
-  --batch-wait US             io_uring: a loop turn waits up to US µs for 16 completions (less CPU
-                              per request under load, up to US µs more latency); 0 = off [0]
+  --batch-wait US             batched waits: a loop turn waits up to US µs for 16 events (less CPU
+                              per request under load, up to US µs more latency; io_uring in the
+                              kernel, 6.12+; other backends sleep after a small turn); 0 = off [0]
   --max-events N              size of the one epoll_wait events array [1024]
   --backlog N                 listen(2) backlog, clamped by net.core.somaxconn [4096]
   --log-level LEVEL           trace, debug, info, warning, error, fatal [info]
@@ -383,10 +384,7 @@ function parseServe(rest: string[]): ServeCommand | { command: "help"; text: str
       `--trigger edge needs --backend epoll (${backend} is level-triggered only)`,
     );
   }
-  const batchWaitUs = integer("batch-wait", v["batch-wait"], 0, 0, 10_000);
-  if (batchWaitUs > 0 && backend !== "io_uring" && backend !== "auto") {
-    throw new UsageError(`--batch-wait needs --backend io_uring or auto (not ${backend})`);
-  }
+  const batchWaitUs = integer("batch-wait", v["batch-wait"], 0, 0, MAX_BATCH_WAIT_US);
   const host = v.host ?? "127.0.0.1";
   if (host === "") throw new UsageError("--host must not be empty");
   return {

@@ -14,8 +14,8 @@ import { DEFAULT_LIMITS } from "../handlers/context.ts";
 import { loadModule, ModuleError } from "./module.ts";
 import { fetchProtocol } from "../handlers/protocols/http/app.ts";
 import { SyscallError } from "../syscalls/errno.ts";
-import { IoUringBackend, IoUringUnavailableError } from "../reactor/io_uring.ts";
-import type { Backend } from "../reactor/backend.ts";
+import { IoUringUnavailableError } from "../reactor/io_uring.ts";
+import type { Reactor } from "../reactor/reactor.ts";
 import {
   type AdminListener,
   listenErrorCode,
@@ -76,7 +76,7 @@ export async function serve(cmd: ServeCommand): Promise<number> {
       port: cmd.port,
       backlog: cmd.backlog,
       backend: cmd.backend,
-      ioUring: { batchWaitUs: cmd.batchWaitUs },
+      batchWaitUs: cmd.batchWaitUs,
       maxEvents: cmd.maxEvents,
       edge: cmd.trigger === "edge",
       reusePort: cmd.workerId !== null,
@@ -146,7 +146,7 @@ export async function serve(cmd: ServeCommand): Promise<number> {
       ? `--root ${cmd.files.root}`
       : cmd.app,
     address: server.address,
-    backend: backendDescription(server.reactor.backend),
+    backend: backendDescription(server.reactor),
     trigger: cmd.trigger,
     pid: Deno.pid,
     worker: cmd.workerId === null ? "" : `, worker ${cmd.workerId}`,
@@ -203,9 +203,8 @@ function setUpFailure(cmd: ServeCommand, e: unknown): number {
   throw e;
 }
 
-/** The backend's name, and its batched wait when one is on (io_uring). */
-function backendDescription(backend: Backend): string {
-  return backend instanceof IoUringBackend && backend.batchWaitUs > 0
-    ? `${backend.name}, batched waits ${backend.batchWaitUs} µs`
-    : backend.name;
+/** The backend's name, and the batched wait when one is on. */
+function backendDescription(reactor: Reactor): string {
+  const name = reactor.backend.name;
+  return reactor.batchWaitUs > 0 ? `${name}, batched waits ${reactor.batchWaitUs} µs` : name;
 }

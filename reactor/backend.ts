@@ -46,6 +46,16 @@ export type BackendName = "epoll" | "poll" | "select" | "io_uring";
 /** What `--backend` accepts: a mechanism, or `auto` (io_uring where it works, else epoll). */
 export type BackendChoice = BackendName | "auto";
 
+/**
+ * A batched wait's size: the completions an io_uring batched wait waits for
+ * (min_complete), and on the other backends the count below which a loop turn
+ * is "small" and the next wait first lets events gather (`batchWaitUs`).
+ */
+export const BATCH_SIZE = 16;
+
+/** The longest batched wait, in µs: 10 ms is already far more latency than it could save CPU. */
+export const MAX_BATCH_WAIT_US = 10_000;
+
 /** A readiness mechanism: an interest list and a wait that fills a result list. */
 export interface Backend {
   /** Which mechanism this is. */
@@ -77,6 +87,12 @@ export interface Backend {
    * DEFER_TASKRUN, see `io_uring.ts`). Optional; called besides the waker.
    */
   wakeParked?(): void;
+  /**
+   * Batched waits the backend does itself, in µs (io_uring: in the kernel,
+   * `min_wait_usec`; 0 where the kernel cannot). Absent on backends whose
+   * batched waits the Reactor does by sleeping before a wait.
+   */
+  readonly batchWaitUs?: number;
   /**
    * Completion-based I/O for connected sockets (io_uring with a
    * provided-buffer ring); absent or null on every other backend.

@@ -23,7 +23,7 @@
  *
  * ## Waits
  * `wait` is one `io_uring_enter(to_submit, min_complete 1, GETEVENTS |
- * EXT_ARG)` with the timeout (min_complete `BATCH_COMPLETIONS` with a
+ * EXT_ARG)` with the timeout (min_complete `BATCH_SIZE` with a
  * `min_wait_usec` under `batchWaitUs`). The ring is set up with SINGLE_ISSUER |
  * DEFER_TASKRUN where the kernel takes them (6.1+): completion work then
  * runs only inside our own `io_uring_enter`, no interrupt of the JS thread.
@@ -88,7 +88,7 @@ import {
   probeIoUring,
 } from "../syscalls/io_uring.ts";
 import { close, errno, eventfd, poll_blocking, read, write } from "../syscalls/libc.ts";
-import type { Backend } from "./backend.ts";
+import { type Backend, BATCH_SIZE } from "./backend.ts";
 import { EpollBackend } from "./epoll.ts";
 import { grown, sizeFor } from "./fd_table.ts";
 import {
@@ -148,16 +148,13 @@ export interface IoUringBackendOptions {
   streams?: StreamBufferOptions | false;
   /**
    * Batched waits: each wait on the JS thread returns once
-   * `BATCH_COMPLETIONS` completions are there, or after this many µs once
+   * `BATCH_SIZE` completions are there, or after this many µs once
    * there is one (0: off, the default). Under load the loop runs fewer,
    * fuller turns; each turn may start up to this much later. Needs 6.12
    * (`IORING_FEAT_MIN_TIMEOUT`); on an older kernel it is off, with a warning.
    */
   batchWaitUs?: number;
 }
-
-/** The completions a batched wait (`batchWaitUs`) waits for. */
-export const BATCH_COMPLETIONS = 16;
 
 /** io_uring POLL_ADD readiness behind the `Backend` interface. */
 export class IoUringBackend implements Backend {
@@ -168,8 +165,12 @@ export class IoUringBackend implements Backend {
   readonly ring: IoUring;
   /** Whether completion work runs only in our own `io_uring_enter` (DEFER_TASKRUN). */
   readonly deferTaskrun: boolean;
-  /** The batched wait in effect, in µs (0: none; see `batchWaitUs`). */
-  readonly batchWaitUs: number = 0;
+  /**
+   * The batched wait the kernel does, in µs (see `batchWaitUs`); undefined
+   * when none was asked for, or the kernel has no `min_wait_usec` (then the
+   * Reactor does it by sleeping before a wait, as on epoll).
+   */
+  readonly batchWaitUs?: number;
   /**
    * Completion-based I/O for connected sockets (multishot recv into a
    * provided-buffer ring, sends as SQEs), or null when not set up.
@@ -233,10 +234,10 @@ export class IoUringBackend implements Backend {
     }
     this.deferTaskrun = defer;
     const batchWaitUs = options.batchWaitUs ?? 0;
-    if (batchWaitUs > 0 && this.ring.setBatchedWait(BATCH_COMPLETIONS, batchWaitUs)) {
+    if (batchWaitUs > 0 && this.ring.setBatchedWait(BATCH_SIZE, batchWaitUs)) {
       this.batchWaitUs = batchWaitUs;
     } else if (batchWaitUs > 0) {
-      log.warn("batched waits off: this kernel's io_uring has no min_wait_usec (6.12)");
+      log.info("batched waits by sleeping: this kernel's io_uring has no min_wait_usec (6.12)");
     }
     this.#maxEvents = maxEvents;
     this.#resultFd = new Int32Array(maxEvents);

@@ -12,8 +12,10 @@ import assert from "node:assert/strict";
 import { setUpLogging } from "../log/mod.ts";
 import { close, fcntl, recv, send } from "../syscalls/libc.ts";
 import { socketPair } from "../syscalls/socket.ts";
+import { IORING_FEAT_MIN_TIMEOUT, probeIoUring } from "../syscalls/io_uring.ts";
 import { Interest, Ready } from "./interest.ts";
-import { type Deferred, Reactor } from "./reactor.ts";
+import { batchSleepMicros, type Deferred, Reactor } from "./reactor.ts";
+import { BATCH_SIZE } from "./backend.ts";
 import { turns, until, within } from "../tests/support/net.ts";
 
 /** fcntl(2)'s F_GETFD (syscalls/constants.ts has no need for it): fails with EBADF on a closed fd. */
@@ -674,3 +676,96 @@ for (const edge of [true, false]) {
     }
   });
 }
+
+Deno.test("Reactor: batchWaitUs is checked, and says who batches (the kernel on io_uring, else the loop)", async () => {
+  for (const bad of [-1, 1.5, 10_001, NaN]) {
+    await assert.rejects(Reactor.create({ batchWaitUs: bad }), RangeError, `batchWaitUs ${bad}`);
+    assert.throws(() => Reactor.createSync({ batchWaitUs: bad }), RangeError);
+  }
+  const off = await Reactor.create();
+  const on = await Reactor.create({ batchWaitUs: 300 });
+  try {
+    assert.equal(off.batchWaitUs, 0);
+    assert.equal(on.batchWaitUs, 300);
+    assert.equal(on.backend.batchWaitUs, undefined, "epoll cannot wait for a count: the loop does");
+  } finally {
+    off.close();
+    on.close();
+  }
+  const probe = probeIoUring();
+  if (!probe.ok || (probe.features & IORING_FEAT_MIN_TIMEOUT) === 0) {
+    console.warn(
+      `io_uring part skipped: ${probe.ok ? "no IORING_FEAT_MIN_TIMEOUT" : probe.reason}`,
+    );
+    return;
+  }
+  const ring = await Reactor.create({ backend: "io_uring", batchWaitUs: 300 });
+  try {
+    assert.equal(ring.batchWaitUs, 300);
+    assert.equal(ring.backend.batchWaitUs, 300, "the kernel waits (min_wait_usec)");
+  } finally {
+    ring.close();
+  }
+});
+
+Deno.test("batchSleepMicros: only after a small turn, never before a look, never past the wait", () => {
+  assert.equal(batchSleepMicros(1, 0, 2), 0, "off");
+  assert.equal(batchSleepMicros(0, 300, 2), 0, "after an idle wait: the wait sleeps anyway");
+  assert.equal(batchSleepMicros(1, 300, 2), 300);
+  assert.equal(batchSleepMicros(BATCH_SIZE - 1, 300, 2), 300);
+  assert.equal(batchSleepMicros(BATCH_SIZE, 300, 2), 0, "a full turn");
+  assert.equal(batchSleepMicros(5, 300, 0), 0, "a look (handler promises in flight) never sleeps");
+  assert.equal(batchSleepMicros(5, 5000, 2), 2000, "not past the wait (a timer is due)");
+  assert.equal(batchSleepMicros(5, 300, -1), 300);
+});
+
+Deno.test("Reactor: batched waits on epoll sleep after a small turn, not after a full one or when idle", async () => {
+  // Deno's own epoll fds are not watched: their events would be turns too.
+  const reactor = await Reactor.create({ batchWaitUs: 300, watchDenoLoop: false });
+  const pairs = Array.from({ length: 20 }, () => socketPair());
+  let reads = 0;
+  for (const [a] of pairs) {
+    reactor.register(a, {
+      ready() {
+        reads++;
+        recv(a, SCRATCH, SCRATCH.length, 0);
+      },
+    }, Interest.READABLE);
+  }
+  // Everything happens in timer callbacks, inside the loop: a call from
+  // outside (the test's own code) would wake a parked wait, one event more.
+  const sleeps = () => reactor.counters.batchSleeps;
+  const seen: number[] = [];
+  const done = new Promise<void>((resolve) => {
+    const idle = (left: number) => () => {
+      if (left > 0) reactor.setTimer(1, idle(left - 1));
+      else {
+        seen.push(sleeps(), reads);
+        resolve();
+      }
+    };
+    const full = () => {
+      seen.push(sleeps(), reads);
+      for (const [, b] of pairs) send(b, BYTE, 1, 0); // all there for the next wait
+      reactor.setTimer(5, () => {
+        seen.push(sleeps(), reads);
+        reactor.setTimer(1, idle(10));
+      });
+    };
+    reactor.setTimer(1, () => {
+      seen.push(sleeps());
+      send(pairs[0][1], BYTE, 1, 0);
+      reactor.setTimer(5, full);
+    });
+  });
+  await whileRunning(reactor, pairs.flat(), async () => {
+    await within(done, "the timer chain");
+    const [s0, s1, r1, s2, r2, s3, r3] = seen;
+    assert.equal(r1, 1);
+    assert.equal(s1 - s0, 1, "a turn of 1 event: the next wait slept first");
+    assert.equal(r2, 21);
+    assert.equal(s2 - s1, 0, "a turn of 20 events (>= BATCH_SIZE): no sleep");
+    assert.equal(r3, 21);
+    assert.equal(s3 - s2, 0, "ten idle turns: no sleep");
+  });
+});

@@ -63,6 +63,11 @@ export function coreMetrics(
     counter("waits_total", "Wait calls (epoll_wait, poll, select).", r.waits),
     counter("events_total", "Readiness events dispatched.", r.events),
     counter(
+      "batch_sleeps_total",
+      "Sleeps before a wait so events gather (--batch-wait on epoll, poll and select).",
+      r.batchSleeps,
+    ),
+    counter(
       "handler_errors_total",
       "Handler and timer exceptions caught by the loop.",
       r.handlerErrors,

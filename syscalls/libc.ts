@@ -67,6 +67,8 @@ const SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  // Batched waits on epoll, poll and select sleep a few µs on the JS thread.
+  nanosleep: { parameters: ["buffer", "pointer"], result: "i32" },
   poll: { parameters: ["buffer", "u32", "i32"], result: "i32" },
   poll_blocking: {
     name: "poll",
@@ -205,6 +207,7 @@ export const {
   epoll_ctl,
   epoll_wait,
   epoll_wait_blocking,
+  nanosleep,
   poll,
   poll_blocking,
   select,
@@ -243,4 +246,21 @@ function errnoView(): Int32Array {
  */
 export function errno(): number {
   return errnoCell[0];
+}
+
+/**
+ * `struct timespec` for `sleepMicros`: two 64-bit words (tv_sec, tv_nsec) on
+ * x86_64 and aarch64, both little-endian, so the low half of tv_nsec is u32
+ * word 2. tv_sec and the high halves stay 0.
+ */
+const napTimespec = new Uint32Array(4);
+
+/**
+ * Sleeps the calling thread for `us` microseconds (0 < us < 1,000,000) with
+ * nanosleep(2). A signal may end it early, which is harmless to every caller
+ * here (they sleep to let events gather, not to keep a deadline).
+ */
+export function sleepMicros(us: number): void {
+  napTimespec[2] = us * 1000;
+  nanosleep(napTimespec, null);
 }

@@ -28,6 +28,7 @@ import {
   Cli,
   dial,
   echoClients,
+  medianRoundTrip,
   openFdCount,
   pattern,
   readExactly,
@@ -162,23 +163,6 @@ Deno.test({
     }
   },
 });
-
-/** Median time of `n` one-byte echo round trips over one connection, in ms. */
-async function medianRoundTrip(port: number, n: number): Promise<number> {
-  const conn = await dial(port);
-  try {
-    const times: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const t = performance.now();
-      await writeAll(conn, pattern(i, 1));
-      assert.deepEqual(await readExactly(conn, 1), pattern(i, 1));
-      times.push(performance.now() - t);
-    }
-    return times.sort((a, b) => a - b)[n >> 1];
-  } finally {
-    conn.close();
-  }
-}
 
 Deno.test({
   name:

@@ -4,7 +4,7 @@
  * routes:
  *
  * ```sh
- * deno run -A bench/apps/native_hello.ts --port 8000 [--backend io_uring [--batch-wait 100]]
+ * deno run -A bench/apps/native_hello.ts --port 8000 [--backend io_uring] [--batch-wait 100]
  * ../shared/bench/compare c 'native=deno run -A bench/apps/native_hello.ts --port $PORT' \
  *   'builtin=deno run -A main.ts serve --port $PORT --log-level warning'
  * ```
@@ -33,7 +33,7 @@ const server = serveNative({
   port: Number(values.port),
   hostname: values.host ?? "127.0.0.1",
   backend: values.backend as "epoll" | "io_uring" | "auto",
-  ioUring: { batchWaitUs: Number(values["batch-wait"]) },
+  batchWaitUs: Number(values["batch-wait"]),
   onListen: ({ hostname, port }) => console.error(`native_hello on http://${hostname}:${port}/`),
 }, router);
 Deno.addSignalListener("SIGTERM", () => server.shutdown());

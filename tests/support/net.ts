@@ -117,6 +117,24 @@ export async function echoClients(
   }));
 }
 
+/** Median time of `n` one-byte echo round trips over one connection, in ms. */
+export async function medianRoundTrip(port: number, n: number): Promise<number> {
+  const conn = await dial(port);
+  try {
+    const times: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const t = performance.now();
+      await writeAll(conn, pattern(i, 1));
+      const back = await readExactly(conn, 1);
+      if (back[0] !== pattern(i, 1)[0]) throw new Error(`round trip ${i}: got ${back[0]}`);
+      times.push(performance.now() - t);
+    }
+    return times.sort((a, b) => a - b)[n >> 1];
+  } finally {
+    conn.close();
+  }
+}
+
 /** How many fds this process has open. */
 export function openFdCount(pid: number | "self" = "self"): number {
   let n = 0;

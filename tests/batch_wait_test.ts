@@ -1,0 +1,66 @@
+/**
+ * `--batch-wait` on the backends that cannot wait for a count (epoll, poll):
+ * the loop sleeps after a small turn so the next wait finds more. Real
+ * server processes: exact bytes under load, the sleeps counted, and what a
+ * lone client pays (at most the wait per round trip, generously bounded).
+ * io_uring's batched waits (in the kernel) are tested in io_uring_test.ts.
+ */
+import assert from "node:assert/strict";
+import { Cli, echoClients, medianRoundTrip, startCli } from "./support/net.ts";
+
+/** The server's counters, from the stats line SIGUSR2 makes it log. */
+async function batchSleeps(cli: Cli): Promise<number> {
+  const before = cli.stderr.length;
+  cli.kill("SIGUSR2");
+  const re = /stats .*?batch_sleeps_total"?: (\d+)/;
+  await cli.waitOutput(re);
+  const m = cli.stderr.slice(before).match(re);
+  assert.ok(m, "the stats line after SIGUSR2");
+  return Number(m[1]);
+}
+
+async function stop(cli: Cli): Promise<void> {
+  cli.kill();
+  await cli.exit();
+}
+
+for (const backend of ["epoll", "poll"]) {
+  Deno.test(`cli: --batch-wait on ${backend}: 100 clients exact, the loop sleeps after small turns, a lone client pays at most the wait`, async () => {
+    const base = await startCli(["--backend", backend, "--app", "echo"]);
+    let baseline: number;
+    try {
+      await echoClients(base.port, 100, (i) => 1 + (i * 7919) % 70_000);
+      assert.equal(await batchSleeps(base.cli), 0, "no --batch-wait: never sleeps");
+      baseline = await medianRoundTrip(base.port, 200);
+    } finally {
+      await stop(base.cli);
+    }
+    const { cli, port } = await startCli([
+      "--backend",
+      backend,
+      "--batch-wait",
+      "200",
+      "--app",
+      "echo",
+    ]);
+    try {
+      assert.match(cli.stderr, new RegExp(`\\(${backend}, batched waits 200 µs, level-triggered`));
+      await echoClients(port, 100, (i) => 1 + (i * 7919) % 70_000);
+      const slept = await batchSleeps(cli);
+      assert.ok(slept > 0, `the loop slept before waits: ${slept}`);
+      // A lone client makes every turn small: each answer waits up to 200 µs.
+      const batched = await medianRoundTrip(port, 200);
+      console.log(
+        `${backend}: median echo round trip ${baseline.toFixed(3)} ms, with --batch-wait 200: ${
+          batched.toFixed(3)
+        } ms; ${slept} sleeps under 100 clients`,
+      );
+      assert.ok(
+        batched < baseline + 1.2,
+        `round trips took ${batched.toFixed(3)} ms (without: ${baseline.toFixed(3)} ms)`,
+      );
+    } finally {
+      await stop(cli);
+    }
+  });
+}
