@@ -43,6 +43,11 @@ import type { IoUringStreams } from "../reactor/io_uring_streams.ts";
 
 const log = getLogger(["reactor", "connection"]);
 
+/** The error for a write whose range leaves its buffer (sent, it would leak memory). */
+function outOfRange(start: number, end: number, data: Uint8Array): RangeError {
+  return new RangeError(`write of [${start}, ${end}) outside a buffer of ${data.length} bytes`);
+}
+
 const READ_BITS = Ready.READABLE | Ready.READ_CLOSED;
 const GONE_BITS = Ready.HANGUP | Ready.ERROR;
 
@@ -507,8 +512,12 @@ export class Connection implements Handler, Deferred {
    * Like `write(data, 0, length)` for a long-lived buffer whose address was
    * taken once (`Deno.UnsafePointer.of`): the send skips the typed-array
    * argument conversion. `data` is used only if bytes must be queued.
+   *
+   * @throws {RangeError} if `length` exceeds `data` (the kernel would read past it)
    */
   writeFrom(pointer: Deno.PointerObject, data: Uint8Array, length: number): boolean {
+    // The kernel reads `length` bytes at `pointer`: never past the buffer.
+    if (length > data.length) throw outOfRange(0, length, data);
     if (this.fd < 0) return false;
     if (length <= 0) return !this.#outputFull;
     // #writing <=> output pending (writable interest is armed exactly while
@@ -528,8 +537,12 @@ export class Connection implements Handler, Deferred {
    * `whenWritable()`): the output reached its high-water mark, or the
    * connection is closed. Pass `start` 0 where you can: other offsets cost a
    * subarray.
+   *
+   * @throws {RangeError} if `[start, end)` leaves `data` (the kernel would read past it)
    */
   write(data: Uint8Array, start = 0, end: number = data.length): boolean {
+    // The kernel reads what we point it at: never past the buffer.
+    if (end > data.length || start < 0) throw outOfRange(start, end, data);
     if (this.fd < 0) return false;
     const len = end - start;
     if (len <= 0) return !this.#outputFull;

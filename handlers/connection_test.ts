@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { Interest } from "../reactor/interest.ts";
 import { type Handler, Reactor } from "../reactor/reactor.ts";
 import {
+  MSG_DONTWAIT,
   SO_RCVBUF,
   SO_SNDBUF,
   SOCK_CLOEXEC,
@@ -759,6 +760,33 @@ Deno.test("Connection: closing with file ranges waiting releases them and counts
     assert.equal(c.released, 1, "released even when refused");
   } finally {
     await removeTempFile(file);
+    await rig.dispose();
+  }
+});
+
+Deno.test("Connection: a write whose range leaves its buffer throws RangeError and sends nothing (the kernel would read past it)", async () => {
+  const rig = await Rig.create();
+  try {
+    const { conn, peer } = await rig.connect({ data() {} });
+    const data = bytes(16);
+    const pointer = Deno.UnsafePointer.of(data)!;
+    assert.throws(() => conn.write(data, 0, 17), RangeError);
+    assert.throws(() => conn.write(data, -1, 4), RangeError);
+    assert.throws(() => conn.write(data.subarray(0, 8), 0, 16), RangeError, "a view's own length");
+    assert.throws(() => conn.writeFrom(pointer, data, 4096), RangeError);
+    assert.equal(rig.ctx.counters.bytesOut, 0, "nothing was sent");
+    assert.equal(conn.closed, false, "the connection is still usable");
+    assert.equal(conn.write(data, 4, 16), true);
+    assert.equal(conn.writeFrom(pointer, data, 16), true);
+    const got = new Uint8Array(64);
+    let n = 0;
+    await until(() => {
+      const k = recv(peer, got.subarray(n), 64 - n, MSG_DONTWAIT);
+      if (k > 0) n += k;
+      return n >= 28;
+    }, "28 bytes at the peer");
+    assert.deepEqual(got.subarray(0, 28), new Uint8Array([...data.subarray(4), ...data]));
+  } finally {
     await rig.dispose();
   }
 });
