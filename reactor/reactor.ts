@@ -7,7 +7,9 @@
  * 1. Yield to Deno's loop if this run has held the thread for `yieldEveryMs`.
  * 2. Wait on the JS thread for at most `syncWaitMs` (or less if a timer is due
  *    sooner). Under load this returns at once with events, exactly like a C
- *    loop, and costs one fast FFI call.
+ *    loop, and costs one fast FFI call. With batched waits (`batchWaitUs`) on
+ *    a backend that cannot wait for a count, a small last turn makes the loop
+ *    sleep first so events gather (`batchSleepMicros`).
  * 3. If that wait timed out with nothing ready, the server is idle: park in a
  *    blocking wait on Deno's thread pool (`nonblocking` FFI) until an event or
  *    the next timer, so Deno's timers, promises and signal listeners run
