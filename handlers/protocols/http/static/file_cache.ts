@@ -179,7 +179,7 @@ export type Found = typeof Found[keyof typeof Found];
 /** The cache of one root. */
 export class FileCache {
   readonly options: FileCacheOptions;
-  /** The root directory's fd. */
+  /** The root directory's fd: the cache owns it (`close` closes it). */
   readonly rootFd: number;
   /** The last lookup's entry (Found.File). */
   entry: FileEntry | null = null;
@@ -367,9 +367,10 @@ export class FileCache {
     }
   }
 
-  /** Closes every entry (responses still sending close theirs when done). */
+  /** Closes every entry (responses still sending close theirs when done) and the root. */
   close(): void {
     for (const [key, entry] of this.#entries) this.#drop(key, entry);
+    close(this.rootFd);
   }
 }
 

@@ -292,7 +292,6 @@ export class StaticFiles {
     const old = this.cache;
     this.cache = fresh;
     old.close();
-    close(old.rootFd);
   }
 
   readonly #rootPath: Uint8Array;
@@ -491,7 +490,6 @@ export class StaticFiles {
   /** Closes the root and the cached files. */
   close(): void {
     this.cache.close();
-    close(this.cache.rootFd);
   }
 }
 
