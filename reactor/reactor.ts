@@ -118,11 +118,11 @@ export interface ReactorOptions {
   /**
    * Batched waits, in µs (0: off, the default). Under load the loop runs
    * fewer, fuller turns, for less CPU per event, and a turn may start up to
-   * this much later (a lone client waits this long for each answer). On
-   * io_uring the kernel waits for `BATCH_SIZE` completions or this long
-   * (Linux 6.12; off with a warning before). On epoll, poll and select the
-   * loop sleeps this long before a wait whenever the last wait found fewer
-   * than `BATCH_SIZE` events, so events gather meanwhile.
+   * this much later. On io_uring the kernel waits for `BATCH_SIZE`
+   * completions or this long (Linux 6.12; before, the loop's sleep below),
+   * so a lone client waits this long for each answer. On epoll, poll and
+   * select the loop sleeps this long before a wait when the last one found a
+   * small turn (see `batchSleepMicros`: never for a lone client).
    */
   batchWaitUs?: number;
   /** Settings of the io_uring backend (ring and buffer sizes), for `io_uring` and `auto`. */
@@ -177,21 +177,27 @@ function createSyncBackend(
 /**
  * Batched waits where the backend cannot wait for a count (epoll, poll and
  * select return at the first event): how long the loop sleeps before a wait
- * so that the wait finds a fuller batch, in µs (0: no sleep). Only after a
- * small turn (1 to `BATCH_SIZE` - 1 results): an idle loop's wait sleeps
- * until the first event anyway, and a full turn needs no help. Never before
+ * so that the wait finds a fuller batch, in µs (0: no sleep).
+ *
+ * Only after a small turn: 1 to `BATCH_SIZE` - 1 results, and fewer than
+ * half the fds registered (a wait reports an fd once, so a loop with few
+ * fds cannot fill a batch: a lone client is never made to wait). Not after
+ * an idle wait (the wait sleeps until the first event anyway), never before
  * a look (timeout 0), never longer than the wait it precedes (a timer is due).
  *
  * @param lastCount results of the last wait
+ * @param registered fds registered (that a wait could report)
  * @param batchWaitUs the batched wait, in µs (0: off)
  * @param timeoutMs the timeout of the wait about to be made (-1: none)
  */
 export function batchSleepMicros(
   lastCount: number,
+  registered: number,
   batchWaitUs: number,
   timeoutMs: number,
 ): number {
-  if (batchWaitUs === 0 || timeoutMs === 0 || lastCount === 0 || lastCount >= BATCH_SIZE) return 0;
+  if (batchWaitUs === 0 || timeoutMs === 0 || lastCount === 0) return 0;
+  if (lastCount >= BATCH_SIZE || lastCount >= registered >> 1) return 0;
   return timeoutMs > 0 && timeoutMs * 1000 < batchWaitUs ? timeoutMs * 1000 : batchWaitUs;
 }
 
@@ -324,6 +330,8 @@ export class Reactor {
   readonly #gatherUs: number;
   /** Results of the last wait, for batched waits (a small turn lets the next gather). */
   #lastCount = 0;
+  /** Fds registered through `register` (not the loop's own: waker, Deno's epoll fds). */
+  #registered = 0;
   readonly #beforeWait: (() => void)[] = [];
 
   private constructor(backend: Backend, opts: ReactorOptions, denoEpollFds: number[]) {
@@ -418,6 +426,7 @@ export class Reactor {
    */
   register(fd: number, handler: Handler, interest: Interest): void {
     this.#add(fd, handler, this.#bits(interest) | this.#triggerBits);
+    this.#registered++;
   }
 
   /** Changes the interest of a registered fd; a no-op when it is unchanged. */
@@ -440,6 +449,7 @@ export class Reactor {
    */
   deregister(fd: number): void {
     if (this.#handlers[fd] == null) return;
+    this.#registered--;
     this.#handlers[fd] = NO_HANDLER;
     this.#interest[fd] = 0;
     this.#tokens[fd] = 0;
@@ -600,7 +610,12 @@ export class Reactor {
         const awaiting = this.#awaiting > 0;
         const cap = awaiting ? 0 : this.#syncWaitMs;
         const timeout = this.#timeout(cap);
-        const nap = batchSleepMicros(this.#lastCount, this.#gatherUs, timeout);
+        const nap = batchSleepMicros(
+          this.#lastCount,
+          this.#registered,
+          this.#gatherUs,
+          timeout,
+        );
         if (nap > 0) {
           sleepMicros(nap);
           counters.batchSleeps++;

@@ -708,15 +708,20 @@ Deno.test("Reactor: batchWaitUs is checked, and says who batches (the kernel on 
   }
 });
 
-Deno.test("batchSleepMicros: only after a small turn, never before a look, never past the wait", () => {
-  assert.equal(batchSleepMicros(1, 0, 2), 0, "off");
-  assert.equal(batchSleepMicros(0, 300, 2), 0, "after an idle wait: the wait sleeps anyway");
-  assert.equal(batchSleepMicros(1, 300, 2), 300);
-  assert.equal(batchSleepMicros(BATCH_SIZE - 1, 300, 2), 300);
-  assert.equal(batchSleepMicros(BATCH_SIZE, 300, 2), 0, "a full turn");
-  assert.equal(batchSleepMicros(5, 300, 0), 0, "a look (handler promises in flight) never sleeps");
-  assert.equal(batchSleepMicros(5, 5000, 2), 2000, "not past the wait (a timer is due)");
-  assert.equal(batchSleepMicros(5, 300, -1), 300);
+Deno.test("batchSleepMicros: only after a small turn among enough fds, never before a look, never past the wait", () => {
+  const many = 100; // fds registered
+  assert.equal(batchSleepMicros(1, many, 0, 2), 0, "off");
+  assert.equal(batchSleepMicros(0, many, 300, 2), 0, "after an idle wait: the wait sleeps anyway");
+  assert.equal(batchSleepMicros(1, many, 300, 2), 300);
+  assert.equal(batchSleepMicros(BATCH_SIZE - 1, many, 300, 2), 300);
+  assert.equal(batchSleepMicros(BATCH_SIZE, many, 300, 2), 0, "a full turn");
+  assert.equal(batchSleepMicros(5, many, 300, 0), 0, "a look (handler promises in flight)");
+  assert.equal(batchSleepMicros(5, many, 5000, 2), 2000, "not past the wait (a timer is due)");
+  assert.equal(batchSleepMicros(5, many, 300, -1), 300);
+  // A wait reports each fd once: with few fds a batch cannot fill.
+  assert.equal(batchSleepMicros(1, 2, 300, 2), 0, "a lone client and its listener: never");
+  assert.equal(batchSleepMicros(4, 10, 300, 2), 300, "4 of 10: others may come");
+  assert.equal(batchSleepMicros(5, 10, 300, 2), 0, "half of them reported: no sleep");
 });
 
 Deno.test("Reactor: batched waits on epoll sleep after a small turn, not after a full one or when idle", async () => {
