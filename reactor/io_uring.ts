@@ -200,6 +200,8 @@ export class IoUringBackend implements Backend {
   #count = 0;
   /** CQEs the last reap took. */
   #consumed = 0;
+  /** Fds added and not removed (what a batched wait can expect completions from). */
+  #registered = 0;
   /** A `waitBlocking` is in progress. */
   #parked = false;
 
@@ -366,9 +368,10 @@ export class IoUringBackend implements Backend {
     if (streams !== null && streams.isStream(fd)) {
       this.#state[fd] = STREAM;
       streams.add(fd, events);
-      return;
+    } else {
+      this.#arm(fd);
     }
-    this.#arm(fd);
+    this.#registered++;
   }
 
   modify(fd: number, events: number, token: number): void {
@@ -396,6 +399,17 @@ export class IoUringBackend implements Backend {
     else if (state === STREAM) this.streams!.remove(fd);
     this.#seqs[fd] = 0;
     this.#state[fd] = UNUSED;
+    this.#registered--;
+  }
+
+  /**
+   * A batched wait waits for `BATCH_SIZE` completions, or for half the fds
+   * registered when that is fewer: a loop with few sockets cannot fill a
+   * batch, and a lone client is then not made to wait (as on epoll).
+   */
+  #setBatchCount(): void {
+    const half = this.#registered >> 1;
+    this.ring.setMinComplete(half >= BATCH_SIZE ? BATCH_SIZE : half > 1 ? half : 1);
   }
 
   /** Queues a re-arm for every fd reported in the last batch that is still registered. */
@@ -419,6 +433,7 @@ export class IoUringBackend implements Backend {
   }
 
   wait(timeoutMs: number): number {
+    if (this.batchWaitUs !== undefined) this.#setBatchCount();
     this.#rearmReported();
     let n = this.#enterAndReap(timeoutMs);
     if (n > 0 || timeoutMs === 0 || this.#consumed === 0) return n;

@@ -119,10 +119,10 @@ export interface ReactorOptions {
    * Batched waits, in µs (0: off, the default). Under load the loop runs
    * fewer, fuller turns, for less CPU per event, and a turn may start up to
    * this much later. On io_uring the kernel waits for `BATCH_SIZE`
-   * completions or this long (Linux 6.12; before, the loop's sleep below),
-   * so a lone client waits this long for each answer. On epoll, poll and
-   * select the loop sleeps this long before a wait when the last one found a
-   * small turn (see `batchSleepMicros`: never for a lone client).
+   * completions (or half the fds registered, if fewer) or this long (Linux
+   * 6.12; before, the loop's sleep below). On epoll, poll and select the
+   * loop sleeps this long before a wait when the last one found a small turn
+   * (see `batchSleepMicros`). Either way a lone client is not made to wait.
    */
   batchWaitUs?: number;
   /** Settings of the io_uring backend (ring and buffer sizes), for `io_uring` and `auto`. */

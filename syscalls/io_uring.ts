@@ -702,6 +702,14 @@ export class IoUring {
   }
 
   /**
+   * Changes the count a batched wait waits for (after `setBatchedWait`
+   * succeeded; 1 makes a timed `enter` return at the first completion).
+   */
+  setMinComplete(minComplete: number): void {
+    this.#minComplete = minComplete;
+  }
+
+  /**
    * `enter(timeoutMs)` with nothing to submit, on Deno's blocking thread
    * pool. Only for rings without DEFER_TASKRUN (which must wait on the
    * submitting thread). Resolves to the call's result (-1 for EINTR, ETIME).

@@ -166,7 +166,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "cli: --batch-wait on io_uring: 100 clients exact; a batch that never fills ends after its wait",
+    "cli: --batch-wait on io_uring: 100 clients exact; a batch that never fills ends after its wait; a lone client does not wait",
   ignore: ignore || (PROBE.features & IORING_FEAT_MIN_TIMEOUT) === 0,
   async fn() {
     const base = await startCli(["--backend", "io_uring", "--app", "echo"]);
@@ -188,17 +188,32 @@ Deno.test({
     try {
       assert.match(cli.stderr, /\(io_uring, batched waits 200 µs, level-triggered/);
       await echoClients(port, 100, (i) => 1 + (i * 7919) % 70_000);
-      // One client alone never fills a batch of 16: each turn must end
-      // after the 200 µs wait, not at the end of the 2 ms JS-thread wait.
-      const batched = await medianRoundTrip(port, 200);
+      // One client (with the listener, under half of 16 fds): min_complete 1.
+      const alone = await medianRoundTrip(port, 200);
+      // One client among 40 idle ones: the kernel waits for 16 completions
+      // that never come, so each turn must end after the 200 µs wait, not
+      // at the end of the 2 ms JS-thread wait.
+      const idle = await Promise.all(Array.from({ length: 40 }, () => dial(port)));
+      let among: number;
+      try {
+        among = await medianRoundTrip(port, 200);
+      } finally {
+        for (const c of idle) c.close();
+      }
       console.log(
-        `median echo round trip: ${baseline.toFixed(3)} ms, with --batch-wait 200: ${
-          batched.toFixed(3)
-        } ms`,
+        `median echo round trip: ${baseline.toFixed(3)} ms; with --batch-wait 200 alone ${
+          alone.toFixed(3)
+        } ms, beside 40 idle connections ${among.toFixed(3)} ms`,
       );
       assert.ok(
-        batched < baseline + 1.2,
-        `round trips took ${batched.toFixed(3)} ms (without: ${baseline.toFixed(3)} ms)`,
+        among < baseline + 1.2,
+        `round trips took ${among.toFixed(3)} ms (without: ${baseline.toFixed(3)} ms)`,
+      );
+      assert.ok(
+        alone < among,
+        `alone (${alone.toFixed(3)} ms) the kernel does not wait 200 µs as beside idle ones (${
+          among.toFixed(3)
+        } ms)`,
       );
     } finally {
       cli.kill();
