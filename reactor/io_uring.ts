@@ -462,13 +462,12 @@ export class IoUringBackend implements Backend {
     // never come: look, and retry it at the next turn.
     if (timeout !== 0 && (this.#cqPending() || this.#deferred())) timeout = 0;
     const r = this.ring.enter(timeout);
-    if (r < 0) this.#enterFailed();
+    if (r < 0) this.#enterFailed(-r);
     return this.#reap();
   }
 
-  /** An `io_uring_enter` failed: nothing, or the CQ overflowed (reap and go on), or a bug. */
-  #enterFailed(): void {
-    const e = errno();
+  /** An `io_uring_enter` failed with `e`: nothing, or the CQ overflowed (reap and go on), or a bug. */
+  #enterFailed(e: number): void {
     if (e === EINTR || e === ETIME || e === EBUSY || e === EAGAIN) return;
     throw new SyscallError("io_uring_enter", e);
   }

@@ -650,40 +650,45 @@ export class IoUring {
   }
 
   /**
-   * Submits what is queued without waiting. Returns the SQEs taken, or -1
-   * with errno set (EBUSY/EAGAIN: the CQ has overflowed, reap first).
+   * Submits what is queued without waiting. Returns the SQEs taken, or
+   * -errno (EBUSY/EAGAIN: the CQ has overflowed, reap first).
    */
   submit(): number {
     const n = this.#publish();
     if (n === 0) return 0;
-    return io_uring_enter(NR_IO_URING_ENTER, this.fd, n, 0, 0, null, null);
+    const r = io_uring_enter(NR_IO_URING_ENTER, this.fd, n, 0, 0, null, null);
+    return r < 0 ? -errno() : r;
   }
 
   /**
    * One `io_uring_enter`: submits what is queued and waits for at least one
    * completion for up to `timeoutMs` (0: do not wait, but still run pending
-   * completion work; -1: no time limit). Returns -1 with errno set on
-   * failure; EINTR and ETIME (the time ran out) are the caller's "nothing".
+   * completion work; -1: no time limit). Returns the SQEs taken, or
+   * -errno on failure (read in this function, right after the call, before
+   * anything can overwrite it); EINTR and ETIME (the time ran out) are the
+   * caller's "nothing".
    */
   enter(timeoutMs: number): number {
     if (this.#cancels.length !== 0) this.#writeCancels();
     const n = this.#publish();
+    let r: number;
     if (timeoutMs === 0) {
-      return io_uring_enter(NR_IO_URING_ENTER, this.fd, n, 0, IORING_ENTER_GETEVENTS, null, null);
+      r = io_uring_enter(NR_IO_URING_ENTER, this.fd, n, 0, IORING_ENTER_GETEVENTS, null, null);
+    } else if (timeoutMs < 0) {
+      r = io_uring_enter(NR_IO_URING_ENTER, this.fd, n, 1, IORING_ENTER_GETEVENTS, null, null);
+    } else {
+      this.#setTimespec(timeoutMs);
+      r = io_uring_enter(
+        NR_IO_URING_ENTER,
+        this.fd,
+        n,
+        this.#minComplete,
+        IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
+        this.#argPointer,
+        this.#argSize,
+      );
     }
-    if (timeoutMs < 0) {
-      return io_uring_enter(NR_IO_URING_ENTER, this.fd, n, 1, IORING_ENTER_GETEVENTS, null, null);
-    }
-    this.#setTimespec(timeoutMs);
-    return io_uring_enter(
-      NR_IO_URING_ENTER,
-      this.fd,
-      n,
-      this.#minComplete,
-      IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
-      this.#argPointer,
-      this.#argSize,
-    );
+    return r < 0 ? -errno() : r;
   }
 
   /**
