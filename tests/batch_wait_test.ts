@@ -6,7 +6,7 @@
  * io_uring's batched waits (in the kernel) are tested in io_uring_test.ts.
  */
 import assert from "node:assert/strict";
-import { Cli, echoClients, medianRoundTrip, startCli, waitFor } from "./support/net.ts";
+import { type Cli, echoClients, medianRoundTrip, startCli, waitFor } from "./support/net.ts";
 
 /** The server's counters, from the stats line SIGUSR2 makes it log. */
 async function batchSleeps(cli: Cli): Promise<number> {
