@@ -346,7 +346,7 @@ export class Reactor {
     this.#triggerBits = this.edge ? EPOLLET : 0;
     this.#syncWaitMs = opts.syncWaitMs ?? 2;
     this.#yieldEveryMs = opts.yieldEveryMs ?? 5;
-    // io_uring batches in the kernel (and says how long, 0 where it cannot).
+    // io_uring batches in the kernel where it can (and says how long); otherwise this loop sleeps.
     const batchWaitUs = checkBatchWait(opts);
     this.#gatherUs = backend.batchWaitUs === undefined ? batchWaitUs : 0;
     this.batchWaitUs = backend.batchWaitUs ?? batchWaitUs;
