@@ -289,3 +289,40 @@ Deno.test({
     }
   },
 });
+
+Deno.test("fetch: serve() and serveNative() take batchWaitUs on epoll: bodies both ways, 50 clients, all exact", async () => {
+  // The option reaches the reactor (which checks it) before anything listens.
+  const opts = { port: 0, hostname: "127.0.0.1", onListen() {}, batchWaitUs: 20_000 };
+  assert.throws(() => serve(opts, () => new Response("")), RangeError);
+  assert.throws(() => serveNative(opts, new Router()), RangeError);
+  const fetchServer = serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {}, batchWaitUs: 100 },
+    async (req) => new Response(`${req.method} ${(await req.text()).length}`),
+  );
+  const router = new Router().get("/n/:i", (req, res) => {
+    res.text(`native ${req.param("i")}`);
+  });
+  const nativeServer = serveNative(
+    { port: 0, hostname: "127.0.0.1", onListen() {}, batchWaitUs: 100 },
+    router,
+  );
+  try {
+    const big = "x".repeat(300_000);
+    const answers = await Promise.all(Array.from({ length: 50 }, async (_, i) => {
+      const r = await fetch(`http://127.0.0.1:${fetchServer.addr.port}/`, {
+        method: "POST",
+        body: big.slice(0, 1000 * (i + 1)),
+      });
+      return await r.text();
+    }));
+    answers.forEach((text, i) => assert.equal(text, `POST ${1000 * (i + 1)}`));
+    const native = await Promise.all(Array.from({ length: 50 }, async (_, i) => {
+      const r = await fetch(`http://127.0.0.1:${nativeServer.addr.port}/n/${i}`);
+      return await r.text();
+    }));
+    native.forEach((text, i) => assert.equal(text, `native ${i}`));
+  } finally {
+    await fetchServer.shutdown();
+    await nativeServer.shutdown();
+  }
+});
