@@ -151,7 +151,9 @@ export interface IoUringBackendOptions {
    * `BATCH_SIZE` completions are there, or after this many µs once
    * there is one (0: off, the default). Under load the loop runs fewer,
    * fuller turns; each turn may start up to this much later. Needs 6.12
-   * (`IORING_FEAT_MIN_TIMEOUT`); on an older kernel it is off, with a warning.
+   * (`IORING_FEAT_MIN_TIMEOUT`); on an older kernel the backend does not
+   * batch (`batchWaitUs` stays undefined) and a Reactor sleeps instead. The
+   * Reactor sets this from its own `batchWaitUs`.
    */
   batchWaitUs?: number;
 }
