@@ -32,7 +32,11 @@ const create = Server.create;
 
 answerSnapshots(() => ({
   connections: server?.connectionCount ?? 0,
-  counters: server?.reactor.counters.snapshot() ?? {},
+  // The loop's counters (waits, events) and the connections' (bytesIn, from
+  // which the experiments count requests).
+  counters: server
+    ? { ...server.reactor.counters.snapshot(), ...server.context.counters.snapshot() }
+    : {},
 }));
 
 const cmd = parseCommandLine(["serve", ...Deno.args]);
