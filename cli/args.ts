@@ -110,7 +110,7 @@ serve options (default in brackets):
 }]
   --host ADDR                 IPv4 or IPv6 address to listen on [127.0.0.1]
   --port N                    TCP port, 0 = any free port [8080]
-  --trigger level|edge        epoll trigger mode; edge drains every fd until EAGAIN [level]
+  --trigger level|edge        epoll trigger mode; edge drains every fd (to EAGAIN or a short read) [level]
   --backend NAME              epoll, poll, select, io_uring, or auto (io_uring if it works) [epoll]
   --batch-wait US             batched waits: a loop turn waits up to US µs for 16 events (less CPU
                               per request under load, up to US µs more latency; io_uring in the

@@ -3,7 +3,11 @@
  * writes straight to `send`, and keeps only what `send` could not take.
  *
  * - Read: level-triggered reads once per event; edge-triggered reads until
- *   EAGAIN. EOF, ECONNRESET, a hang-up and a socket error end the connection.
+ *   EAGAIN or a short read (one that did not fill the buffer drained the
+ *   socket: what arrives after it raises a new edge), reading on past a
+ *   short read only when the event carried the peer's FIN or an error, so
+ *   the end is seen. EOF, ECONNRESET, a hang-up and a socket error end the
+ *   connection.
  * - Write: `send` at once. Only on a partial send or EAGAIN is the rest kept
  *   in the output buffer and writable interest armed; it is disarmed when the
  *   buffer drains (no level-triggered writable storm).
@@ -50,6 +54,8 @@ function outOfRange(start: number, end: number, data: Uint8Array): RangeError {
 
 const READ_BITS = Ready.READABLE | Ready.READ_CLOSED;
 const GONE_BITS = Ready.HANGUP | Ready.ERROR;
+/** An event that may carry the peer's end: edge-triggered reads go on to EOF or EAGAIN. */
+const END_BITS = Ready.READ_CLOSED | GONE_BITS;
 
 /** Why a connection closed. */
 export type CloseReason =
@@ -364,10 +370,11 @@ export class Connection implements Handler, Deferred {
       this.reactor.deregister(this.fd);
       return;
     }
-    this.#readable();
+    this.#readable(ready);
   }
 
-  #readable(): void {
+  /** Reads what the peer sent; `ready` is the event's bits (edge-triggered: a FIN or error in them means read to the end). */
+  #readable(ready: number): void {
     const ctx = this.context;
     if (ctx.streams !== null) {
       this.#readStream(ctx.streams);
@@ -383,8 +390,12 @@ export class Connection implements Handler, Deferred {
         this.lastRead = this.reactor.now;
         this.protocol.data(this, buf, 0, n);
         // Level-triggered: one read per event is enough, the next wait says
-        // whether more is there. Edge-triggered: drain or never hear of it.
+        // whether more is there. Edge-triggered: drain or never hear of it;
+        // a short read drained the socket (bytes that come after it raise a
+        // new edge), unless this edge also brought the peer's FIN or an
+        // error, which no later edge will repeat: then read on to see it.
         if (!edge || this.fd < 0 || this.#readingPaused || this.#readingStopped) return;
+        if (n < buf.length && (ready & END_BITS) === 0) return;
         continue;
       }
       if (n === 0) {

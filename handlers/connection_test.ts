@@ -10,9 +10,10 @@
  */
 import assert from "node:assert/strict";
 import { Interest } from "../reactor/interest.ts";
-import { type Handler, Reactor } from "../reactor/reactor.ts";
+import { type Handler, Reactor, type ReactorOptions } from "../reactor/reactor.ts";
 import {
   MSG_DONTWAIT,
+  SHUT_WR,
   SO_RCVBUF,
   SO_SNDBUF,
   SOCK_CLOEXEC,
@@ -20,7 +21,7 @@ import {
   SOL_SOCKET,
 } from "../syscalls/constants.ts";
 import { EAGAIN, ECONNRESET, errnoName, SyscallError } from "../syscalls/errno.ts";
-import { accept4, close, errno, recv, send } from "../syscalls/libc.ts";
+import { accept4, close, errno, recv, send, shutdown } from "../syscalls/libc.ts";
 import { connectTcp, listenTcp, localAddress, setIntOption } from "../syscalls/socket.ts";
 import { openBeneath, openDirectory } from "../syscalls/files.ts";
 import { type CloseReason, Connection, type FileSource, type Protocol } from "./connection.ts";
@@ -126,8 +127,11 @@ class Rig {
 
   private constructor(readonly reactor: Reactor, readonly ctx: ConnectionContext) {}
 
-  static async create(options: ConnectionContextOptions = {}): Promise<Rig> {
-    const reactor = await Reactor.create();
+  static async create(
+    options: ConnectionContextOptions = {},
+    reactorOptions: ReactorOptions = {},
+  ): Promise<Rig> {
+    const reactor = await Reactor.create(reactorOptions);
     return new Rig(reactor, new ConnectionContext(reactor, { timeouts: null, ...options }));
   }
 
@@ -786,6 +790,51 @@ Deno.test("Connection: a write whose range leaves its buffer throws RangeError a
       return n >= 28;
     }, "28 bytes at the peer");
     assert.deepEqual(got.subarray(0, 28), new Uint8Array([...data.subarray(4), ...data]));
+  } finally {
+    await rig.dispose();
+  }
+});
+
+Deno.test("Connection, edge-triggered: full reads go on, a short read ends the event, later bytes raise a new edge", async () => {
+  const rig = await Rig.create({ readBufferSize: 1024 }, { edge: true });
+  try {
+    const sizes: number[] = [];
+    const { peer } = await rig.connect({
+      data(_conn, _data, start, end) {
+        sizes.push(end - start);
+      },
+    });
+    const total = () => sizes.reduce((a, b) => a + b, 0);
+    send(peer, bytes(5000), 5000, 0); // in the socket before the loop runs: one edge
+    rig.run();
+    await until(() => total() >= 5000, "5000 bytes");
+    assert.deepEqual(sizes, [1024, 1024, 1024, 1024, 904], "four full reads, then the short one");
+    send(peer, bytes(10), 10, 0);
+    await until(() => total() >= 5010, "a new edge for 10 more bytes");
+    assert.deepEqual(sizes.slice(5), [10]);
+  } finally {
+    await rig.dispose();
+  }
+});
+
+Deno.test("Connection, edge-triggered: bytes and the peer's FIN in one edge: the short read does not end it, EOF is seen", async () => {
+  const rig = await Rig.create({}, { edge: true });
+  try {
+    let got = 0;
+    let reason: CloseReason | null = null;
+    const { peer } = await rig.connect({
+      data(_conn, _data, start, end) {
+        got += end - start;
+      },
+    }, (_conn, r) => (reason = r));
+    send(peer, bytes(100), 100, 0);
+    shutdown(peer, SHUT_WR); // both before the loop runs: one edge with RDHUP
+    rig.run();
+    // Stopping at the short read would leave the FIN unread, and no later
+    // edge would ever report it: the connection would hang open.
+    await until(() => reason !== null, "the connection to end at the peer's FIN");
+    assert.equal(got, 100);
+    assert.equal(reason, "eof");
   } finally {
     await rig.dispose();
   }

@@ -12,8 +12,9 @@
  * ## The readiness contract
  * - **Level-triggered** (every backend): an fd is reported on every wait while
  *   the condition holds. **Edge-triggered** (epoll only): reported when the
- *   condition becomes true; the handler must read or write until EAGAIN or
- *   it will not hear of the fd again.
+ *   condition becomes true; the handler must read or write until EAGAIN (or
+ *   a short read, which drained a stream socket, unless the event carried
+ *   RDHUP, HUP or ERR) or it will not hear of the fd again.
  * - **Readiness is a hint.** A read or write after a report may still return
  *   EAGAIN (another reader won, the buffer changed): that is normal flow.
  * - **ERR and HUP** are reported whatever the interest, even with none.

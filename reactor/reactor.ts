@@ -297,7 +297,7 @@ const DENO_EPOLL_FDS = DenoLoopWatch.existingEpollFds();
 export class Reactor {
   /** The readiness mechanism. */
   readonly backend: Backend;
-  /** Whether fds are registered edge-triggered: handlers must drain until EAGAIN. */
+  /** Whether fds are registered edge-triggered: handlers must drain (to EAGAIN, or a short read). */
   readonly edge: boolean;
   /** Counters; see `ReactorCounters`. */
   readonly counters = new ReactorCounters();
