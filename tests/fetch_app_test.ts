@@ -253,6 +253,23 @@ Deno.test("fetch: request.url follows each request's Host on one connection (the
   }
 });
 
+/** A handler answering with the method and the length of the body it read. */
+const lengthOfBody = async (req: Request) =>
+  new Response(`${req.method} ${(await req.text()).length}`);
+
+/** 50 clients at once POST bodies of 1,000 to 50,000 bytes to `port`; each answer names its length. */
+async function postFifty(port: number): Promise<void> {
+  const big = "x".repeat(50_000);
+  const answers = await Promise.all(Array.from({ length: 50 }, async (_, i) => {
+    const r = await fetch(`http://127.0.0.1:${port}/`, {
+      method: "POST",
+      body: big.slice(0, 1000 * (i + 1)),
+    });
+    return await r.text();
+  }));
+  answers.forEach((text, i) => assert.equal(text, `POST ${1000 * (i + 1)}`));
+}
+
 const IO_URING = probeIoUring();
 
 Deno.test({
@@ -262,7 +279,7 @@ Deno.test({
   async fn() {
     const fetchServer = serve(
       { port: 0, hostname: "127.0.0.1", onListen() {}, backend: "io_uring" },
-      async (req) => new Response(`${req.method} ${(await req.text()).length}`),
+      lengthOfBody,
     );
     const router = new Router().post("/n", (req, res) => {
       res.text(`native ${req.path}`);
@@ -272,15 +289,7 @@ Deno.test({
       router,
     );
     try {
-      const big = "x".repeat(300_000);
-      const answers = await Promise.all(Array.from({ length: 50 }, async (_, i) => {
-        const r = await fetch(`http://127.0.0.1:${fetchServer.addr.port}/`, {
-          method: "POST",
-          body: big.slice(0, 1000 * (i + 1)),
-        });
-        return await r.text();
-      }));
-      answers.forEach((text, i) => assert.equal(text, `POST ${1000 * (i + 1)}`));
+      await postFifty(fetchServer.addr.port);
       const n = await fetch(`http://127.0.0.1:${nativeServer.addr.port}/n`, { method: "POST" });
       assert.equal(await n.text(), "native /n");
     } finally {
@@ -297,7 +306,7 @@ Deno.test("fetch: serve() and serveNative() take batchWaitUs on epoll: bodies bo
   assert.throws(() => serveNative(opts, new Router()), RangeError);
   const fetchServer = serve(
     { port: 0, hostname: "127.0.0.1", onListen() {}, batchWaitUs: 100 },
-    async (req) => new Response(`${req.method} ${(await req.text()).length}`),
+    lengthOfBody,
   );
   const router = new Router().get("/n/:i", (req, res) => {
     res.text(`native ${req.param("i")}`);
@@ -307,15 +316,7 @@ Deno.test("fetch: serve() and serveNative() take batchWaitUs on epoll: bodies bo
     router,
   );
   try {
-    const big = "x".repeat(300_000);
-    const answers = await Promise.all(Array.from({ length: 50 }, async (_, i) => {
-      const r = await fetch(`http://127.0.0.1:${fetchServer.addr.port}/`, {
-        method: "POST",
-        body: big.slice(0, 1000 * (i + 1)),
-      });
-      return await r.text();
-    }));
-    answers.forEach((text, i) => assert.equal(text, `POST ${1000 * (i + 1)}`));
+    await postFifty(fetchServer.addr.port);
     const native = await Promise.all(Array.from({ length: 50 }, async (_, i) => {
       const r = await fetch(`http://127.0.0.1:${nativeServer.addr.port}/n/${i}`);
       return await r.text();
