@@ -32,7 +32,12 @@ import {
   SOCKADDR_STORAGE_SIZE,
 } from "./layout.ts";
 
-/** Throws `SyscallError` when a call returned -1; returns the result otherwise. */
+/**
+ * Throws `SyscallError` when a call returned -1; returns the result otherwise.
+ * errno is read here, after every argument was evaluated: pass a `detail`
+ * that makes no call (made beforehand), so nothing runs between the call and
+ * the read.
+ */
 export function check(call: string, result: number, detail?: string): number {
   if (result < 0) throw new SyscallError(call, errno(), detail);
   return result;
@@ -124,8 +129,10 @@ export function listenTcp(opts: ListenOptions): number {
     if (opts.reusePort) setIntOption(fd, c.SOL_SOCKET, c.SO_REUSEPORT, 1);
     if (addr.family === c.AF_INET6) setIntOption(fd, c.IPPROTO_IPV6, c.IPV6_V6ONLY, 1);
     const sa = encodeSockaddr(addr, opts.port);
-    check("bind", bind(fd, sa, sa.length), formatAddress(opts.host, opts.port));
-    check("listen", listen(fd, opts.backlog ?? c.SOMAXCONN), formatAddress(opts.host, opts.port));
+    // Made before the calls: `check` reads errno after its arguments are evaluated.
+    const where = formatAddress(opts.host, opts.port);
+    check("bind", bind(fd, sa, sa.length), where);
+    check("listen", listen(fd, opts.backlog ?? c.SOMAXCONN), where);
     return fd;
   } catch (e) {
     close(fd);
