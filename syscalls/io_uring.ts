@@ -498,26 +498,31 @@ export class IoUring {
   }
 
   /**
+   * Takes a slot and writes what every request on an fd has: its opcode, the
+   * fd and `user_data`. Returns the slot's first word, or -1 (no slot).
+   */
+  #prepOn(opcode: number, fd: number, userLo: number, userHi: number): number {
+    const w = this.#slot();
+    if (w < 0) return -1;
+    this.#sqeBytes[(w << 2) + SQE_OPCODE] = opcode;
+    this.#sqeWords[w + SQE_FD] = fd;
+    this.#userData(w, userLo, userHi);
+    return w;
+  }
+
+  /**
    * Queues an `IORING_OP_NOP` (a completion and nothing else). Each `prep*`
    * method returns false, queueing nothing, when the SQ has no free slot.
    */
   prepNop(userLo: number, userHi: number): boolean {
-    const w = this.#slot();
-    if (w < 0) return false;
-    this.#sqeBytes[(w << 2) + SQE_OPCODE] = IORING_OP_NOP;
-    this.#userData(w, userLo, userHi);
-    return true;
+    return this.#prepOn(IORING_OP_NOP, 0, userLo, userHi) >= 0;
   }
 
   /** Queues a one-shot `IORING_OP_POLL_ADD` of `events` (poll32_events) on `fd`. */
   prepPollAdd(fd: number, events: number, userLo: number, userHi: number): boolean {
-    const w = this.#slot();
+    const w = this.#prepOn(IORING_OP_POLL_ADD, fd, userLo, userHi);
     if (w < 0) return false;
-    const words = this.#sqeWords;
-    this.#sqeBytes[(w << 2) + SQE_OPCODE] = IORING_OP_POLL_ADD;
-    words[w + SQE_FD] = fd;
-    words[w + SQE_OP_FLAGS] = events;
-    this.#userData(w, userLo, userHi);
+    this.#sqeWords[w + SQE_OP_FLAGS] = events;
     return true;
   }
 
@@ -590,16 +595,12 @@ export class IoUring {
    * the provided-buffer group `bufGroup` (IOSQE_BUFFER_SELECT, 6.0).
    */
   prepRecvMultishot(fd: number, bufGroup: number, userLo: number, userHi: number): boolean {
-    const w = this.#slot();
+    const w = this.#prepOn(IORING_OP_RECV, fd, userLo, userHi);
     if (w < 0) return false;
-    const b = w << 2;
     const h = w << 1;
-    this.#sqeBytes[b + SQE_OPCODE] = IORING_OP_RECV;
-    this.#sqeBytes[b + SQE_FLAGS] = IOSQE_BUFFER_SELECT;
+    this.#sqeBytes[(w << 2) + SQE_FLAGS] = IOSQE_BUFFER_SELECT;
     this.#sqeHalves[h + SQE_IOPRIO] = IORING_RECV_MULTISHOT;
-    this.#sqeWords[w + SQE_FD] = fd;
     this.#sqeHalves[h + SQE_BUF_GROUP] = bufGroup;
-    this.#userData(w, userLo, userHi);
     return true;
   }
 
@@ -608,13 +609,10 @@ export class IoUring {
    * address asked for); `acceptFlags` as accept4's (SOCK_NONBLOCK, ...).
    */
   prepAcceptMultishot(fd: number, acceptFlags: number, userLo: number, userHi: number): boolean {
-    const w = this.#slot();
+    const w = this.#prepOn(IORING_OP_ACCEPT, fd, userLo, userHi);
     if (w < 0) return false;
-    this.#sqeBytes[(w << 2) + SQE_OPCODE] = IORING_OP_ACCEPT;
     this.#sqeHalves[(w << 1) + SQE_IOPRIO] = IORING_ACCEPT_MULTISHOT;
-    this.#sqeWords[w + SQE_FD] = fd;
     this.#sqeWords[w + SQE_OP_FLAGS] = acceptFlags;
-    this.#userData(w, userLo, userHi);
     return true;
   }
 
@@ -630,16 +628,13 @@ export class IoUring {
     userLo: number,
     userHi: number,
   ): boolean {
-    const w = this.#slot();
+    const w = this.#prepOn(IORING_OP_SEND, fd, userLo, userHi);
     if (w < 0) return false;
     const words = this.#sqeWords;
-    this.#sqeBytes[(w << 2) + SQE_OPCODE] = IORING_OP_SEND;
-    words[w + SQE_FD] = fd;
     words[w + SQE_ADDR_LO] = address >>> 0;
     words[w + SQE_ADDR_HI] = (address / U32) >>> 0;
     words[w + SQE_LEN] = length;
     words[w + SQE_OP_FLAGS] = msgFlags;
-    this.#userData(w, userLo, userHi);
     return true;
   }
 
