@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { withServer } from "./support/server.ts";
 import {
+  assertFdsBackTo,
   dial,
   echoClients,
   openFdCount,
@@ -80,7 +81,7 @@ Deno.test("echo: 2,000 connect/write/close cycles leak no fd", async () => {
     assert.ok(await waitFor(() => server.connectionCount === 0), "connections left open");
     assert.equal(server.context.counters.accepted, 2000);
     assert.equal(server.context.counters.closed, 2000);
-    assert.ok(await waitFor(() => openFdCount() <= before), `fds: ${before} -> ${openFdCount()}`);
+    await assertFdsBackTo(before);
   });
 });
 

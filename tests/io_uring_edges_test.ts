@@ -26,7 +26,7 @@ import {
   resetOnClose,
   socketPair,
 } from "../syscalls/socket.ts";
-import { openFdCount, pattern, sleep, waitFor } from "./support/net.ts";
+import { assertFdsBackTo, openFdCount, pattern, sleep } from "./support/net.ts";
 
 const ignore = !probeIoUring().ok;
 
@@ -212,10 +212,8 @@ Deno.test({
       be.close();
       for (const c of clients) close(c);
     }
-    await waitFor(() => openFdCount() <= before + 2, 3000); // closes may land a moment later
-    const after = openFdCount();
+    const after = await assertFdsBackTo(before, 2, 3000); // closes may land a moment later
     console.log(`fds ${before} -> ${after} after 5 rings closed with 10 connections each`);
-    assert.ok(after <= before + 2, `fds ${before} -> ${after}`);
   },
 });
 

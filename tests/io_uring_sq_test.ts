@@ -14,6 +14,7 @@ import type { Server } from "../server/server.ts";
 import { probeIoUring } from "../syscalls/io_uring.ts";
 import { withServer } from "./support/server.ts";
 import {
+  assertFdsBackTo,
   dial,
   echoClients,
   openFdCount,
@@ -84,10 +85,7 @@ async function assertNoLeak(server: Server, before: number): Promise<void> {
     await waitFor(() => server.connectionCount === 0, 10_000),
     `${server.connectionCount} connections left open`,
   );
-  // An fd is closed once its last send completed: let the count settle (a leak never does).
-  await waitFor(() => openFdCount() <= before + 2, 10_000);
-  const after = openFdCount();
-  assert.ok(after <= before + 2, `fds: ${before} before, ${after} after`);
+  await assertFdsBackTo(before, 2, 10_000);
 }
 
 Deno.test({

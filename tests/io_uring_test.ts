@@ -25,6 +25,7 @@ import { withServer } from "./support/server.ts";
 import { rudePeer } from "./support/rude_peer.ts";
 import type { Connection, Protocol } from "../handlers/connection.ts";
 import {
+  assertFdsBackTo,
   Cli,
   dial,
   echoClients,
@@ -292,12 +293,7 @@ Deno.test({
           "not every connection came by multishot accept",
         );
       }
-      // On io_uring an fd is closed once its last send completed, a moment
-      // after its connection counts as closed: wait for the count to settle
-      // (a leak never does).
-      await waitFor(() => openFdCount() <= before + 2, 10_000);
-      const after = openFdCount();
-      assert.ok(after <= before + 2, `fds: ${before} before, ${after} after`);
+      await assertFdsBackTo(before, 2, 10_000);
     });
   },
 });

@@ -8,6 +8,7 @@ import { close as closeFd, shutdown } from "../syscalls/libc.ts";
 import { SHUT_WR } from "../syscalls/constants.ts";
 import { connectTcp, listenTcp, localAddress, resetOnClose } from "../syscalls/socket.ts";
 import {
+  assertFdsBackTo,
   dial,
   echoClients,
   openFdCount,
@@ -515,7 +516,7 @@ Deno.test("proxy: 500 connect/echo/close cycles and 100 failed connects leak no 
       conn.close();
     }
     await allClosed(p);
-    assert.ok(await waitFor(() => openFdCount() <= before), `fds: ${before} -> ${openFdCount()}`);
+    await assertFdsBackTo(before);
   });
   await withProxy({ upstreamPort: deadPort() }, async (p) => {
     const before = openFdCount();
@@ -526,6 +527,6 @@ Deno.test("proxy: 500 connect/echo/close cycles and 100 failed connects leak no 
     }
     await allClosed(p);
     assert.equal(p.factory.counters.connectFailures, 100);
-    assert.ok(await waitFor(() => openFdCount() <= before), `fds: ${before} -> ${openFdCount()}`);
+    await assertFdsBackTo(before);
   });
 });

@@ -142,6 +142,19 @@ export function openFdCount(pid: number | "self" = "self"): number {
   return n;
 }
 
+/**
+ * Waits up to `ms` for this process's open fds to fall back to `before` +
+ * `slack`, and fails naming both counts if they do not (a closed fd may go
+ * a moment after its connection counts as closed, e.g. on io_uring once its
+ * last send completed; a leak never goes). Returns the count seen.
+ */
+export async function assertFdsBackTo(before: number, slack = 0, ms = 5000): Promise<number> {
+  await waitFor(() => openFdCount() <= before + slack, ms);
+  const after = openFdCount();
+  if (after > before + slack) throw new Error(`fds: ${before} before, ${after} after`);
+  return after;
+}
+
 /** utime + stime of a process, in seconds. */
 export function cpuSeconds(pid: number): number {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
