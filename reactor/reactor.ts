@@ -450,6 +450,11 @@ export class Reactor {
   deregister(fd: number): void {
     if (this.#handlers[fd] == null) return;
     this.#registered--;
+    this.#remove(fd);
+  }
+
+  /** `deregister` of the loop's own fds (`#add`), which `#registered` does not count. */
+  #remove(fd: number): void {
     this.#handlers[fd] = NO_HANDLER;
     this.#interest[fd] = 0;
     this.#tokens[fd] = 0;
@@ -574,7 +579,7 @@ export class Reactor {
   close(): void {
     if (this.#running) throw new Error("Cannot close a running reactor: stop() and await run()");
     this.#runDeferred();
-    this.deregister(this.#waker.fd);
+    this.#remove(this.#waker.fd);
     close(this.#waker.fd);
     this.backend.close();
   }
