@@ -11,18 +11,10 @@
 import assert from "node:assert/strict";
 import { Interest } from "../reactor/interest.ts";
 import { type Handler, Reactor, type ReactorOptions } from "../reactor/reactor.ts";
-import {
-  MSG_DONTWAIT,
-  SHUT_WR,
-  SO_RCVBUF,
-  SO_SNDBUF,
-  SOCK_CLOEXEC,
-  SOCK_NONBLOCK,
-  SOL_SOCKET,
-} from "../syscalls/constants.ts";
-import { EAGAIN, ECONNRESET, errnoName, SyscallError } from "../syscalls/errno.ts";
-import { accept4, close, errno, recv, send, shutdown } from "../syscalls/libc.ts";
-import { connectTcp, listenTcp, localAddress, setIntOption } from "../syscalls/socket.ts";
+import { MSG_DONTWAIT, SHUT_WR, SO_RCVBUF, SO_SNDBUF, SOL_SOCKET } from "../syscalls/constants.ts";
+import { EAGAIN, ECONNRESET, errnoName } from "../syscalls/errno.ts";
+import { close, errno, recv, send, shutdown } from "../syscalls/libc.ts";
+import { setIntOption } from "../syscalls/socket.ts";
 import { openBeneath, openDirectory } from "../syscalls/files.ts";
 import { type CloseReason, Connection, type FileSource, type Protocol } from "./connection.ts";
 import {
@@ -31,7 +23,8 @@ import {
   type ConnectionLimits,
   DEFAULT_LIMITS,
 } from "./context.ts";
-import { sleep, turns, until, within } from "../tests/support/net.ts";
+import { turns, until, within } from "../tests/support/net.ts";
+import { tcpPair } from "../tests/support/tcp_pair.ts";
 
 const MiB = 1 << 20;
 const CHUNK = 64 << 10;
@@ -41,27 +34,6 @@ function bytes(length: number, offset = 0): Uint8Array {
   const out = new Uint8Array(length);
   for (let i = 0; i < length; i++) out[i] = (offset + i) % 251;
   return out;
-}
-
-/** A connected loopback TCP pair, both ends nonblocking: [ours, peer]. */
-async function tcpPair(): Promise<[number, number]> {
-  const listener = listenTcp({ host: "127.0.0.1", port: 0 });
-  try {
-    const { fd: peer } = connectTcp("127.0.0.1", localAddress(listener).port);
-    const end = performance.now() + 10_000;
-    for (;;) {
-      const fd = accept4(listener, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd >= 0) return [fd, peer];
-      const e = errno();
-      if (e !== EAGAIN || performance.now() > end) {
-        close(peer);
-        throw new SyscallError("accept4", e, "loopback pair");
-      }
-      await sleep(1); // the handshake has not reached the accept queue yet
-    }
-  } finally {
-    close(listener);
-  }
 }
 
 /**
@@ -140,7 +112,9 @@ class Rig {
     protocol: Protocol,
     onClose: ((conn: Connection, reason: CloseReason) => void) | null = null,
   ): Promise<{ conn: Connection; peer: number }> {
-    const [ours, peer] = await tcpPair();
+    const pair = await tcpPair();
+    close(pair.listener);
+    const { fd: ours, peer } = pair;
     this.fds.push(peer);
     const conn = new Connection(this.ctx, ours, protocol, onClose);
     this.conns.push(conn);

@@ -15,10 +15,10 @@
 import assert from "node:assert/strict";
 import { IoUringBackend } from "../reactor/io_uring.ts";
 import { type IoUringStreams, MAX_HELD_CHUNKS } from "../reactor/io_uring_streams.ts";
-import { EPOLLIN, EPOLLOUT } from "../syscalls/constants.ts";
+import { EPOLLIN, EPOLLOUT, MSG_NOSIGNAL } from "../syscalls/constants.ts";
 import { EAGAIN, ECONNRESET } from "../syscalls/errno.ts";
 import { probeIoUring } from "../syscalls/io_uring.ts";
-import { accept4, close, errno, recv, send } from "../syscalls/libc.ts";
+import { close, errno, recv, send } from "../syscalls/libc.ts";
 import {
   connectTcp,
   listenTcp,
@@ -26,22 +26,10 @@ import {
   resetOnClose,
   socketPair,
 } from "../syscalls/socket.ts";
-import { assertFdsBackTo, openFdCount, pattern, sleep } from "./support/net.ts";
+import { assertFdsBackTo, concat, openFdCount, pattern, sleep } from "./support/net.ts";
+import { tcpPair } from "./support/tcp_pair.ts";
 
 const ignore = !probeIoUring().ok;
-
-/** A connected loopback pair: [server fd (nonblocking), client fd] and the listener to close. */
-async function tcpPair(): Promise<{ fd: number; cli: number; lfd: number; port: number }> {
-  const lfd = listenTcp({ host: "127.0.0.1", port: 0 });
-  const port = localAddress(lfd).port;
-  const cli = connectTcp("127.0.0.1", port).fd;
-  for (let i = 0; i < 200; i++) {
-    const fd = accept4(lfd, null, null, 0o4000);
-    if (fd >= 0) return { fd, cli, lfd, port };
-    await sleep(5);
-  }
-  throw new Error("accept timed out");
-}
 
 /**
  * A connected pair whose server side `fd` is a stream of a fresh backend
@@ -53,7 +41,7 @@ async function withStreamPair(
     t: { fd: number; cli: number; port: number; be: IoUringBackend; s: IoUringStreams },
   ) => Promise<void> | void,
 ): Promise<void> {
-  const { fd, cli, lfd, port } = await tcpPair();
+  const { fd, peer: cli, listener: lfd, port } = await tcpPair();
   const be = new IoUringBackend(64);
   const s = be.streams!;
   try {
@@ -72,7 +60,7 @@ function fill(fd: number): number {
   const big = new Uint8Array(1 << 16);
   let total = 0;
   for (;;) {
-    const r = send(fd, big, big.length, 0x4000);
+    const r = send(fd, big, big.length, MSG_NOSIGNAL);
     if (r <= 0) return total;
     total += r;
   }
@@ -274,10 +262,7 @@ Deno.test({
         const got: number[] = [];
         await turnUntil(be, () => (readNow(cli, got), got.length >= a.length + b.length));
         assert.equal(got.length, a.length + b.length);
-        const want = new Uint8Array(a.length + b.length);
-        want.set(a);
-        want.set(b, a.length);
-        assert.deepEqual(new Uint8Array(got), want);
+        assert.deepEqual(new Uint8Array(got), concat(a, b));
       } finally {
         be.remove(fd);
         s.close(fd);
