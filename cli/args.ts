@@ -8,7 +8,7 @@
 
 import { parseArgs } from "node:util";
 import denoJson from "../deno.json" with { type: "json" };
-import { type BackendChoice, MAX_BATCH_WAIT_US } from "../reactor/backend.ts";
+import { type BackendChoice, BATCH_SIZE, MAX_BATCH_WAIT_US } from "../reactor/backend.ts";
 import type { StaticOptions } from "../handlers/protocols/http/static/static_files.ts";
 import { type FlagSpec, PROTOCOLS } from "../handlers/protocols/mod.ts";
 import { ACCESS_LOG_FORMATS, type AccessLogFormat } from "../handlers/protocols/http/access_log.ts";
@@ -112,7 +112,7 @@ serve options (default in brackets):
   --port N                    TCP port, 0 = any free port [8080]
   --trigger level|edge        epoll trigger mode; edge drains every fd (to EAGAIN or a short read) [level]
   --backend NAME              epoll, poll, select, io_uring, or auto (io_uring if it works) [epoll]
-  --batch-wait US             batched waits: a loop turn waits up to US µs for 16 events (less CPU
+  --batch-wait US             batched waits: a loop turn waits up to US µs for ${BATCH_SIZE} events (less CPU
                               per request under load, up to US µs more latency; io_uring in the
                               kernel, 6.12+; other backends sleep after a small turn); 0 = off [0]
   --max-events N              size of the one epoll_wait events array [1024]

@@ -54,6 +54,17 @@ export type BackendChoice = BackendName | "auto";
  */
 export const BATCH_SIZE = 16;
 
+/**
+ * The results a batched wait aims for with `registered` fds: `BATCH_SIZE`,
+ * or half the fds when that is fewer (a wait reports each fd once, so a
+ * loop with few fds cannot fill a batch: a lone client is not made to
+ * wait), and at least 1.
+ */
+export function batchTarget(registered: number): number {
+  const half = registered >> 1;
+  return half >= BATCH_SIZE ? BATCH_SIZE : half > 1 ? half : 1;
+}
+
 /** The longest batched wait, in µs: 10 ms is already far more latency than it could save CPU. */
 export const MAX_BATCH_WAIT_US = 10_000;
 

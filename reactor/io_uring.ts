@@ -88,11 +88,12 @@ import {
   probeIoUring,
 } from "../syscalls/io_uring.ts";
 import { close, errno, eventfd, poll_blocking, read, write } from "../syscalls/libc.ts";
-import { type Backend, BATCH_SIZE } from "./backend.ts";
+import { type Backend, batchTarget } from "./backend.ts";
 import { EpollBackend } from "./epoll.ts";
 import { grown, sizeFor } from "./fd_table.ts";
 import {
   GEN_MASK,
+  IGNORE_HI,
   IoUringStreams,
   KIND_IGNORE,
   KIND_SHIFT,
@@ -113,8 +114,6 @@ const STREAM = 3;
 const TO_ARM = 4;
 /** What a failed poll (a bad fd) is reported as, like poll(2)'s POLLNVAL in the poll backend. */
 const FAILED = EPOLLERR | EPOLLHUP;
-/** `user_data` high word of requests whose completion is dropped unread. */
-const IGNORE_HI = (KIND_IGNORE << KIND_SHIFT) >>> 0;
 
 /** How long `drain()` lets closed streams deliver what they took, by default. */
 export const CLOSE_DRAIN_MS = 1000;
@@ -238,7 +237,7 @@ export class IoUringBackend implements Backend {
     }
     this.deferTaskrun = defer;
     const batchWaitUs = options.batchWaitUs ?? 0;
-    if (batchWaitUs > 0 && this.ring.setBatchedWait(BATCH_SIZE, batchWaitUs)) {
+    if (batchWaitUs > 0 && this.ring.setBatchedWait(batchTarget(this.#registered), batchWaitUs)) {
       this.batchWaitUs = batchWaitUs;
     } else if (batchWaitUs > 0) {
       log.info("batched waits by sleeping: this kernel's io_uring has no min_wait_usec (6.12)");
@@ -374,6 +373,7 @@ export class IoUringBackend implements Backend {
       this.#arm(fd);
     }
     this.#registered++;
+    this.#registeredChanged();
   }
 
   modify(fd: number, events: number, token: number): void {
@@ -402,16 +402,12 @@ export class IoUringBackend implements Backend {
     this.#seqs[fd] = 0;
     this.#state[fd] = UNUSED;
     this.#registered--;
+    this.#registeredChanged();
   }
 
-  /**
-   * A batched wait waits for `BATCH_SIZE` completions, or for half the fds
-   * registered when that is fewer: a loop with few sockets cannot fill a
-   * batch, and a lone client is then not made to wait (as on epoll).
-   */
-  #setBatchCount(): void {
-    const half = this.#registered >> 1;
-    this.ring.setMinComplete(half >= BATCH_SIZE ? BATCH_SIZE : half > 1 ? half : 1);
+  /** A batched wait waits for `batchTarget` of the fds registered (as the Reactor's sleep on epoll). */
+  #registeredChanged(): void {
+    if (this.batchWaitUs !== undefined) this.ring.setMinComplete(batchTarget(this.#registered));
   }
 
   /** Queues a re-arm for every fd reported in the last batch that is still registered. */
@@ -435,7 +431,6 @@ export class IoUringBackend implements Backend {
   }
 
   wait(timeoutMs: number): number {
-    if (this.batchWaitUs !== undefined) this.#setBatchCount();
     this.#rearmReported();
     let n = this.#enterAndReap(timeoutMs);
     if (n > 0 || timeoutMs === 0 || this.#consumed === 0) return n;

@@ -83,8 +83,8 @@ export const KIND_ACCEPT = 5;
 const ACCEPT_FLAGS = SOCK_NONBLOCK | SOCK_CLOEXEC;
 /** The low 28 bits of the high word: a generation or a sequence number. */
 export const GEN_MASK = (1 << KIND_SHIFT) - 1;
-/** `user_data` high word of a cancellation (low word 0). */
-const IGNORE_HI = (KIND_IGNORE << KIND_SHIFT) >>> 0;
+/** `user_data` high word of requests whose completion is dropped unread (cancellations, NOPs). */
+export const IGNORE_HI = (KIND_IGNORE << KIND_SHIFT) >>> 0;
 /** The buffer group id of the provided-buffer ring. */
 const BGID = 1;
 /**
@@ -599,21 +599,19 @@ export class IoUringStreams {
       if (!more) this.#recvArmed[fd] = 0;
       if (res > 0 && hasBuffer) {
         this.counters.recvs++;
-        const chunks = this.#chunks[fd];
-        chunks.push(bid, bid * this.#bufferSize, res);
-        if (chunks.length - this.#chunkHead[fd] >= MAX_HELD_CHUNKS * 3 && more) {
-          this.#cancelRecv(fd);
-        }
+        this.#chunks[fd].push(bid, bid * this.#bufferSize, res);
       } else if (hasBuffer) {
         this.#toReturn.push(bid);
       }
+      const holdingTooMuch = this.#chunks[fd].length - this.#chunkHead[fd] >= MAX_HELD_CHUNKS * 3;
+      if (holdingTooMuch && more && res > 0 && hasBuffer) this.#cancelRecv(fd);
       if (res === 0) this.#end[fd] = 1;
       else if (res === -ENOBUFS) {
         this.counters.bufferStarvations++;
         this.#starved[fd] = 1;
         this.#wantArm(fd);
       } else if (res < 0 && res !== -ECANCELED) this.#end[fd] = res;
-      else if (!more && this.#chunks[fd].length - this.#chunkHead[fd] < MAX_HELD_CHUNKS * 3) {
+      else if (!more && !holdingTooMuch) {
         // Ended (not for holding too much: then recv() re-arms once it is read).
         this.#wantArm(fd);
       }
@@ -629,7 +627,7 @@ export class IoUringStreams {
       if (res >= 0) {
         this.counters.accepts++;
         this.#chunks[fd].push(res);
-        if (this.#recvArmed[fd] === 0) this.#wantArm(fd);
+        this.#wantArm(fd);
       } else if (res !== -ECANCELED) {
         this.#end[fd] = res; // EMFILE and the like: the Acceptor decides
       }
@@ -857,7 +855,7 @@ export class IoUringStreams {
   /** `shutdown(fd, SHUT_WR)` once the bytes taken are sent. Returns -errno or 0. */
   shutdownWrite(fd: number): number {
     this.onQueued();
-    if (this.unsent(fd) === 0 && this.#sending[fd] === 0) {
+    if (!this.busy(fd)) {
       return shutdown(fd, SHUT_WR) < 0 ? -errno() : 0;
     }
     this.#closing[fd] = CLOSE_SHUT_WR;
@@ -882,7 +880,7 @@ export class IoUringStreams {
     for (let i = this.#chunkHead[fd]; i < chunks.length; i += 3) this.#toReturn.push(chunks[i]);
     chunks.length = 0;
     this.#chunkHead[fd] = 0;
-    const pending = this.#sending[fd] !== 0 || this.unsent(fd) > 0;
+    const pending = this.busy(fd);
     if (!pending || this.#sendError[fd] < 0) {
       if (this.#sending[fd] !== 0) {
         this.#closing[fd] = CLOSE_FD;

@@ -39,7 +39,7 @@ import { getLogger } from "../log/mod.ts";
 import { close, errno, eventfd, read, sleepMicros, write } from "../syscalls/libc.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK, EPOLLET, EPOLLIN, EPOLLRDHUP } from "../syscalls/constants.ts";
 import { SyscallError } from "../syscalls/errno.ts";
-import { type Backend, type BackendChoice, BATCH_SIZE, MAX_BATCH_WAIT_US } from "./backend.ts";
+import { type Backend, type BackendChoice, batchTarget, MAX_BATCH_WAIT_US } from "./backend.ts";
 import { autoBackend, IoUringBackend, type IoUringBackendOptions } from "./io_uring.ts";
 import { EpollBackend } from "./epoll.ts";
 import { grown, sizeFor } from "./fd_table.ts";
@@ -179,9 +179,10 @@ function createSyncBackend(
  * select return at the first event): how long the loop sleeps before a wait
  * so that the wait finds a fuller batch, in µs (0: no sleep).
  *
- * Only after a small turn: 1 to `BATCH_SIZE` - 1 results, and fewer than
- * half the fds registered (a wait reports an fd once, so a loop with few
- * fds cannot fill a batch: a lone client is never made to wait). Not after
+ * Only after a small turn: fewer results than `batchTarget(registered)`
+ * (`BATCH_SIZE`, or half the fds when fewer: a wait reports an fd once, so a
+ * loop with few fds cannot fill a batch, and a lone client is never made to
+ * wait). Not after
  * an idle wait (the wait sleeps until the first event anyway), never before
  * a look (timeout 0), never longer than the wait it precedes (a timer is due).
  *
@@ -197,11 +198,14 @@ export function batchSleepMicros(
   timeoutMs: number,
 ): number {
   if (batchWaitUs === 0 || timeoutMs === 0 || lastCount === 0) return 0;
-  if (lastCount >= BATCH_SIZE || lastCount >= registered >> 1) return 0;
+  if (lastCount >= batchTarget(registered)) return 0;
   return timeoutMs > 0 && timeoutMs * 1000 < batchWaitUs ? timeoutMs * 1000 : batchWaitUs;
 }
 
-/** The io_uring backend's options, with the reactor's `batchWaitUs` (the kernel does those waits). */
+/**
+ * Checks `batchWaitUs` (before any backend exists) and returns the io_uring
+ * backend's options with it (the kernel does those waits).
+ */
 function ioUringOptions(opts: ReactorOptions): IoUringBackendOptions {
   const batchWaitUs = checkBatchWait(opts);
   return batchWaitUs > 0 ? { ...opts.ioUring, batchWaitUs } : opts.ioUring ?? {};
@@ -347,7 +351,7 @@ export class Reactor {
     this.#syncWaitMs = opts.syncWaitMs ?? 2;
     this.#yieldEveryMs = opts.yieldEveryMs ?? 5;
     // io_uring batches in the kernel where it can (and says how long); otherwise this loop sleeps.
-    const batchWaitUs = checkBatchWait(opts);
+    const batchWaitUs = opts.batchWaitUs ?? 0; // checked by create/createSync (ioUringOptions)
     this.#gatherUs = backend.batchWaitUs === undefined ? batchWaitUs : 0;
     this.batchWaitUs = backend.batchWaitUs ?? batchWaitUs;
     this.#waker = new Waker();
