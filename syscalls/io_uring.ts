@@ -503,11 +503,15 @@ export class IoUring {
    */
   #prepOn(opcode: number, fd: number, userLo: number, userHi: number): number {
     const w = this.#slot();
-    if (w < 0) return -1;
+    if (w >= 0) this.#head(w, opcode, fd, userLo, userHi);
+    return w;
+  }
+
+  /** The opcode, fd and `user_data` of the SQE at word `w`. */
+  #head(w: number, opcode: number, fd: number, userLo: number, userHi: number): void {
     this.#sqeBytes[(w << 2) + SQE_OPCODE] = opcode;
     this.#sqeWords[w + SQE_FD] = fd;
     this.#userData(w, userLo, userHi);
-    return w;
   }
 
   /**
@@ -581,13 +585,10 @@ export class IoUring {
     sqeFlags: number,
   ): void {
     const words = this.#sqeWords;
-    const b = w << 2;
-    this.#sqeBytes[b + SQE_OPCODE] = opcode;
-    this.#sqeBytes[b + SQE_FLAGS] = sqeFlags;
-    words[w + SQE_FD] = -1;
+    this.#head(w, opcode, -1, userLo, userHi);
+    this.#sqeBytes[(w << 2) + SQE_FLAGS] = sqeFlags;
     words[w + SQE_ADDR_LO] = targetLo;
     words[w + SQE_ADDR_HI] = targetHi;
-    this.#userData(w, userLo, userHi);
   }
 
   /**
