@@ -35,9 +35,9 @@ import { formatAddress, peerAddress } from "../../../syscalls/socket.ts";
 import type { CloseReason, Connection, Protocol, TimeoutKind } from "../../connection.ts";
 import { counter, type ProtocolDefinition, type ProtocolInstance } from "../definition.ts";
 import { HttpParser, type HttpParserSink } from "./http_parser.ts";
-import { AccessLog, type AccessLogFormat } from "./access_log.ts";
+import { AccessLog, type AccessLogFormat, type AccessRecord } from "./access_log.ts";
 import { DateClock } from "./date_clock.ts";
-import { BodySource, fieldValue, latin1, ServerRequest, UrlCache } from "./request.ts";
+import { BodySource, fieldValue, latin1, latin1Bytes, ServerRequest, UrlCache } from "./request.ts";
 import { CONTINUE_100, reasonPhrase, responseConnectionClosed, writeResponse } from "./response.ts";
 import {
   hasUpgradeField,
@@ -101,16 +101,8 @@ const HEAD_ARENA = 64 << 10;
 /** Field ints of one field arena. */
 const FIELD_ARENA = 16 << 10;
 
-/** What the access log needs of a static answer that waited in the queue. */
-interface StaticLogLine {
-  status: number;
-  bytes: number;
-  referer: string | null;
-  userAgent: string | null;
-}
-
-const REFERER = new TextEncoder().encode("referer");
-const USER_AGENT = new TextEncoder().encode("user-agent");
+const REFERER = latin1Bytes("referer");
+const USER_AGENT = latin1Bytes("user-agent");
 
 /** Requests one connection may have in flight (parsed, not yet answered) before it stops reading. */
 const MAX_IN_FLIGHT = 32;
@@ -135,7 +127,7 @@ class Exchange implements FetchHandlerInfo {
   /** A static file's answer, written instead of `response` (then settled from the start). */
   staticAnswer: StaticAnswer | null = null;
   /** For the access log of a queued static answer: what the request and answer were. */
-  staticLog: StaticLogLine | null = null;
+  staticLog: AccessRecord | null = null;
   /** The target as sent and when the head arrived (for the access log). */
   target = "";
   startedAt = 0;
@@ -534,7 +526,7 @@ class FetchConnection implements Protocol, HttpParserSink {
         app.clock.value,
       );
       app.requests++;
-      if (app.accessLog !== null) this.#logStatic(app.accessLog, p, answer);
+      if (app.accessLog !== null) app.accessLog.add(this.#staticRecord(p, answer));
       if (!keepAlive) this.#closing = true;
       return;
     }
@@ -549,20 +541,15 @@ class FetchConnection implements Protocol, HttpParserSink {
     ex.staticAnswer = answer.detach();
     ex.settled = true;
     if (app.accessLog !== null) {
-      ex.target = this.#targetOf(p);
       ex.startedAt = performance.now();
-      ex.staticLog = {
-        status: answer.status,
-        bytes: answer.bodyLength,
-        referer: fieldValue(p, REFERER),
-        userAgent: fieldValue(p, USER_AGENT),
-      };
+      ex.staticLog = this.#staticRecord(p, answer);
     }
     this.#queue.push(ex);
   }
 
-  #logStatic(log: AccessLog, p: HttpParser, answer: StaticAnswer): void {
-    log.add({
+  /** The access-log record of a static answer, made while its head is at hand (duration 0 until logged). */
+  #staticRecord(p: HttpParser, answer: StaticAnswer): AccessRecord {
+    return {
       remote: this.remoteAddr.hostname,
       method: p.methodString(),
       target: this.#targetOf(p),
@@ -572,7 +559,7 @@ class FetchConnection implements Protocol, HttpParserSink {
       referer: fieldValue(p, REFERER),
       userAgent: fieldValue(p, USER_AGENT),
       durationMs: 0,
-    });
+    };
   }
 
   #call(ex: Exchange): void {
@@ -802,19 +789,10 @@ class FetchConnection implements Protocol, HttpParserSink {
   }
 
   #logAccess(log: AccessLog, ex: Exchange): void {
-    const line = ex.staticLog;
-    if (line !== null) {
-      log.add({
-        remote: this.remoteAddr.hostname,
-        method: ex.head ? "HEAD" : "GET",
-        target: ex.target,
-        versionMinor: ex.http10 ? 0 : 1,
-        status: line.status,
-        bytes: line.bytes,
-        referer: line.referer,
-        userAgent: line.userAgent,
-        durationMs: performance.now() - ex.startedAt,
-      });
+    const record = ex.staticLog;
+    if (record !== null) {
+      record.durationMs = performance.now() - ex.startedAt;
+      log.add(record);
       return;
     }
     const res = ex.response!;
