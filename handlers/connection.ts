@@ -316,6 +316,15 @@ export class Connection implements Handler, Deferred {
     return this.fd < 0;
   }
 
+  /**
+   * Whether the peer's FIN was seen (`Protocol.end` ran or, without one, the
+   * close after the flush began): nothing more will arrive. A protocol that
+   * takes the connection over later (an upgrade) learns it here.
+   */
+  get peerFinished(): boolean {
+    return this.#peerFinished;
+  }
+
   /** Whether reading is paused (`pauseReading`, or by default at high water). */
   get readingPaused(): boolean {
     return this.#readingPaused;

@@ -322,8 +322,6 @@ class FetchConnection implements Protocol, HttpParserSink {
   #shuttingDown = false;
   /** Within #parse (a handover then waits for its end). */
   #parsing = false;
-  /** The peer sent FIN. */
-  #peerEnded = false;
   /** An accepted upgrade to hand over when the parse in progress ends. */
   #handOverDue: Exchange | null = null;
   #requestStart = -1;
@@ -733,7 +731,7 @@ class FetchConnection implements Protocol, HttpParserSink {
     if (this.#shuttingDown) conn.shutdown();
     // The client sent FIN while its handler ran: the connection will not
     // report it again, so the socket hears it now (after the frames kept).
-    else if (this.#peerEnded && !conn.closed) conn.protocol.end?.(conn);
+    else if (conn.peerFinished && !conn.closed) conn.protocol.end?.(conn);
   }
 
   #finish(ex: Exchange, keepAlive: boolean): void {
@@ -824,7 +822,6 @@ class FetchConnection implements Protocol, HttpParserSink {
     // signals of the requests still being handled abort (their answers are
     // still sent, should the peer be reading).
     const gone = new Error("the client closed the connection");
-    this.#peerEnded = true;
     this.#current?.body?.fail(gone);
     this.#current = null;
     this.#closing = true;
