@@ -17,11 +17,6 @@ async function batchSleeps(cli: Cli): Promise<number> {
   return Number(cli.stderr.slice(before).match(re)![1]);
 }
 
-async function stop(cli: Cli): Promise<void> {
-  cli.kill();
-  await cli.exit();
-}
-
 for (const backend of ["epoll", "poll"]) {
   Deno.test(`cli: --batch-wait on ${backend}: 100 clients exact, the loop sleeps after small turns, never for a lone client`, async () => {
     const base = await startCli(["--backend", backend, "--app", "echo"]);
@@ -31,7 +26,7 @@ for (const backend of ["epoll", "poll"]) {
       assert.equal(await batchSleeps(base.cli), 0, "no --batch-wait: never sleeps");
       baseline = await medianRoundTrip(base.port, 200);
     } finally {
-      await stop(base.cli);
+      await base.cli.stop();
     }
     const { cli, port } = await startCli([
       "--backend",
@@ -63,7 +58,7 @@ for (const backend of ["epoll", "poll"]) {
         `round trips took ${batched.toFixed(3)} ms (without: ${baseline.toFixed(3)} ms)`,
       );
     } finally {
-      await stop(cli);
+      await cli.stop();
     }
   });
 }

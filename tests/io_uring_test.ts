@@ -127,8 +127,7 @@ Deno.test("cli: --backend auto where io_uring is blocked serves on epoll and say
     assert.deepEqual(await readExactly(conn, 1000), pattern(3, 1000));
     conn.close();
   } finally {
-    cli.kill();
-    await cli.exit();
+    await cli.stop();
   }
 });
 
@@ -158,8 +157,7 @@ Deno.test({
         assert.equal(head, "HTTP/1.1 200 OK\r\n");
         conn.close();
       } finally {
-        cli.kill();
-        await cli.exit();
+        await cli.stop();
       }
     }
   },
@@ -175,8 +173,7 @@ Deno.test({
     try {
       baseline = await medianRoundTrip(base.port, 200);
     } finally {
-      base.cli.kill();
-      await base.cli.exit();
+      await base.cli.stop();
     }
     const { cli, port } = await startCli([
       "--backend",
@@ -217,8 +214,7 @@ Deno.test({
         } ms)`,
       );
     } finally {
-      cli.kill();
-      await cli.exit();
+      await cli.stop();
     }
   },
 });

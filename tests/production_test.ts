@@ -17,11 +17,6 @@ import { bytes, ResponseReader } from "./support/http.ts";
 
 const GET = (path: string) => `GET ${path} HTTP/1.1\r\nHost: t\r\n\r\n`;
 
-async function stop(cli: Cli, signal: Deno.Signal = "SIGTERM"): Promise<number> {
-  cli.kill(signal);
-  return await cli.exit();
-}
-
 async function get(port: number, path = "/health"): Promise<{ status: number; body: string }> {
   const conn = await dial(port);
   await writeAll(conn, bytes(GET(path)));
@@ -111,7 +106,7 @@ Deno.test("production: 9,000 concurrent connections held and served, then no fd 
     console.log(`9,000 closed and released in ${(performance.now() - t1).toFixed(0)} ms`);
     assert.equal(await metric(port, "connections_closed_total"), 9000 + 1);
   } finally {
-    assert.equal(await stop(cli), 0);
+    assert.equal(await cli.stop(), 0);
   }
 });
 
@@ -173,7 +168,7 @@ Deno.test("production: slowloris clients are closed at the header timeout; other
     assert.ok(answers.every((a) => a.startsWith("HTTP/1.1 408 ")), "each got 408");
     assert.ok(await metric(port, "timeouts_total") >= 500);
   } finally {
-    assert.equal(await stop(cli), 0);
+    assert.equal(await cli.stop(), 0);
   }
 });
 
@@ -257,7 +252,7 @@ Deno.test("production: 10,000 random and mutated requests; the server stays up a
     }
     assert.equal(open, 1, "connections left open after the storm");
   } finally {
-    assert.equal(await stop(cli), 0, cli.stderr.slice(-2000));
+    assert.equal(await cli.stop(), 0, cli.stderr.slice(-2000));
   }
 });
 
@@ -330,7 +325,7 @@ Deno.test("production: kill -9 of one worker: it is replaced and the port keeps 
     assert.notEqual(Number(m[2]), pid, "a new process");
     await cli.waitOutput(new RegExp(`listening on .*pid ${m[2]}, worker 0`));
   } finally {
-    assert.equal(await stop(cli), 0, cli.stderr.slice(-2000));
+    assert.equal(await cli.stop(), 0, cli.stderr.slice(-2000));
     assert.match(cli.stderr, /all workers stopped/);
   }
 });
@@ -353,7 +348,7 @@ Deno.test("production: an idle keep-alive connection is closed at --idle-timeout
     assert.ok(after >= 490 && after < 2000, `closed after ${after.toFixed(0)} ms`);
     conn.close();
   } finally {
-    assert.equal(await stop(cli), 0);
+    assert.equal(await cli.stop(), 0);
   }
 });
 
@@ -389,7 +384,7 @@ Deno.test("production: a peer that never reads is closed (write timeout), memory
     assert.ok(wrote < 20, "the server kept reading from a peer that does not read");
     conn.close();
   } finally {
-    assert.equal(await stop(cli), 0);
+    assert.equal(await cli.stop(), 0);
   }
 });
 
@@ -437,6 +432,6 @@ Deno.test("production: /metrics is Prometheus text; JSON logs and the stats line
     for (const line of lines) JSON.parse(line);
     assert.ok(lines.some((l) => JSON.parse(l).message?.includes?.("stats")));
   } finally {
-    assert.equal(await stop(cli), 0);
+    assert.equal(await cli.stop(), 0);
   }
 });

@@ -233,6 +233,12 @@ export class Cli {
     return status.code;
   }
 
+  /** Sends `signal` (if still running) and waits for the exit; returns the code. */
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<number> {
+    this.kill(signal);
+    return await this.exit();
+  }
+
   /** Sends a signal if still running. */
   kill(signal: Deno.Signal = "SIGTERM"): void {
     try {
