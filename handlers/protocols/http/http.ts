@@ -42,6 +42,7 @@ import {
   METHOD_OTHER,
 } from "./http_parser.ts";
 import { DateClock } from "./date_clock.ts";
+import { DEFAULT_MAX_MESSAGE, MAX_MAX_MESSAGE, MIN_MAX_MESSAGE } from "./websocket/mod.ts";
 import { MEMO_MAX, RequestMemo } from "./request_memo.ts";
 
 const log = getLogger(["reactor", "http"]);
@@ -697,9 +698,9 @@ export const http: ProtocolDefinition = {
       key: "maxWebSocketMessage",
       kind: "integer",
       help: "with --module: largest WebSocket message in bytes, close 1009 above",
-      default: 16 << 20,
-      min: 125,
-      max: 2 ** 31 - 1,
+      default: DEFAULT_MAX_MESSAGE,
+      min: MIN_MAX_MESSAGE,
+      max: MAX_MAX_MESSAGE,
     },
   ],
   create(setup, options) {

@@ -51,6 +51,10 @@ export const CLOSE_TOO_BIG = 1009;
 
 /** Default largest message (`--max-ws-message`): 16 MiB. */
 export const DEFAULT_MAX_MESSAGE = 16 << 20;
+/** The smallest message limit allowed: 125 bytes, a control frame's largest payload. */
+export const MIN_MAX_MESSAGE = 125;
+/** The largest message limit allowed: 2^31 - 1 bytes. */
+export const MAX_MAX_MESSAGE = 2 ** 31 - 1;
 
 /** Largest control frame payload. */
 const MAX_CONTROL = 125;

@@ -13,6 +13,8 @@ export {
   FrameParser,
   type FrameSink,
   isValidCloseCode,
+  MAX_MAX_MESSAGE,
+  MIN_MAX_MESSAGE,
   unmask,
   writeFrameHeader,
 } from "./frame.ts";

@@ -39,6 +39,8 @@ import {
   FrameParser,
   type FrameSink,
   isValidCloseCode,
+  MAX_MAX_MESSAGE,
+  MIN_MAX_MESSAGE,
   OP_BINARY,
   OP_CLOSE,
   OP_PING,
@@ -141,10 +143,12 @@ export function webSocketMetrics(stats: WebSocketStats): Metric[] {
 
 /** Settings with the default message limit and fresh counters. */
 export function webSocketSettings(maxMessage: number = DEFAULT_MAX_MESSAGE): WebSocketSettings {
-  // The CLI's range (--max-ws-message): 125 (a control frame) to 2^31-1.
-  if (!Number.isInteger(maxMessage) || maxMessage < 125 || maxMessage > 2 ** 31 - 1) {
+  // The CLI's range (--max-ws-message).
+  if (
+    !Number.isInteger(maxMessage) || maxMessage < MIN_MAX_MESSAGE || maxMessage > MAX_MAX_MESSAGE
+  ) {
     throw new TypeError(
-      `maxWebSocketMessage must be an integer from 125 to ${2 ** 31 - 1}: ${maxMessage}`,
+      `maxWebSocketMessage must be an integer from ${MIN_MAX_MESSAGE} to ${MAX_MAX_MESSAGE}: ${maxMessage}`,
     );
   }
   return { maxMessage, stats: new WebSocketStats() };
@@ -506,7 +510,7 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
   }
 
   /** The upgrade will not happen (the client left first): error and close events. */
-  abandon(why = "the client went away before the upgrade"): void {
+  abandon(why: string): void {
     if (this.#state === CLOSED) return;
     this.#state = CLOSED;
     this.#emit(new WsErrorEvent("error", { message: why }), ERROR_EVENT);
