@@ -25,7 +25,7 @@ import { connectTcp } from "../syscalls/socket.ts";
 import { probeIoUring } from "../syscalls/io_uring.ts";
 import { ticksToSeconds } from "./lib/proc.ts";
 import { startServer, stopServer } from "./lib/server.ts";
-import { exists, machineInfo, which } from "./lib/machine.ts";
+import { buildC, machineInfo } from "./lib/machine.ts";
 import { formatTable, num } from "./lib/table.ts";
 
 const { values } = orExit("bench:echo", () =>
@@ -113,13 +113,10 @@ if (probeIoUring().ok) {
     cmd: `${Deno.execPath()} run -A main.ts serve --app echo --backend io_uring --port $PORT`,
   });
 }
-if (exists(cServer) && which("cc")) {
-  const bin = `${await Deno.makeTempDir()}/c_epoll_server`;
-  const cc = await new Deno.Command("cc", { args: ["-O2", "-o", bin, cServer] }).output();
-  if (cc.success) servers.push({ name: "c", cmd: `${bin} echo $PORT` });
-} else {
-  console.log("(no ../shared/bench/c_epoll_server.c or no cc: the C anchor is skipped)");
-}
+const cBin = `${await Deno.makeTempDir()}/c_epoll_server`;
+const cSkip = await buildC(cServer, cBin);
+if (cSkip === null) servers.push({ name: "c", cmd: `${cBin} echo $PORT` });
+else console.log(`(the C anchor is skipped: ${cSkip})`);
 
 const rows: string[][] = [];
 const results: Record<string, unknown>[] = [];

@@ -19,7 +19,7 @@
 import { parseArgs } from "node:util";
 import { parseNumberFlag } from "./lib/flags.ts";
 import { dirname, relative, resolve } from "node:path";
-import { exists, type MachineInfo, machineInfo, which } from "./lib/machine.ts";
+import { buildC, exists, type MachineInfo, machineInfo, which } from "./lib/machine.ts";
 import { clockTicksPerSecond, type GroupSample, type SystemCpu, systemCpu } from "./lib/proc.ts";
 import {
   freePort,
@@ -359,24 +359,10 @@ async function plan(opts: Options, tmp: string): Promise<Plan[]> {
       }
       case "c": {
         const src = resolve(repoDir, "..", "shared", "bench", "c_epoll_server.c");
-        const cc = which("cc");
-        if (!exists(src)) {
-          plans.push({ name, skip: `optional C anchor: ${src} not found` });
-        } else if (!cc) {
-          plans.push({ name, skip: "optional C anchor: cc is not on PATH" });
-        } else {
-          const bin = `${tmp}/c_epoll_server`;
-          const out = await new Deno.Command(cc, {
-            args: ["-O2", "-o", bin, src],
-            stdout: "piped",
-            stderr: "piped",
-          }).output();
-          if (out.success) plans.push({ name, cmd: `${shellQuote(bin)} http $PORT` });
-          else {
-            const err = new TextDecoder().decode(out.stderr).trim().split("\n")[0];
-            plans.push({ name, skip: `cc failed to build ${src}: ${err}` });
-          }
-        }
+        const bin = `${tmp}/c_epoll_server`;
+        const why = await buildC(src, bin);
+        if (why === null) plans.push({ name, cmd: `${shellQuote(bin)} http $PORT` });
+        else plans.push({ name, skip: `optional C anchor: ${why}` });
         break;
       }
       case "nginx-static": {

@@ -29,8 +29,8 @@
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { numberFlag, numberListFlag, orExit } from "../lib/flags.ts";
-import { exists, which } from "../lib/machine.ts";
-import { groupStats, systemCpu, ticksToSeconds } from "../lib/proc.ts";
+import { buildC, exists, which } from "../lib/machine.ts";
+import { groupStats, parsePerfStat, systemCpu, ticksToSeconds } from "../lib/proc.ts";
 import { type ServerHandle, shellQuote, startServer, stopServer } from "../lib/server.ts";
 import { barChartSvg, stackSvgs } from "../lib/svg.ts";
 import { formatTable, num } from "../lib/table.ts";
@@ -120,16 +120,8 @@ async function serverCommand(
   const c = async (src: string, bin: string, libs: string[]) => {
     const path = `${binDir}/${bin}`;
     if (!exists(path)) {
-      if (!exists(`${SHARED}/${src}`)) return { skip: `no ${SHARED}/${src}` };
-      if (!which("cc")) return { skip: "no cc" };
-      const out = await new Deno.Command("cc", {
-        args: ["-O2", "-o", path, `${SHARED}/${src}`, ...libs],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      if (!out.success) {
-        return { skip: `cc failed: ${new TextDecoder().decode(out.stderr).trim().slice(0, 200)}` };
-      }
+      const why = await buildC(`${SHARED}/${src}`, path, libs);
+      if (why !== null) return { skip: why };
     }
     return { cmd: `${shellQuote(path)} ${app} $PORT` };
   };
@@ -177,7 +169,7 @@ class PerfStat {
     const file = `${dir}/perf-${pid}-${Date.now()}.csv`;
     const events = ["raw_syscalls:sys_enter", ...BREAKDOWN.map((s) => `syscalls:sys_enter_${s}`)];
     const child = new Deno.Command("perf", {
-      args: ["stat", "-x", ",", "-o", file, ...events.flatMap((e) => ["-e", e]), "-p", String(pid)],
+      args: ["stat", "-x", ";", "-o", file, ...events.flatMap((e) => ["-e", e]), "-p", String(pid)],
       stdin: "null",
       stdout: "null",
       stderr: "piped",
@@ -199,15 +191,12 @@ class PerfStat {
     const err = await new Response(this.#child.stderr).text().catch(() => "");
     await this.#child.status;
     const text = Deno.readTextFileSync(this.#file);
-    let total = NaN;
+    const counts = parsePerfStat(text);
+    const total = counts["raw_syscalls:sys_enter"] ?? NaN;
     const bySyscall: Record<string, number> = {};
-    for (const line of text.split("\n")) {
-      const f = line.split(",");
-      if (f.length < 3 || line.startsWith("#")) continue;
-      const count = Number(f[0]);
-      if (f[2] === "raw_syscalls:sys_enter") total = count;
-      else if (f[2].startsWith("syscalls:sys_enter_")) {
-        bySyscall[f[2].slice("syscalls:sys_enter_".length)] = count;
+    for (const [event, count] of Object.entries(counts)) {
+      if (event.startsWith("syscalls:sys_enter_")) {
+        bySyscall[event.slice("syscalls:sys_enter_".length)] = count;
       }
     }
     if (!Number.isFinite(total)) {

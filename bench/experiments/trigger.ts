@@ -23,6 +23,7 @@
 import { parseArgs } from "node:util";
 import { numberFlag, orExit } from "../lib/flags.ts";
 import { which } from "../lib/machine.ts";
+import { parsePerfStat } from "../lib/proc.ts";
 import { barChartSvg } from "../lib/svg.ts";
 import { formatTable, num } from "../lib/table.ts";
 import {
@@ -129,17 +130,6 @@ function perfArgs(pid: number, out: string): string[] {
     args.push("-e", `syscalls:sys_exit_${name}`, "--filter", "ret == -11");
   }
   return args;
-}
-
-/** Parses `perf stat -x ';'` output into counts by event name. */
-export function parsePerfStat(text: string): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const line of text.split("\n")) {
-    const f = line.split(";");
-    if (f.length < 3 || !/^\d+$/.test(f[0])) continue;
-    out[f[2]] = Number(f[0]);
-  }
-  return out;
 }
 
 /** How many perf_event fds the process `pid` holds (to know perf has attached). */

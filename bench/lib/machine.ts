@@ -84,3 +84,24 @@ export function exists(path: string): boolean {
     return false;
   }
 }
+
+/**
+ * Builds a C anchor server with `cc -O2 -o BIN SRC ...libs`. Returns null
+ * when it built, else why not (no source, no cc, or cc's first error line).
+ */
+export async function buildC(
+  src: string,
+  bin: string,
+  libs: string[] = [],
+): Promise<string | null> {
+  if (!exists(src)) return `${src} not found`;
+  const cc = which("cc");
+  if (cc === null) return "cc is not on PATH";
+  const out = await new Deno.Command(cc, {
+    args: ["-O2", "-o", bin, src, ...libs],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (out.success) return null;
+  return `cc failed to build ${src}: ${new TextDecoder().decode(out.stderr).trim().split("\n")[0]}`;
+}

@@ -175,3 +175,14 @@ export function systemCpu(): SystemCpu {
   const busy = user + nice + system + (irq || 0) + (softirq || 0) + stolen;
   return { busy, steal: stolen, total: busy + idle + (iowait || 0) };
 }
+
+/** Parses `perf stat -x ';'` output into counts by event name (counts perf could not take are left out). */
+export function parsePerfStat(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of text.split("\n")) {
+    const f = line.split(";");
+    if (f.length < 3 || !/^\d+$/.test(f[0])) continue;
+    out[f[2]] = Number(f[0]);
+  }
+  return out;
+}
