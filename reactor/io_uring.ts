@@ -155,6 +155,13 @@ export interface IoUringBackendOptions {
    * Reactor sets this from its own `batchWaitUs`.
    */
   batchWaitUs?: number;
+  /**
+   * Whether a batched wait is the kernel's (`min_wait_usec`) where the
+   * kernel has it. false: the Reactor sleeps before a wait instead, as it
+   * does on a kernel before 6.12; for comparing the two, and for testing
+   * that path on a new kernel. Default true.
+   */
+  kernelBatching?: boolean;
 }
 
 /** io_uring POLL_ADD readiness behind the `Backend` interface. */
@@ -237,10 +244,12 @@ export class IoUringBackend implements Backend {
     }
     this.deferTaskrun = defer;
     const batchWaitUs = options.batchWaitUs ?? 0;
-    if (batchWaitUs > 0 && this.ring.setBatchedWait(batchTarget(this.#registered), batchWaitUs)) {
-      this.batchWaitUs = batchWaitUs;
-    } else if (batchWaitUs > 0) {
-      log.info("batched waits by sleeping: this kernel's io_uring has no min_wait_usec (6.12)");
+    if (batchWaitUs > 0 && options.kernelBatching !== false) {
+      if (this.ring.setBatchedWait(batchTarget(this.#registered), batchWaitUs)) {
+        this.batchWaitUs = batchWaitUs;
+      } else {
+        log.info("batched waits by sleeping: this kernel's io_uring has no min_wait_usec (6.12)");
+      }
     }
     this.#maxEvents = maxEvents;
     this.#resultFd = new Int32Array(maxEvents);

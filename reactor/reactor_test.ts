@@ -14,7 +14,7 @@ import { close, fcntl, recv, send } from "../syscalls/libc.ts";
 import { socketPair } from "../syscalls/socket.ts";
 import { IORING_FEAT_MIN_TIMEOUT, probeIoUring } from "../syscalls/io_uring.ts";
 import { Interest, Ready } from "./interest.ts";
-import { batchSleepMicros, type Deferred, Reactor } from "./reactor.ts";
+import { batchSleepMicros, type Deferred, Reactor, type ReactorOptions } from "./reactor.ts";
 import { BATCH_SIZE } from "./backend.ts";
 import { turns, until, within } from "../tests/support/net.ts";
 
@@ -724,53 +724,77 @@ Deno.test("batchSleepMicros: only after a small turn among enough fds, never bef
   assert.equal(batchSleepMicros(5, 10, 300, 2), 0, "half of them reported: no sleep");
 });
 
-Deno.test("Reactor: batched waits on epoll sleep after a small turn, not after a full one or when idle", async () => {
-  // Deno's own epoll fds are not watched: their events would be turns too.
-  const reactor = await Reactor.create({ batchWaitUs: 300, watchDenoLoop: false });
-  const pairs = Array.from({ length: 20 }, () => socketPair());
-  let reads = 0;
-  for (const [a] of pairs) {
-    reactor.register(a, {
-      ready() {
-        reads++;
-        recv(a, SCRATCH, SCRATCH.length, 0);
-      },
-    }, Interest.READABLE);
-  }
-  // Everything happens in timer callbacks, inside the loop: a call from
-  // outside (the test's own code) would wake a parked wait, one event more.
-  const sleeps = () => reactor.counters.batchSleeps;
-  const seen: number[] = [];
-  const done = new Promise<void>((resolve) => {
-    const idle = (left: number) => () => {
-      if (left > 0) reactor.setTimer(1, idle(left - 1));
-      else {
-        seen.push(sleeps(), reads);
-        resolve();
+// On every backend the loop's sleep is the same code; io_uring takes it
+// where the kernel cannot wait for a count (before 6.12): kernelBatching
+// false puts it on that path on any kernel.
+const SLEEPING_LOOPS: { name: string; opts: ReactorOptions }[] = [
+  { name: "epoll", opts: {} },
+  { name: "poll", opts: { backend: "poll" } },
+  { name: "select", opts: { backend: "select" } },
+  {
+    name: "io_uring without the kernel's batching",
+    opts: { backend: "io_uring", ioUring: { kernelBatching: false } },
+  },
+];
+
+for (const { name, opts } of SLEEPING_LOOPS) {
+  Deno.test(`Reactor: batched waits on ${name} sleep after a small turn, not after a full one or when idle`, async () => {
+    if (opts.backend === "io_uring") {
+      const probe = probeIoUring();
+      if (!probe.ok) {
+        console.warn(`skipped: ${probe.reason}`);
+        return;
       }
-    };
-    const full = () => {
-      seen.push(sleeps(), reads);
-      for (const [, b] of pairs) send(b, BYTE, 1, 0); // all there for the next wait
-      reactor.setTimer(5, () => {
+    }
+    // Deno's own epoll fds are not watched: their events would be turns too.
+    const reactor = await Reactor.create({ ...opts, batchWaitUs: 300, watchDenoLoop: false });
+    assert.equal(reactor.batchWaitUs, 300);
+    assert.equal(reactor.backend.batchWaitUs, undefined, "the loop batches, not the kernel");
+    const pairs = Array.from({ length: 20 }, () => socketPair());
+    let reads = 0;
+    for (const [a] of pairs) {
+      reactor.register(a, {
+        ready() {
+          reads++;
+          recv(a, SCRATCH, SCRATCH.length, 0);
+        },
+      }, Interest.READABLE);
+    }
+    // Everything happens in timer callbacks, inside the loop: a call from
+    // outside (the test's own code) would wake a parked wait, one event more.
+    const sleeps = () => reactor.counters.batchSleeps;
+    const seen: number[] = [];
+    const done = new Promise<void>((resolve) => {
+      const idle = (left: number) => () => {
+        if (left > 0) reactor.setTimer(1, idle(left - 1));
+        else {
+          seen.push(sleeps(), reads);
+          resolve();
+        }
+      };
+      const full = () => {
         seen.push(sleeps(), reads);
-        reactor.setTimer(1, idle(10));
+        for (const [, b] of pairs) send(b, BYTE, 1, 0); // all there for the next wait
+        reactor.setTimer(5, () => {
+          seen.push(sleeps(), reads);
+          reactor.setTimer(1, idle(10));
+        });
+      };
+      reactor.setTimer(1, () => {
+        seen.push(sleeps());
+        send(pairs[0][1], BYTE, 1, 0);
+        reactor.setTimer(5, full);
       });
-    };
-    reactor.setTimer(1, () => {
-      seen.push(sleeps());
-      send(pairs[0][1], BYTE, 1, 0);
-      reactor.setTimer(5, full);
+    });
+    await whileRunning(reactor, pairs.flat(), async () => {
+      await within(done, "the timer chain");
+      const [s0, s1, r1, s2, r2, s3, r3] = seen;
+      assert.equal(r1, 1);
+      assert.equal(s1 - s0, 1, "a turn of 1 event: the next wait slept first");
+      assert.equal(r2, 21);
+      assert.equal(s2 - s1, 0, "a turn of 20 events (>= BATCH_SIZE): no sleep");
+      assert.equal(r3, 21);
+      assert.equal(s3 - s2, 0, "ten idle turns: no sleep");
     });
   });
-  await whileRunning(reactor, pairs.flat(), async () => {
-    await within(done, "the timer chain");
-    const [s0, s1, r1, s2, r2, s3, r3] = seen;
-    assert.equal(r1, 1);
-    assert.equal(s1 - s0, 1, "a turn of 1 event: the next wait slept first");
-    assert.equal(r2, 21);
-    assert.equal(s2 - s1, 0, "a turn of 20 events (>= BATCH_SIZE): no sleep");
-    assert.equal(r3, 21);
-    assert.equal(s3 - s2, 0, "ten idle turns: no sleep");
-  });
-});
+}
