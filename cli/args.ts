@@ -38,7 +38,8 @@ export interface ServeCommand {
   protocolOptions: Record<string, unknown>;
   host: string;
   port: number;
-  trigger: "level" | "edge";
+  /** `--trigger`; "auto": edge-triggered on epoll, level-triggered on the others. */
+  trigger: "level" | "edge" | "auto";
   backend: BackendChoice;
   /** `--batch-wait`: batched waits, in µs (0: off); see `ReactorOptions.batchWaitUs`. */
   batchWaitUs: number;
@@ -110,7 +111,8 @@ serve options (default in brackets):
 }]
   --host ADDR                 IPv4 or IPv6 address to listen on [127.0.0.1]
   --port N                    TCP port, 0 = any free port [8080]
-  --trigger level|edge        epoll trigger mode; edge drains every fd (to EAGAIN or a short read) [level]
+  --trigger level|edge|auto   epoll trigger mode; edge drains every fd (to EAGAIN or a short read);
+                              auto: edge on epoll, level on the backends that have only that [auto]
   --backend NAME              epoll, poll, select, io_uring, or auto (io_uring if it works) [epoll]
   --batch-wait US             batched waits: a loop turn waits up to US µs for ${BATCH_SIZE} events (less CPU
                               per request under load, up to US µs more latency; io_uring in the
@@ -378,7 +380,7 @@ function parseServe(rest: string[]): ServeCommand | { command: "help"; text: str
     "epoll",
     ["epoll", "poll", "select", "io_uring", "auto"] as const,
   );
-  const trigger = oneOf("trigger", v.trigger, "level", ["level", "edge"] as const);
+  const trigger = oneOf("trigger", v.trigger, "auto", ["level", "edge", "auto"] as const);
   if (trigger === "edge" && backend !== "epoll") {
     throw new UsageError(
       `--trigger edge needs --backend epoll (${backend} is level-triggered only)`,

@@ -78,7 +78,7 @@ export async function serve(cmd: ServeCommand): Promise<number> {
       backend: cmd.backend,
       batchWaitUs: cmd.batchWaitUs,
       maxEvents: cmd.maxEvents,
-      edge: cmd.trigger === "edge",
+      edge: cmd.trigger === "auto" ? "auto" : cmd.trigger === "edge",
       reusePort: cmd.workerId !== null,
       worker: cmd.workerId ?? undefined,
       maxConnections: cmd.maxConnections,
@@ -147,7 +147,7 @@ export async function serve(cmd: ServeCommand): Promise<number> {
       : cmd.app,
     address: server.address,
     backend: backendDescription(server.reactor),
-    trigger: cmd.trigger,
+    trigger: server.reactor.edge ? "edge" : "level",
     pid: Deno.pid,
     worker: cmd.workerId === null ? "" : `, worker ${cmd.workerId}`,
   });

@@ -100,8 +100,14 @@ export interface ReactorOptions {
   backend?: BackendChoice;
   /** Size of the one results array (epoll's maxevents). Default 1024. */
   maxEvents?: number;
-  /** Edge-triggered registrations for handlers that honour `triggerBits` (epoll only). */
-  edge?: boolean;
+  /**
+   * Edge-triggered registrations (EPOLLET), for handlers that drain (to
+   * EAGAIN or a short read): true needs epoll; "auto" is edge-triggered
+   * where the backend has it (epoll) and level-triggered elsewhere. Default
+   * false: a handler that reads once per event never stalls. (A `Server`
+   * defaults to "auto": its connections drain.)
+   */
+  edge?: boolean | "auto";
   /** Longest wait on the JS thread before parking on the pool. Default 2 ms. */
   syncWaitMs?: number;
   /**
@@ -340,7 +346,7 @@ export class Reactor {
 
   private constructor(backend: Backend, opts: ReactorOptions, denoEpollFds: number[]) {
     this.backend = backend;
-    this.edge = opts.edge ?? false;
+    this.edge = opts.edge === "auto" ? backend.supportsEdge : opts.edge ?? false;
     if (this.edge && !backend.supportsEdge) {
       backend.close();
       throw new Error(

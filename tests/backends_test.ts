@@ -439,6 +439,25 @@ for (const name of BACKENDS) {
     }
   });
 
+  Deno.test(`${name}: edge "auto" is edge-triggered only where epoll is; a Server defaults to it`, async () => {
+    const auto = await Reactor.create({ backend: name, edge: "auto" });
+    const plain = await Reactor.create({ backend: name });
+    try {
+      assert.equal(auto.edge, name === "epoll");
+      assert.equal(plain.edge, false, "a bare Reactor is level-triggered unless asked");
+    } finally {
+      auto.close();
+      plain.close();
+    }
+    await withServer({ backend: name }, async (server) => {
+      assert.equal(server.reactor.edge, name === "epoll");
+      await echoClients(server.port, 20, (i) => 1 + i * 3001);
+    });
+    await withServer({ backend: name, edge: false }, async (server) => {
+      assert.equal(server.reactor.edge, false);
+    });
+  });
+
   Deno.test(`${name}: edge-triggered mode needs epoll`, async () => {
     if (name === "epoll") {
       const reactor = await Reactor.create({ backend: name, edge: true });

@@ -11,7 +11,7 @@ Deno.test("cli: defaults of serve", () => {
   if (cmd.command !== "serve") return;
   assert.equal(cmd.host, "127.0.0.1");
   assert.equal(cmd.port, 8080);
-  assert.equal(cmd.trigger, "level");
+  assert.equal(cmd.trigger, "auto");
   assert.equal(cmd.backend, "epoll");
   assert.equal(cmd.maxEvents, 1024);
 });
@@ -21,7 +21,7 @@ Deno.test("cli: flags that make no sense are usage errors", () => {
     [["serve", "--port", "http"], /--port must be a whole number/],
     [["serve", "--port", "70000"], /--port must be between 0 and 65535/],
     [["serve", "--max-events", "0"], /--max-events must be between 1/],
-    [["serve", "--trigger", "sideways"], /--trigger must be one of level, edge/],
+    [["serve", "--trigger", "sideways"], /--trigger must be one of level, edge, auto/],
     [["serve", "--app", "ftp"], /--app must be one of/],
     [["serve", "--trigger", "edge", "--backend", "poll"], /edge needs --backend epoll/],
     [["serve", "--batch-wait", "20000"], /--batch-wait must be between 0 and 10000/],
@@ -62,7 +62,29 @@ Deno.test("cli: --version and --help", async () => {
   assert.match(v.stdout, /^reactor \d+\.\d+\.\d+ \(deno 2\.\d+\.\d+, \w+-/);
   const h = await run(["--help"]);
   assert.equal(h.code, 0);
-  assert.match(h.stdout, /--trigger level\|edge/);
+  assert.match(h.stdout, /--trigger level\|edge\|auto/);
+});
+
+Deno.test("cli: the trigger mode: edge-triggered on epoll by default, level when asked and on poll", async () => {
+  const cases: [string[], string][] = [
+    [[], "epoll, edge"],
+    [["--trigger", "level"], "epoll, level"],
+    [["--backend", "poll"], "poll, level"],
+    [["--backend", "poll", "--trigger", "auto"], "poll, level"],
+  ];
+  for (const [args, mode] of cases) {
+    const { cli, port } = await startCli(args);
+    try {
+      assert.match(cli.stderr, new RegExp(`\\(${mode}-triggered`), args.join(" "));
+      const conn = await dial(port);
+      await writeAll(conn, bytes(GET));
+      const res = await new ResponseReader(conn).next();
+      assert.equal(res.status, 200, `${args.join(" ")}: a request is answered`);
+      conn.close();
+    } finally {
+      await cli.stop();
+    }
+  }
 });
 
 Deno.test("cli: serve --help (deno task start --help) prints every flag and each protocol's own, exit 0", async () => {
