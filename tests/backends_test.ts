@@ -455,6 +455,7 @@ for (const name of BACKENDS) {
     });
     await withServer({ backend: name, edge: false }, async (server) => {
       assert.equal(server.reactor.edge, false);
+      await echoClients(server.port, 5, (i) => 1 + i * 3001);
     });
   });
 
