@@ -776,6 +776,40 @@ export class Connection implements Handler, Deferred {
     this.#corkLength = 0;
   }
 
+  /**
+   * Room to write `n` bytes in place behind what this corked connection
+   * gathered: the offset in `corkBuffer` where they may go. Write them
+   * there, then `corkWritten(length)` takes them as written: no copy from
+   * a scratch array into the cork buffer (a short response assembled
+   * there). -1 when there is no such room (not corked, output already
+   * queued, closed, or the buffer too full): `write` as usual.
+   */
+  corkRoom(n: number): number {
+    if (!this.#corked || this.#writing || this.fd < 0) return -1;
+    const at = this.#corkLength;
+    return at + n <= this.context.corkBuffer.length ? at : -1;
+  }
+
+  /** The buffer `corkRoom` gives offsets into (shared by the context's connections). */
+  get corkBuffer(): Uint8Array {
+    return this.context.corkBuffer;
+  }
+
+  /**
+   * Takes `length` bytes written in place at `corkRoom`'s offset as written.
+   *
+   * @throws {RangeError} when not corked, or the bytes would leave the cork buffer
+   */
+  corkWritten(length: number): void {
+    const end = this.#corkLength + length;
+    if (!this.#corked || length < 0 || end > this.context.corkBuffer.length) {
+      throw new RangeError(
+        `corkWritten(${length}): ${this.#corked ? "past the cork buffer" : "not corked"}`,
+      );
+    }
+    this.#corkLength = end;
+  }
+
   /** Sends what was written since `cork()`, in one `send`. */
   uncork(): void {
     this.#uncork(0);

@@ -769,6 +769,41 @@ Deno.test("Connection: a write whose range leaves its buffer throws RangeError a
   }
 });
 
+Deno.test("Connection: bytes written in place in the cork buffer leave in order with the writes around them, in one send; no room when not corked", async () => {
+  const rig = await Rig.create();
+  try {
+    const { conn, peer } = await rig.connect({ data() {} });
+    assert.equal(conn.corkRoom(4), -1, "not corked");
+    assert.throws(() => conn.corkWritten(4), RangeError);
+    conn.cork();
+    conn.write(bytes(3), 0, 3);
+    const at = conn.corkRoom(5);
+    assert.equal(at, 3, "behind the 3 bytes gathered");
+    conn.corkBuffer.set(bytes(5, 100), at);
+    conn.corkWritten(5);
+    conn.write(bytes(2, 50), 0, 2);
+    assert.equal(conn.corkRoom(conn.corkBuffer.length), -1, "not that much room");
+    assert.throws(() => conn.corkWritten(conn.corkBuffer.length), RangeError);
+    assert.equal(rig.ctx.counters.bytesOut, 0, "held until uncork");
+    conn.uncork();
+    assert.equal(rig.ctx.counters.bytesOut, 10, "one send of all ten");
+    assert.equal(conn.corkRoom(1), -1, "uncorked");
+    const got = new Uint8Array(16);
+    let n = 0;
+    await until(() => {
+      const k = recv(peer, got.subarray(n), 16 - n, MSG_DONTWAIT);
+      if (k > 0) n += k;
+      return n >= 10;
+    }, "10 bytes at the peer");
+    assert.deepEqual(
+      got.subarray(0, 10),
+      new Uint8Array([...bytes(3), ...bytes(5, 100), ...bytes(2, 50)]),
+    );
+  } finally {
+    await rig.dispose();
+  }
+});
+
 Deno.test("Connection, edge-triggered: full reads go on, a short read ends the event, later bytes raise a new edge", async () => {
   const rig = await Rig.create({ readBufferSize: 1024 }, { edge: true });
   try {

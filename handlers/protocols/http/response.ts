@@ -668,10 +668,12 @@ function cachedHead(
 /**
  * A response without headers of its own and a short body (text up to 1024
  * chars, bytes up to 16 KiB): the cached head, the length's digits and the
- * body assembled in the scratch, one write. An ASCII text is copied by a
- * loop, with no encoder call: its fixed cost (~60 ns) is most of what
- * encoding a short head and body costs. False, with nothing written, when
- * it does not apply (a non-ASCII content type): the general way does.
+ * body assembled in one place, one write. That place is the connection's
+ * cork buffer when it is corked (the answers to one read; nothing copied
+ * after), else the scratch. An ASCII text is copied by a loop, with no
+ * encoder call: its fixed cost (~60 ns) is most of what encoding a short
+ * head and body costs. False, with nothing written, when it does not apply
+ * (a non-ASCII content type): the general way does.
  */
 function writeShort(
   conn: Connection,
@@ -685,34 +687,74 @@ function writeShort(
   if (n > (text ? SHORT_TEXT : SMALL_BODY)) return false;
   const head = cachedHead(status, type, target);
   if (head === null) return false;
-  const buf = SCRATCH;
-  let p = head.bytes.length;
+  // An ASCII text or bytes: n bytes of body behind the head, the digits and the blank line.
+  const at = conn.corkRoom(head.bytes.length + 9 + n);
+  if (at >= 0) {
+    const end = assembleShort(conn.corkBuffer, at, head.bytes, target.head, body);
+    if (end >= 0) {
+      conn.corkWritten(end - at);
+      return true;
+    }
+  }
+  let end = assembleShort(SCRATCH, 0, head.bytes, target.head, body);
+  if (end < 0) end = assembleEncoded(head.bytes, body as string);
+  conn.write(SCRATCH, 0, end);
+  return true;
+}
+
+/**
+ * Writes head, length and body (none for HEAD) into `buf` from `base`;
+ * returns where they end, or -1 for a non-ASCII text to send (nothing
+ * usable written: `assembleEncoded` does those). `buf` has room for the
+ * head, 9 bytes and `body.length` bytes.
+ */
+function assembleShort(
+  buf: Uint8Array,
+  base: number,
+  headBytes: Uint8Array,
+  headOnly: boolean,
+  body: string | Uint8Array,
+): number {
+  const n = body.length;
+  let p = base + headBytes.length;
   let length = n; // the body's bytes
-  let encoded = false; // a non-ASCII text, encoded at HEAD_ROOM
-  if (text) {
+  if (typeof body === "string") {
     // ASCII: the chars straight behind where the head will end (the
     // digits are at most 4 here, the blank line 4), checked on the way.
-    const at = p + (n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : 4) + 4;
     let i = 0;
-    if (target.head) {
+    if (headOnly) {
       while (i < n && body.charCodeAt(i) < 128) i++;
+      if (i < n) length = i + utf8Length(body, i); // not sent: only its length
     } else {
+      const at = p + (n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : 4) + 4;
       for (; i < n; i++) {
         const c = body.charCodeAt(i);
-        if (c > 127) break;
+        if (c > 127) return -1;
         buf[at + i] = c;
       }
     }
-    if (i < n) {
-      // Not ASCII: its UTF-8 length by the code units, then one encodeInto.
-      length = i + utf8Length(body, i);
-      if (!target.head) {
-        encoder.encodeInto(body, BODY_VIEW);
-        encoded = true;
-      }
-    }
   }
-  buf.set(head.bytes, 0);
+  buf.set(headBytes, base);
+  p = lengthAndBlankLine(buf, p, length);
+  if (!headOnly) {
+    if (typeof body !== "string") buf.set(body, p);
+    p += length;
+  }
+  return p;
+}
+
+/** A non-ASCII text body and its head, into the scratch; returns their length. */
+function assembleEncoded(headBytes: Uint8Array, body: string): number {
+  const length = utf8Length(body, 0);
+  encoder.encodeInto(body, BODY_VIEW);
+  SCRATCH.set(headBytes, 0);
+  const p = lengthAndBlankLine(SCRATCH, headBytes.length, length);
+  SCRATCH.copyWithin(p, HEAD_ROOM, HEAD_ROOM + length);
+  return p + length;
+}
+
+/** Writes `length`'s digits and CRLF CRLF at `buf[p]`; returns where they end. */
+function lengthAndBlankLine(buf: Uint8Array, p: number, length: number): number {
   const digits = length < 10 ? 1 : length < 100 ? 2 : length < 1000 ? 3 : length < 10000 ? 4 : 5;
   for (let i = digits - 1, v = length; i >= 0; i--, v = (v / 10) | 0) {
     buf[p + i] = 48 + (v % 10);
@@ -722,14 +764,7 @@ function writeShort(
   buf[p + 1] = 10;
   buf[p + 2] = 13;
   buf[p + 3] = 10;
-  p += 4;
-  if (!target.head) {
-    if (encoded) buf.copyWithin(p, HEAD_ROOM, HEAD_ROOM + length);
-    else if (!text) buf.set(body as Uint8Array, p);
-    p += length;
-  }
-  conn.write(buf, 0, p);
-  return true;
+  return p + 4;
 }
 
 /**

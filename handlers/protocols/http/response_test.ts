@@ -1133,11 +1133,22 @@ Deno.test("writeResponse: a static body over 1 MiB goes in slices that wait for 
 
 Deno.test("writeResponse: text bodies get their UTF-8 length (non-ASCII, lone surrogates as U+FFFD), on GET and HEAD; a huge content type still fits", () => {
   const out: Uint8Array[] = [];
+  // A connection that is corked (writeShort assembles in its cork buffer)
+  // or not (in the scratch, then write).
+  let corked = false;
+  let inPlace = 0;
+  const corkBuffer = new Uint8Array(64 << 10);
   const stub = {
     closed: false,
     write(data: Uint8Array, start = 0, end = data.length) {
       out.push(data.slice(start, end));
       return true;
+    },
+    corkBuffer,
+    corkRoom: (n: number) => corked && n <= corkBuffer.length ? 7 : -1,
+    corkWritten(length: number) {
+      inPlace++;
+      out.push(corkBuffer.slice(7, 7 + length));
     },
   } as unknown as Connection;
   const target = { head: false, http10: false, keepAlive: true, date: "D" };
@@ -1167,19 +1178,24 @@ Deno.test("writeResponse: text bodies get their UTF-8 length (non-ASCII, lone su
     "abc\u{10FFFF}",
     "",
   ];
-  for (const text of texts) {
-    const want = enc.encode(text);
-    for (const head of [false, true]) {
-      writeResponse(stub, new Response(text), { ...target, head });
-      const r = split(all());
-      assert.match(
-        r.head,
-        new RegExp(`content-length: ${want.length}(\r\n|$)`),
-        JSON.stringify(text),
-      );
-      assert.deepEqual(r.body, head ? new Uint8Array(0) : want, JSON.stringify(text));
+  for (const cork of [false, true]) {
+    corked = cork;
+    for (const text of [...texts, "plain ASCII"]) {
+      const want = enc.encode(text);
+      for (const head of [false, true]) {
+        writeResponse(stub, new Response(text), { ...target, head });
+        const what = `${JSON.stringify(text)}${cork ? ", corked" : ""}${head ? ", HEAD" : ""}`;
+        assert.equal(out.length, 1, `${what}: one write`);
+        const r = split(all());
+        assert.match(r.head, new RegExp(`content-length: ${want.length}(\r\n|$)`), what);
+        assert.deepEqual(r.body, head ? new Uint8Array(0) : want, what);
+      }
     }
   }
+  corked = false;
+  // Corked: the ASCII texts (GET and HEAD) and the others' HEADs (only
+  // their length is written) were assembled in place; 5000 chars are not short.
+  assert.equal(inPlace, 2 * 2 + 7);
   const type = "a/" + "b".repeat(5000);
   writeResponse(stub, new Response("x", { headers: { "content-type": type } }), target);
   const r = split(all());
