@@ -38,6 +38,7 @@ import { HttpParser, type HttpParserSink } from "./http_parser.ts";
 import { AccessLog, type AccessLogFormat, type AccessRecord } from "./access_log.ts";
 import { DateClock } from "./date_clock.ts";
 import { BodySource, fieldValue, latin1, latin1Bytes, ServerRequest, UrlCache } from "./request.ts";
+import { Fifo } from "./fifo.ts";
 import { CONTINUE_100, reasonPhrase, responseConnectionClosed, writeResponse } from "./response.ts";
 import {
   hasUpgradeField,
@@ -95,6 +96,12 @@ export interface FetchAppOptions {
   /** Largest WebSocket message received, in bytes (1009 above). Default 16 MiB. */
   maxWebSocketMessage?: number;
 }
+
+/**
+ * Deno defines the global `Response` as a getter (made on first use):
+ * read once here, not on every `instanceof`.
+ */
+const ResponseClass: typeof Response = Response;
 
 /** Bytes of one head arena (many requests' heads). */
 const HEAD_ARENA = 64 << 10;
@@ -307,7 +314,7 @@ class FetchConnection implements Protocol, HttpParserSink {
   readonly #conn: Connection;
   readonly #parser: HttpParser;
   /** Exchanges in request order; the head is the one being answered. */
-  readonly #queue: Exchange[] = [];
+  readonly #queue = new Fifo<Exchange>();
   /** The exchange whose body is being parsed. */
   #current: Exchange | null = null;
   /** A response is being written asynchronously (a stream): the queue waits. */
@@ -568,7 +575,7 @@ class FetchConnection implements Protocol, HttpParserSink {
     } catch (error) {
       result = app.errorResponse(error);
     }
-    if (result instanceof Response) {
+    if (result instanceof ResponseClass) {
       this.#settle(ex, result);
       return;
     }
@@ -577,7 +584,7 @@ class FetchConnection implements Protocol, HttpParserSink {
     Promise.resolve(result).then(
       (res) => {
         reactor.asyncSettled();
-        if (res instanceof Response) this.#settle(ex, res);
+        if (res instanceof ResponseClass) this.#settle(ex, res);
         else {this.#fail(
             ex,
             new TypeError(
@@ -594,7 +601,7 @@ class FetchConnection implements Protocol, HttpParserSink {
 
   #fail(ex: Exchange, error: unknown): void {
     const res = this.#app.errorResponse(error);
-    if (res instanceof Response) this.#settle(ex, res);
+    if (res instanceof ResponseClass) this.#settle(ex, res);
     else {
       res.then(
         (r) => this.#settle(ex, r),
@@ -657,8 +664,9 @@ class FetchConnection implements Protocol, HttpParserSink {
 
   #flushQueue(): void {
     const conn = this.#conn;
-    while (!this.#writing && this.#queue.length > 0 && this.#queue[0].settled) {
-      const ex = this.#queue[0];
+    for (;;) {
+      const ex = this.#queue.first();
+      if (this.#writing || ex === undefined || !ex.settled) return;
       if (conn.closed) return;
       const answer = ex.staticAnswer;
       if (answer !== null) {
@@ -845,7 +853,7 @@ class FetchConnection implements Protocol, HttpParserSink {
       ex.lost(gone);
       ex.upgrade?.lost();
     }
-    this.#queue.length = 0;
+    this.#queue.clear();
     this.#stash = null;
   }
 
