@@ -135,6 +135,18 @@ class Rig {
   }
 }
 
+/** The first `length` bytes the peer fd receives (waits for them). */
+async function peerReceives(peer: number, length: number): Promise<Uint8Array> {
+  const got = new Uint8Array(length);
+  let n = 0;
+  await until(() => {
+    const k = recv(peer, got.subarray(n), length - n, MSG_DONTWAIT);
+    if (k > 0) n += k;
+    return n >= length;
+  }, `${length} bytes at the peer`);
+  return got;
+}
+
 /** Writes `chunk`-sized pieces of `data` from `offset` until write() returns false; returns the new offset. */
 function writeUntilFull(conn: Connection, data: Uint8Array, offset: number, chunk = CHUNK): number {
   while (offset < data.length) {
@@ -756,14 +768,7 @@ Deno.test("Connection: a write whose range leaves its buffer throws RangeError a
     assert.equal(conn.closed, false, "the connection is still usable");
     assert.equal(conn.write(data, 4, 16), true);
     assert.equal(conn.writeFrom(pointer, data, 16), true);
-    const got = new Uint8Array(64);
-    let n = 0;
-    await until(() => {
-      const k = recv(peer, got.subarray(n), 64 - n, MSG_DONTWAIT);
-      if (k > 0) n += k;
-      return n >= 28;
-    }, "28 bytes at the peer");
-    assert.deepEqual(got.subarray(0, 28), new Uint8Array([...data.subarray(4), ...data]));
+    assert.deepEqual(await peerReceives(peer, 28), new Uint8Array([...data.subarray(4), ...data]));
   } finally {
     await rig.dispose();
   }
@@ -788,15 +793,8 @@ Deno.test("Connection: bytes written in place in the cork buffer leave in order 
     conn.uncork();
     assert.equal(rig.ctx.counters.bytesOut, 10, "one send of all ten");
     assert.equal(conn.corkRoom(1), -1, "uncorked");
-    const got = new Uint8Array(16);
-    let n = 0;
-    await until(() => {
-      const k = recv(peer, got.subarray(n), 16 - n, MSG_DONTWAIT);
-      if (k > 0) n += k;
-      return n >= 10;
-    }, "10 bytes at the peer");
     assert.deepEqual(
-      got.subarray(0, 10),
+      await peerReceives(peer, 10),
       new Uint8Array([...bytes(3), ...bytes(5, 100), ...bytes(2, 50)]),
     );
   } finally {
