@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { setUpLogging } from "../log/mod.ts";
-import { close, fcntl, recv, send } from "../syscalls/libc.ts";
+import { close, fcntl, recv, send, sleepMicros, timerSlackNs } from "../syscalls/libc.ts";
 import { socketPair } from "../syscalls/socket.ts";
 import { IORING_FEAT_MIN_TIMEOUT, probeIoUring } from "../syscalls/io_uring.ts";
 import { Interest, Ready } from "./interest.ts";
@@ -706,6 +706,48 @@ Deno.test("Reactor: batchWaitUs is checked, and says who batches (the kernel on 
   } finally {
     ring.close();
   }
+});
+
+Deno.test("Reactor: while a reactor batches, the thread's timer slack is 1 µs (a short sleep is not stretched by 50 µs); the last close restores it", async () => {
+  const before = timerSlackNs();
+  assert.ok(before > 1000, `the default slack is larger: ${before} ns`);
+  const plain = await Reactor.create();
+  assert.equal(timerSlackNs(), before, "no batched waits: untouched");
+  const a = await Reactor.create({ batchWaitUs: 100 });
+  const b = await Reactor.create({ batchWaitUs: 20, backend: "poll" });
+  try {
+    assert.equal(timerSlackNs(), 1000);
+    a.close();
+    assert.equal(timerSlackNs(), 1000, "b still batches");
+  } finally {
+    b.close();
+    plain.close();
+  }
+  assert.equal(timerSlackNs(), before, "restored by the last one");
+  // What it is for: a 100 µs sleep is not stretched by the default 50 µs.
+  const medianLate = (): number => {
+    const late: number[] = [];
+    for (let i = 0; i < 51; i++) {
+      const t0 = performance.now();
+      sleepMicros(100);
+      late.push((performance.now() - t0) * 1000 - 100);
+    }
+    return late.sort((x, y) => x - y)[25];
+  };
+  const h = await Reactor.create({ batchWaitUs: 100 });
+  let tight: number;
+  try {
+    tight = medianLate();
+  } finally {
+    h.close();
+  }
+  const loose = medianLate();
+  console.log(
+    `sleepMicros(100): median ${tight.toFixed(0)} µs late with 1 µs slack, ${
+      loose.toFixed(0)
+    } µs with ${before / 1000} µs`,
+  );
+  assert.ok(tight < loose - 20, `tight ${tight.toFixed(0)} µs, loose ${loose.toFixed(0)} µs`);
 });
 
 Deno.test("batchSleepMicros: only after a small turn among enough fds, never before a look, never past the wait", () => {

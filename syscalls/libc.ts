@@ -69,6 +69,8 @@ const SYMBOLS = {
   },
   // Batched waits on epoll, poll and select sleep a few µs on the JS thread.
   nanosleep: { parameters: ["buffer", "pointer"], result: "i32" },
+  // Set up once (timer slack): the u64s are off the hot path.
+  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
   poll: { parameters: ["buffer", "u32", "i32"], result: "i32" },
   poll_blocking: {
     name: "poll",
@@ -208,6 +210,7 @@ export const {
   epoll_wait,
   epoll_wait_blocking,
   nanosleep,
+  prctl,
   poll,
   poll_blocking,
   select,
@@ -263,4 +266,22 @@ const napTimespec = new Uint32Array(4);
 export function sleepMicros(us: number): void {
   napTimespec[2] = us * 1000;
   nanosleep(napTimespec, null);
+}
+
+const PR_SET_TIMERSLACK = 29;
+const PR_GET_TIMERSLACK = 30;
+
+/**
+ * The calling thread's timer slack, in ns: how much later than asked the
+ * kernel may end its sleeps and timed waits, to group wake-ups (50 µs by
+ * default).
+ */
+export function timerSlackNs(): number {
+  return prctl(PR_GET_TIMERSLACK, 0n, 0n, 0n, 0n);
+}
+
+/** Sets the calling thread's timer slack to `ns` (>= 1; 0 would mean the default). Returns 0 or -errno. */
+export function setTimerSlackNs(ns: number): number {
+  if (!Number.isInteger(ns) || ns < 1) throw new RangeError(`timer slack must be >= 1 ns: ${ns}`);
+  return prctl(PR_SET_TIMERSLACK, BigInt(ns), 0n, 0n, 0n) < 0 ? -errno() : 0;
 }
