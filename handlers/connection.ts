@@ -778,7 +778,7 @@ export class Connection implements Handler, Deferred {
 
   /**
    * Room to write `n` bytes in place behind what this corked connection
-   * gathered: the offset in `corkBuffer` where they may go. Write them
+   * gathered: the offset in `context.corkBuffer` where they may go. Write them
    * there, then `corkWritten(length)` takes them as written: no copy from
    * a scratch array into the cork buffer (a short response assembled
    * there). -1 when there is no such room (not corked, output already
@@ -788,11 +788,6 @@ export class Connection implements Handler, Deferred {
     if (!this.#corked || this.#writing || this.fd < 0) return -1;
     const at = this.#corkLength;
     return at + n <= this.context.corkBuffer.length ? at : -1;
-  }
-
-  /** The buffer `corkRoom` gives offsets into (shared by the context's connections). */
-  get corkBuffer(): Uint8Array {
-    return this.context.corkBuffer;
   }
 
   /**

@@ -784,11 +784,11 @@ Deno.test("Connection: bytes written in place in the cork buffer leave in order 
     conn.write(bytes(3), 0, 3);
     const at = conn.corkRoom(5);
     assert.equal(at, 3, "behind the 3 bytes gathered");
-    conn.corkBuffer.set(bytes(5, 100), at);
+    conn.context.corkBuffer.set(bytes(5, 100), at);
     conn.corkWritten(5);
     conn.write(bytes(2, 50), 0, 2);
-    assert.equal(conn.corkRoom(conn.corkBuffer.length), -1, "not that much room");
-    assert.throws(() => conn.corkWritten(conn.corkBuffer.length), RangeError);
+    assert.equal(conn.corkRoom(conn.context.corkBuffer.length), -1, "not that much room");
+    assert.throws(() => conn.corkWritten(conn.context.corkBuffer.length), RangeError);
     assert.equal(rig.ctx.counters.bytesOut, 0, "held until uncork");
     conn.uncork();
     assert.equal(rig.ctx.counters.bytesOut, 10, "one send of all ten");

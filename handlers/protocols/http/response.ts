@@ -689,16 +689,10 @@ function writeShort(
   if (head === null) return false;
   // An ASCII text or bytes: n bytes of body behind the head, the digits and the blank line.
   const at = conn.corkRoom(head.bytes.length + 9 + n);
-  if (at >= 0) {
-    const end = assembleShort(conn.corkBuffer, at, head.bytes, target.head, body);
-    if (end >= 0) {
-      conn.corkWritten(end - at);
-      return true;
-    }
-  }
-  let end = assembleShort(SCRATCH, 0, head.bytes, target.head, body);
-  if (end < 0) end = assembleEncoded(head.bytes, body as string);
-  conn.write(SCRATCH, 0, end);
+  const buf = at >= 0 ? conn.context.corkBuffer : SCRATCH;
+  const end = assembleShort(buf, at >= 0 ? at : 0, head.bytes, target.head, body);
+  if (end >= 0 && at >= 0) conn.corkWritten(end - at);
+  else conn.write(SCRATCH, 0, end >= 0 ? end : assembleEncoded(head.bytes, body as string));
   return true;
 }
 
@@ -726,7 +720,7 @@ function assembleShort(
       while (i < n && body.charCodeAt(i) < 128) i++;
       if (i < n) length = i + utf8Length(body, i); // not sent: only its length
     } else {
-      const at = p + (n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : 4) + 4;
+      const at = p + digitCount(n) + 4;
       for (; i < n; i++) {
         const c = body.charCodeAt(i);
         if (c > 127) return -1;
@@ -745,8 +739,8 @@ function assembleShort(
 
 /** A non-ASCII text body and its head, into the scratch; returns their length. */
 function assembleEncoded(headBytes: Uint8Array, body: string): number {
-  const length = utf8Length(body, 0);
-  encoder.encodeInto(body, BODY_VIEW);
+  const length = encoder.encodeInto(body, BODY_VIEW).written; // short: it always fits
+
   SCRATCH.set(headBytes, 0);
   const p = lengthAndBlankLine(SCRATCH, headBytes.length, length);
   SCRATCH.copyWithin(p, HEAD_ROOM, HEAD_ROOM + length);
@@ -755,7 +749,7 @@ function assembleEncoded(headBytes: Uint8Array, body: string): number {
 
 /** Writes `length`'s digits and CRLF CRLF at `buf[p]`; returns where they end. */
 function lengthAndBlankLine(buf: Uint8Array, p: number, length: number): number {
-  const digits = length < 10 ? 1 : length < 100 ? 2 : length < 1000 ? 3 : length < 10000 ? 4 : 5;
+  const digits = digitCount(length);
   for (let i = digits - 1, v = length; i >= 0; i--, v = (v / 10) | 0) {
     buf[p + i] = 48 + (v % 10);
   }
@@ -765,6 +759,11 @@ function lengthAndBlankLine(buf: Uint8Array, p: number, length: number): number 
   buf[p + 2] = 13;
   buf[p + 3] = 10;
   return p + 4;
+}
+
+/** Decimal digits of `n` (0 <= n < 100,000: a short body's length). */
+function digitCount(n: number): number {
+  return n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : n < 10000 ? 4 : 5;
 }
 
 /**

@@ -1144,7 +1144,7 @@ Deno.test("writeResponse: text bodies get their UTF-8 length (non-ASCII, lone su
       out.push(data.slice(start, end));
       return true;
     },
-    corkBuffer,
+    context: { corkBuffer },
     corkRoom: (n: number) => corked && n <= corkBuffer.length ? 7 : -1,
     corkWritten(length: number) {
       inPlace++;
