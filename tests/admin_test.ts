@@ -87,8 +87,7 @@ async function stop(cli: Cli): Promise<number> {
   const timeout = sleep(15000).then(() => "timeout" as const);
   const code = await Promise.race([cli.exit(), timeout]);
   if (code === "timeout") {
-    cli.kill("SIGKILL");
-    await cli.exit();
+    await cli.stop("SIGKILL");
     assert.fail(`no exit within 15 s after SIGTERM:\n${cli.stderr.slice(-2000)}`);
   }
   return code;

@@ -162,8 +162,7 @@ Deno.test("cli: serve on IPv6 loopback", async () => {
   await writeAll(conn, new Uint8Array([1, 2, 3]));
   assert.deepEqual(await readExactly(conn, 3), new Uint8Array([1, 2, 3]));
   conn.close();
-  cli.kill();
-  assert.equal(await cli.exit(), 0);
+  assert.equal(await cli.stop(), 0);
 });
 
 Deno.test("cli: without a usable libc, --help still works and serve fails in one line", async () => {

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { Router, serve, serveNative } from "../mod.ts";
 import { probeIoUring } from "../syscalls/io_uring.ts";
-import { openFdCount, sleep, until } from "./support/net.ts";
+import { assertFdsBackTo, openFdCount, sleep, until } from "./support/net.ts";
 
 const enc = new TextEncoder();
 
@@ -55,18 +55,16 @@ Deno.test("fetch: 200 clients leaving mid-response-stream and mid-upload leave n
     }
     await until(() => open === 0 && server.server.connectionCount === 0, "every stream cancelled");
     assert.equal(cancelled, 100);
-    await sleep(50);
-    const after = openFdCount();
+    // The process-wide fd count is a loose check (up to 10 over): other
+    // files' clients (Deno's fetch pool) open and close fds around this test.
+    const after = await assertFdsBackTo(before, 10);
     const c = server.server.context.counters;
     console.log(
       `fds before ${before}, after 200 aborted exchanges ${after}; accepted ${c.accepted}, closed ${c.closed}`,
     );
-    // Exact: every accepted connection was closed (its fd released). The
-    // process-wide count is a loose check: other files' clients (Deno's fetch
-    // pool) open and close fds around this test.
+    // Exact: every accepted connection was closed (its fd released).
     assert.equal(c.accepted, 200);
     assert.equal(c.closed, c.accepted, "connections left open");
-    assert.ok(after <= before + 10, `fds grew from ${before} to ${after}`);
   } finally {
     await server.shutdown();
   }

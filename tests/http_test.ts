@@ -623,7 +623,6 @@ Deno.test("http: clients' errors are logged at most once a second per status, wi
       }
     }
   } finally {
-    cli.kill("SIGTERM");
-    await cli.exit();
+    await cli.stop();
   }
 });

@@ -63,7 +63,6 @@ Deno.test("EMFILE: more clients than fds; the server survives without spinning a
     assert.deepEqual(await readExactly(late, 4), ping, "serving again after the storm");
     late.close();
   } finally {
-    cli.kill("SIGTERM");
-    assert.equal(await cli.exit(), 0, cli.stderr);
+    assert.equal(await cli.stop(), 0, cli.stderr);
   }
 });

@@ -61,7 +61,6 @@ Deno.test("memory: 200 clients pipelining without reading grow the server by les
     assert.equal(head, "HTTP/1.1 200 OK");
     conn.close();
   } finally {
-    cli.kill("SIGKILL");
-    await cli.exit();
+    await cli.stop("SIGKILL");
   }
 });

@@ -33,8 +33,7 @@ Deno.test("module: a Hono app runs unchanged under reactor serve --module", asyn
     assert.equal(redirect.headers.get("location"), "/new");
     await redirect.body?.cancel();
   } finally {
-    cli.kill("SIGTERM");
-    assert.equal(await cli.exit(), 0);
+    assert.equal(await cli.stop(), 0);
   }
 });
 
@@ -74,8 +73,7 @@ Deno.test("module: --access-log writes one line per request on stdout (combined 
       const out = await cli.waitOutput(/\/two/);
       assert.ok(out);
     } finally {
-      cli.kill("SIGTERM");
-      assert.equal(await cli.exit(), 0);
+      assert.equal(await cli.stop(), 0);
     }
     const lines = cli.stdout.trim().split("\n");
     assert.equal(lines.length, 2, cli.stdout);

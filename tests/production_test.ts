@@ -408,8 +408,7 @@ Deno.test("production: --max-connections stops accepting at the cap, resumes bel
     assert.ok(await waitFor(() => served.size === 20, 5000), `served ${served.size}`);
     for (const [i, c] of conns.entries()) if (!first.includes(i)) c.close();
   } finally {
-    cli.kill();
-    assert.equal(await cli.exit(), 0);
+    assert.equal(await cli.stop(), 0);
   }
 });
 

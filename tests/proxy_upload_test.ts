@@ -110,8 +110,7 @@ Deno.test("proxy: a 6 MiB upload to an upstream reading 1 MB/s arrives whole pas
     client.close();
   } finally {
     close(upstream.fd);
-    cli.kill("SIGKILL");
-    await cli.exit();
+    await cli.stop("SIGKILL");
   }
 });
 
@@ -140,7 +139,6 @@ Deno.test("proxy: an upload cut by a limit reaches the upstream as a reset, neve
     client.close();
   } finally {
     close(upstream.fd);
-    cli.kill("SIGKILL");
-    await cli.exit();
+    await cli.stop("SIGKILL");
   }
 });

@@ -175,8 +175,7 @@ Deno.test("--root with --module and --access-log: static answers, written at onc
     assert.equal(text.split("hello from a file\n").length - 1, 2, text);
     await cli.waitOutput(/"target":"\/hello.txt".*\n.*\n.*"target":"\/hello.txt"/s);
   } finally {
-    cli.kill("SIGTERM");
-    assert.equal(await cli.exit(), 0);
+    assert.equal(await cli.stop(), 0);
     await Deno.remove(root, { recursive: true });
     await Deno.remove(app);
   }

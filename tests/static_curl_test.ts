@@ -203,8 +203,7 @@ Deno.test({
         },
       );
     } finally {
-      cli.kill("SIGTERM");
-      assert.equal(await cli.exit(), 0, cli.stderr.slice(-2000));
+      assert.equal(await cli.stop(), 0, cli.stderr.slice(-2000));
       tree.remove();
     }
   },

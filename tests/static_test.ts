@@ -1819,8 +1819,7 @@ Deno.test("static: --root through a symlink swapped by a deploy (current -> rele
       assert.equal(before, "release 1");
       assert.equal(after, "release 2");
     } finally {
-      cli.kill("SIGTERM");
-      assert.equal(await cli.exit(), 0);
+      assert.equal(await cli.stop(), 0);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
