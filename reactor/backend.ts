@@ -106,6 +106,12 @@ export interface Backend {
    */
   readonly batchWaitUs?: number;
   /**
+   * How many completions the backend's own batched wait waits for
+   * (`batchTarget` of the fds the Reactor counts), set by the Reactor
+   * whenever that count changes. Only on backends with `batchWaitUs`.
+   */
+  setBatchTarget?(completions: number): void;
+  /**
    * Completion-based I/O for connected sockets (io_uring with a
    * provided-buffer ring); absent or null on every other backend.
    */

@@ -88,7 +88,7 @@ import {
   probeIoUring,
 } from "../syscalls/io_uring.ts";
 import { close, errno, eventfd, poll_blocking, read, write } from "../syscalls/libc.ts";
-import { type Backend, batchTarget } from "./backend.ts";
+import type { Backend } from "./backend.ts";
 import { EpollBackend } from "./epoll.ts";
 import { grown, sizeFor } from "./fd_table.ts";
 import {
@@ -152,7 +152,8 @@ export interface IoUringBackendOptions {
    * fuller turns; each turn may start up to this much later. Needs 6.12
    * (`IORING_FEAT_MIN_TIMEOUT`); on an older kernel the backend does not
    * batch (`batchWaitUs` stays undefined) and a Reactor sleeps instead. The
-   * Reactor sets this from its own `batchWaitUs`.
+   * Reactor sets this from its own `batchWaitUs` (given here instead, it is
+   * taken as that, the older spelling).
    */
   batchWaitUs?: number;
   /**
@@ -208,8 +209,6 @@ export class IoUringBackend implements Backend {
   #count = 0;
   /** CQEs the last reap took. */
   #consumed = 0;
-  /** Fds added and not removed (what a batched wait can expect completions from). */
-  #registered = 0;
   /** A `waitBlocking` is in progress. */
   #parked = false;
 
@@ -245,7 +244,8 @@ export class IoUringBackend implements Backend {
     this.deferTaskrun = defer;
     const batchWaitUs = options.batchWaitUs ?? 0;
     if (batchWaitUs > 0 && options.kernelBatching !== false) {
-      if (this.ring.setBatchedWait(batchTarget(this.#registered), batchWaitUs)) {
+      // Until the Reactor registers fds (setBatchTarget), one completion ends a wait.
+      if (this.ring.setBatchedWait(1, batchWaitUs)) {
         this.batchWaitUs = batchWaitUs;
       } else {
         log.info("batched waits by sleeping: this kernel's io_uring has no min_wait_usec (6.12)");
@@ -381,8 +381,6 @@ export class IoUringBackend implements Backend {
     } else {
       this.#arm(fd);
     }
-    this.#registered++;
-    this.#registeredChanged();
   }
 
   modify(fd: number, events: number, token: number): void {
@@ -410,13 +408,11 @@ export class IoUringBackend implements Backend {
     else if (state === STREAM) this.streams!.remove(fd);
     this.#seqs[fd] = 0;
     this.#state[fd] = UNUSED;
-    this.#registered--;
-    this.#registeredChanged();
   }
 
-  /** A batched wait waits for `batchTarget` of the fds registered (as the Reactor's sleep on epoll). */
-  #registeredChanged(): void {
-    if (this.batchWaitUs !== undefined) this.ring.setMinComplete(batchTarget(this.#registered));
+  /** A batched wait returns once this many completions are there (or after `batchWaitUs`). */
+  setBatchTarget(completions: number): void {
+    if (this.batchWaitUs !== undefined) this.ring.setMinComplete(completions);
   }
 
   /** Queues a re-arm for every fd reported in the last batch that is still registered. */

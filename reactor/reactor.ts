@@ -242,17 +242,17 @@ function releaseTightTimerSlack(): void {
   setTimerSlackNs(slackBefore);
 }
 
-/**
- * Checks `batchWaitUs` (before any backend exists) and returns the io_uring
- * backend's options with it (the kernel does those waits).
- */
-function ioUringOptions(opts: ReactorOptions): IoUringBackendOptions {
-  const batchWaitUs = checkBatchWait(opts);
-  return batchWaitUs > 0 ? { ...opts.ioUring, batchWaitUs } : opts.ioUring ?? {};
+/** The io_uring backend's options, with the batched wait (the kernel does those waits). */
+function ioUringOptions(opts: ReactorOptions, batchWaitUs: number): IoUringBackendOptions {
+  return { ...opts.ioUring, batchWaitUs };
 }
 
-function checkBatchWait(opts: ReactorOptions): number {
-  const us = opts.batchWaitUs ?? 0;
+/**
+ * The batched wait asked for, in µs: `batchWaitUs`, or the older
+ * `ioUring.batchWaitUs`; checked before any backend exists.
+ */
+function batchWaitOf(opts: ReactorOptions): number {
+  const us = opts.batchWaitUs ?? opts.ioUring?.batchWaitUs ?? 0;
   if (!Number.isInteger(us) || us < 0 || us > MAX_BATCH_WAIT_US) {
     throw new RangeError(
       `batchWaitUs must be an integer from 0 to ${MAX_BATCH_WAIT_US}, got ${us}`,
@@ -372,15 +372,16 @@ export class Reactor {
   readonly #yieldEveryMs: number;
   /** Batched waits done by this loop (sleeping before a wait), in µs; 0 on io_uring, which waits in the kernel. */
   readonly #gatherUs: number;
-  /** Results of the last wait, for batched waits (a small turn lets the next gather). */
-  #lastCount = 0;
   /** Fds registered through `register` (not the loop's own: waker, Deno's epoll fds). */
   #registered = 0;
   readonly #beforeWait: (() => void)[] = [];
-  /** This reactor holds the thread's timer slack tight (batched waits). */
-  #tightSlack = false;
 
-  private constructor(backend: Backend, opts: ReactorOptions, denoEpollFds: number[]) {
+  private constructor(
+    backend: Backend,
+    opts: ReactorOptions,
+    batchWaitUs: number,
+    denoEpollFds: number[],
+  ) {
     this.backend = backend;
     this.edge = opts.edge === "auto" ? backend.supportsEdge : opts.edge ?? false;
     if (this.edge && !backend.supportsEdge) {
@@ -393,9 +394,8 @@ export class Reactor {
     this.#syncWaitMs = opts.syncWaitMs ?? 2;
     this.#yieldEveryMs = opts.yieldEveryMs ?? 5;
     // io_uring batches in the kernel where it can (and says how long); otherwise this loop sleeps.
-    const batchWaitUs = opts.batchWaitUs ?? 0; // checked by create/createSync (ioUringOptions)
     this.#gatherUs = backend.batchWaitUs === undefined ? batchWaitUs : 0;
-    this.batchWaitUs = backend.batchWaitUs ?? batchWaitUs;
+    this.batchWaitUs = batchWaitUs;
     this.#waker = new Waker();
     this.#add(this.#waker.fd, this.#waker, EPOLLIN);
     if (backend.supportsEdge && opts.watchDenoLoop !== false) {
@@ -408,17 +408,20 @@ export class Reactor {
         }
       }
     }
-    if (this.batchWaitUs > 0) {
-      holdTightTimerSlack();
-      this.#tightSlack = true;
-    }
+    if (this.batchWaitUs > 0) holdTightTimerSlack();
   }
 
   /** Creates a reactor (async because the poll/select backends load on demand). */
   static async create(opts: ReactorOptions = {}): Promise<Reactor> {
+    const batchWaitUs = batchWaitOf(opts);
     return new Reactor(
-      await createBackend(opts.backend ?? "epoll", checkMaxEvents(opts), ioUringOptions(opts)),
+      await createBackend(
+        opts.backend ?? "epoll",
+        checkMaxEvents(opts),
+        ioUringOptions(opts, batchWaitUs),
+      ),
       opts,
+      batchWaitUs,
       DENO_EPOLL_FDS,
     );
   }
@@ -435,9 +438,11 @@ export class Reactor {
     if (backend === "poll" || backend === "select") {
       throw new TypeError(`Cannot create a ${backend} reactor synchronously: use Reactor.create`);
     }
+    const batchWaitUs = batchWaitOf(opts);
     return new Reactor(
-      createSyncBackend(backend, checkMaxEvents(opts), ioUringOptions(opts)),
+      createSyncBackend(backend, checkMaxEvents(opts), ioUringOptions(opts, batchWaitUs)),
       opts,
+      batchWaitUs,
       DENO_EPOLL_FDS,
     );
   }
@@ -477,6 +482,7 @@ export class Reactor {
   register(fd: number, handler: Handler, interest: Interest): void {
     this.#add(fd, handler, this.#bits(interest) | this.#triggerBits);
     this.#registered++;
+    this.backend.setBatchTarget?.(batchTarget(this.#registered));
   }
 
   /** Changes the interest of a registered fd; a no-op when it is unchanged. */
@@ -501,6 +507,7 @@ export class Reactor {
     if (this.#handlers[fd] == null) return;
     this.#registered--;
     this.#remove(fd);
+    this.backend.setBatchTarget?.(batchTarget(this.#registered));
   }
 
   /** `deregister` of the loop's own fds (`#add`), which `#registered` does not count. */
@@ -632,10 +639,7 @@ export class Reactor {
     this.#remove(this.#waker.fd);
     close(this.#waker.fd);
     this.backend.close();
-    if (this.#tightSlack) {
-      this.#tightSlack = false;
-      releaseTightTimerSlack();
-    }
+    if (this.batchWaitUs > 0) releaseTightTimerSlack();
   }
 
   #timeout(cap: number): number {
@@ -653,6 +657,8 @@ export class Reactor {
     const counters = this.counters;
     const denoLoop = this.#denoLoop;
     let sliceStart = this.now = performance.now();
+    // Results of the last wait, for batched waits (a small turn lets the next gather).
+    let lastCount = 0;
     try {
       while (this.#running) {
         // this.now was set after the last wait: one clock read per iteration.
@@ -670,7 +676,7 @@ export class Reactor {
         const cap = awaiting ? 0 : this.#syncWaitMs;
         const timeout = this.#timeout(cap);
         const nap = batchSleepMicros(
-          this.#lastCount,
+          lastCount,
           this.#registered,
           this.#gatherUs,
           timeout,
@@ -680,7 +686,7 @@ export class Reactor {
           counters.batchSleeps++;
         }
         const n = backend.wait(timeout);
-        this.#lastCount = n;
+        lastCount = n;
         counters.waits++;
         this.#afterWait(n);
         if (this.#awaiting > 0) await this.#drainMicrotasks();
@@ -698,7 +704,7 @@ export class Reactor {
         this.#parked = true;
         this.#parkedUntil = parkMs < 0 ? Infinity : this.now + parkMs;
         const m = await backend.waitBlocking(parkMs);
-        this.#lastCount = m;
+        lastCount = m;
         this.#parked = false;
         counters.waits++;
         counters.parkedWaits++;
