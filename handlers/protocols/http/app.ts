@@ -39,6 +39,7 @@ import { AccessLog, type AccessLogFormat, type AccessRecord } from "./access_log
 import { DateClock } from "./date_clock.ts";
 import { BodySource, fieldValue, latin1, latin1Bytes, ServerRequest, UrlCache } from "./request.ts";
 import { Fifo } from "./fifo.ts";
+import { MEMO_MAX, RequestMemo } from "./request_memo.ts";
 import { CONTINUE_100, reasonPhrase, responseConnectionClosed, writeResponse } from "./response.ts";
 import {
   hasUpgradeField,
@@ -338,6 +339,10 @@ class FetchConnection implements Protocol, HttpParserSink {
   #lastTarget = "";
   readonly #lastTargetBytes = new Uint8Array(64);
   #lastTargetLength = -1;
+  /** The bytes of the last simple request (see request_memo.ts). */
+  readonly #memo = new RequestMemo();
+  /** The request just completed may be remembered. */
+  #memoable = false;
 
   constructor(app: FetchApp, conn: Connection) {
     this.#app = app;
@@ -412,8 +417,24 @@ class FetchConnection implements Protocol, HttpParserSink {
         this.#conn.pauseReading();
         return;
       }
+      if (parser.idle && this.#memo.matches(data, i, end)) {
+        // The same bytes as the last simple request, from the same (idle)
+        // state: the same request. The parser's fields (and its copy of the
+        // head) still describe it: skip the parse.
+        this.onHead(parser);
+        i += this.#memo.length;
+        this.onRequest(parser);
+        continue;
+      }
       const before = i;
+      const fresh = parser.idle;
+      // The parser's fields are about to describe another request.
+      if (fresh) this.#memo.forget();
+      this.#memoable = false;
       i = parser.execute(data, i, end);
+      if (fresh && this.#memoable && i - before <= MEMO_MAX && parser.idle) {
+        this.#memo.remember(data, before, i);
+      }
       if (i === before) break;
     }
     if (parser.idle) {
@@ -457,7 +478,11 @@ class FetchConnection implements Protocol, HttpParserSink {
       }
     }
     const fieldCount = p.fieldCount;
-    this.#app.copyHead(p);
+    const app = this.#app;
+    app.copyHead(p);
+    const headBytes = app.arenaHead;
+    const fields = app.arenaFields;
+    const fieldBase = app.arenaFieldBase;
     // As Deno.serve: GET and HEAD have a null body, every other method a
     // stream (empty when nothing follows the head).
     const method = p.method;
@@ -467,10 +492,10 @@ class FetchConnection implements Protocol, HttpParserSink {
     const request = new ServerRequest(
       p.methodString(),
       target,
-      this.#app.options.origin,
-      this.#app.arenaHead,
-      this.#app.arenaFields,
-      this.#app.arenaFieldBase,
+      app.options.origin,
+      headBytes,
+      fields,
+      fieldBase,
       fieldCount,
       body,
       this.#urlCache,
@@ -497,12 +522,7 @@ class FetchConnection implements Protocol, HttpParserSink {
     }
     if (
       method === 1 && fieldCount > 0 &&
-      hasUpgradeField(
-        this.#app.arenaHead,
-        this.#app.arenaFields,
-        this.#app.arenaFieldBase,
-        fieldCount,
-      )
+      hasUpgradeField(headBytes, fields, fieldBase, fieldCount)
     ) {
       ex.upgrade = new UpgradeTicket(this.#app.websockets, ex.http10);
       offerUpgrade(request, ex.upgrade);
@@ -629,7 +649,11 @@ class FetchConnection implements Protocol, HttpParserSink {
       this.#closeIfDone();
       return false;
     }
-    return true;
+    // Bytes a request without a body ends with may be remembered: when they
+    // come again, they are the same request (see #parseRange).
+    this.#memoable = p.contentLength <= 0 && !p.chunked;
+    // One request per execute(), so that the memo is tried before the next.
+    return false;
   }
 
   onError(status: number, reason: string): void {

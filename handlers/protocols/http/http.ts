@@ -215,9 +215,6 @@ export class HttpApp {
   /** [cache key] RUN_MAX copies of the cached response, built on first use. */
   #runs: (Uint8Array | null)[] = [];
   #runPointers: (Deno.PointerObject | null)[] = [];
-  /** A DataView of the read buffer last seen, for word-wide comparisons. */
-  #view: DataView | null = null;
-  #viewOf: Uint8Array | null = null;
   #requests = 0;
   readonly #dynamic: { path: Uint8Array; reply: () => HttpReply }[];
   #dynamicHit = 0;
@@ -262,15 +259,6 @@ export class HttpApp {
     this.#cachePointers = new Array(STATIC.length * VARIANTS * 2).fill(null);
     this.#runs = new Array(STATIC.length * VARIANTS * 2).fill(null);
     this.#runPointers = new Array(STATIC.length * VARIANTS * 2).fill(null);
-  }
-
-  /** A DataView of `data`, kept while the same array (the reactor's read buffer) comes back. */
-  viewOf(data: Uint8Array): DataView {
-    if (data !== this.#viewOf || this.#view === null) {
-      this.#view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-      this.#viewOf = data;
-    }
-    return this.#view;
   }
 
   #build(status: number, contentType: string, body: Uint8Array, variant: number, head: boolean) {
@@ -545,8 +533,7 @@ class HttpConnection implements Protocol, HttpParserSink {
       }
       const len = this.#memo.length;
       if (
-        len > 0 && parser.idle && end - i >= len && !this.#draining &&
-        this.#memo.matches(this.#app.viewOf(data), data, i)
+        len > 0 && parser.idle && !this.#draining && this.#memo.matches(data, i, end)
       ) {
         // The same bytes as the last simple request, from the same (idle)
         // state: the same request. Answer it without parsing it again.

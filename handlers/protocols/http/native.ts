@@ -836,9 +836,6 @@ class NativeApp {
   requests = 0;
   /** Handler exceptions, rejections and missing replies. */
   errors = 0;
-  #view: DataView | null = null;
-  #viewOf: Uint8Array | null = null;
-
   constructor(reactor: Reactor, router: Router<NativeHandler>, options: NativeOptions) {
     this.reactor = reactor;
     this.router = router;
@@ -856,15 +853,6 @@ class NativeApp {
     const caches = this.#caches;
     while (caches.length <= id) caches.push(new HeadCache());
     return caches[id];
-  }
-
-  /** A DataView of `data`, kept while the same array (the read buffer) comes back. */
-  viewOf(data: Uint8Array): DataView {
-    if (data !== this.#viewOf || this.#view === null) {
-      this.#view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-      this.#viewOf = data;
-    }
-    return this.#view;
   }
 
   /** A handler threw or rejected: log it (once) and count it. */
@@ -989,10 +977,7 @@ class NativeConnection implements Protocol, HttpParserSink {
         break;
       }
       const len = this.#memo.length;
-      if (
-        len > 0 && end - i >= len && parser.idle &&
-        this.#memo.matches(this.app.viewOf(data), data, i)
-      ) {
+      if (len > 0 && parser.idle && this.#memo.matches(data, i, end)) {
         // The same bytes as the last simple request, from the same (idle)
         // state: the same request. The parser's fields still describe it.
         this.#again(parser);

@@ -1,8 +1,10 @@
 /**
- * A connection's last simple request (a keep-alive GET or HEAD without a
- * body), kept as bytes: when the same bytes come again from an idle parser,
- * it is the same request, and the built-in routes and the native API answer
- * it without parsing it again. Compared four bytes per step.
+ * A connection's last simple request (kept alive, without a body), kept as
+ * bytes: when the same bytes come again from an idle parser, it is the same
+ * request, and the built-in routes, the native API and the fetch path take
+ * it without parsing it again (the parser's fields still describe it; the
+ * fetch path makes its request objects anew from them). Compared four bytes
+ * per step.
  *
  * @module
  */
@@ -13,6 +15,22 @@ export const MEMO_MAX = 256;
 /** Whether this machine stores words little-endian (x86_64 and aarch64 do). */
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
+/**
+ * A DataView of the array last compared against (mostly the reactor's read
+ * buffer, which comes back read after read): made again only when the array
+ * changes. One per thread, shared by every memo.
+ */
+let view: DataView | null = null;
+let viewOf: Uint8Array | null = null;
+
+function viewFor(data: Uint8Array): DataView {
+  if (data !== viewOf || view === null) {
+    view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    viewOf = data;
+  }
+  return view;
+}
+
 /** The remembered bytes of one connection. */
 export class RequestMemo {
   /** How many bytes are remembered; 0: none. */
@@ -21,10 +39,15 @@ export class RequestMemo {
   /** The same bytes as 32-bit words in this machine's byte order. */
   #words: Int32Array | null = null;
 
-  /** Whether `data[at...]` starts with the remembered bytes (`view` is a DataView of `data`). */
-  matches(view: DataView, data: Uint8Array, at: number): boolean {
-    const words = this.#words!;
+  /**
+   * Whether `data[at, end)` starts with the remembered bytes. Never past
+   * `end`: the bytes behind it in a reused read buffer are an older read's.
+   */
+  matches(data: Uint8Array, at: number, end: number): boolean {
     const len = this.length;
+    if (len === 0 || end - at < len) return false;
+    const view = viewFor(data);
+    const words = this.#words!;
     const whole = len >> 2;
     for (let k = 0; k < whole; k++) {
       if (view.getInt32(at + (k << 2), LITTLE_ENDIAN) !== words[k]) return false;
