@@ -154,3 +154,39 @@ Deno.test("memo (fetch path): a file's request again, once the file is gone, rea
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("memo (fetch path): the remembered request again after other connections' heads filled the arenas", async () => {
+  const server = serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    (req) => new Response(`${new URL(req.url).pathname} ${req.headers.get("x-id")};`),
+  );
+  try {
+    const a = await dial(server.addr.port);
+    const aReader = new ResponseReader(a);
+    const again = "GET /again HTTP/1.1\r\nHost: memo.test\r\nX-Id: a\r\n\r\n";
+    for (let i = 0; i < 2; i++) {
+      await writeAll(a, bytes(again));
+      assert.equal((await aReader.next()).body, "/again a;");
+    }
+    // 200 heads of ~4 KiB from another connection: the 64 KiB head arena is
+    // renewed a dozen times (renewed, never written over).
+    const b = await dial(server.addr.port);
+    const bReader = new ResponseReader(b);
+    const pad = "p".repeat(4000);
+    for (let i = 0; i < 200; i++) {
+      await writeAll(
+        b,
+        bytes(`GET /b${i} HTTP/1.1\r\nHost: memo.test\r\nX-Id: b${i}\r\nX-Pad: ${pad}\r\n\r\n`),
+      );
+      assert.equal((await bReader.next()).body, `/b${i} b${i};`);
+      if (i % 50 === 49) {
+        await writeAll(a, bytes(again));
+        assert.equal((await aReader.next()).body, "/again a;");
+      }
+    }
+    a.close();
+    b.close();
+  } finally {
+    await server.shutdown();
+  }
+});

@@ -225,6 +225,11 @@ export class FetchApp {
   /** Where the last copied request's head and fields start in the arenas. */
   arenaHeadBase = 0;
   arenaFieldBase = 0;
+  /**
+   * Counts arena renewals: a copy made in generation g stays valid (arenas
+   * are never written twice) and reachable from here while it is still g.
+   */
+  arenaGeneration = 0;
   #headUsed = 0;
   #fieldsUsed = 0;
   /** Requests answered. */
@@ -259,10 +264,12 @@ export class FetchApp {
     if (this.#headUsed + used > this.arenaHead.length) {
       this.arenaHead = new Uint8Array(Math.max(HEAD_ARENA, used));
       this.#headUsed = 0;
+      this.arenaGeneration++;
     }
     if (this.#fieldsUsed + count * 4 > this.arenaFields.length) {
       this.arenaFields = new Int32Array(Math.max(FIELD_ARENA, count * 4));
       this.#fieldsUsed = 0;
+      this.arenaGeneration++;
     }
     const head = this.arenaHead;
     const base = this.#headUsed;
@@ -343,6 +350,14 @@ class FetchConnection implements Protocol, HttpParserSink {
   readonly #memo = new RequestMemo();
   /** The request just completed may be remembered. */
   #memoable = false;
+  /**
+   * The arena generation the remembered request's head was copied in (-1:
+   * not copied), and where its fields start: while that generation lasts,
+   * the request again needs no copy. A number, not the arena itself, so
+   * that an idle connection holds no old arena.
+   */
+  #copyGeneration = -1;
+  #copyFieldBase = 0;
 
   constructor(app: FetchApp, conn: Connection) {
     this.#app = app;
@@ -429,7 +444,10 @@ class FetchConnection implements Protocol, HttpParserSink {
       const before = i;
       const fresh = parser.idle;
       // The parser's fields are about to describe another request.
-      if (fresh) this.#memo.forget();
+      if (fresh) {
+        this.#memo.forget();
+        this.#copyGeneration = -1;
+      }
       this.#memoable = false;
       i = parser.execute(data, i, end);
       if (fresh && this.#memoable && i - before <= MEMO_MAX && parser.idle) {
@@ -479,10 +497,14 @@ class FetchConnection implements Protocol, HttpParserSink {
     }
     const fieldCount = p.fieldCount;
     const app = this.#app;
-    app.copyHead(p);
+    if (this.#copyGeneration !== app.arenaGeneration) {
+      app.copyHead(p);
+      this.#copyGeneration = app.arenaGeneration;
+      this.#copyFieldBase = app.arenaFieldBase;
+    }
     const headBytes = app.arenaHead;
     const fields = app.arenaFields;
-    const fieldBase = app.arenaFieldBase;
+    const fieldBase = this.#copyFieldBase;
     // As Deno.serve: GET and HEAD have a null body, every other method a
     // stream (empty when nothing follows the head).
     const method = p.method;
