@@ -122,6 +122,8 @@ Deno.test("memo (fetch path): every repeat is a fresh Request with its own head;
     }
     conn.close();
     assert.equal(seen.size, 2 * sequence.length, "a Request object was handed out twice");
+    // a a a, head head, and in the second round the same: taken without a parse.
+    assert.equal(repeats(server), 6);
   } finally {
     await server.shutdown();
   }
@@ -186,6 +188,45 @@ Deno.test("memo (fetch path): the remembered request again after other connectio
     }
     a.close();
     b.close();
+  } finally {
+    await server.shutdown();
+  }
+});
+
+/** The fetch app's count of requests taken from the memo, from the server's metrics. */
+function repeats(server: { server: { metrics(): string } }): number {
+  const m = server.server.metrics().match(/^reactor_requests_repeated_total (\d+)$/m);
+  assert.ok(m, "no requests_repeated_total metric");
+  return Number(m[1]);
+}
+
+Deno.test("memo (fetch path): traffic that never repeats stops being remembered; a repeat later is taken up again", async () => {
+  const server = serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    (req) => new Response(`${new URL(req.url).search};`),
+  );
+  try {
+    const conn = await dial(server.addr.port);
+    const reader = new ResponseReader(conn);
+    const get = (n: number) => `GET /?n=${n} HTTP/1.1\r\nHost: memo.test\r\n\r\n`;
+    // 300 different requests, pipelined 30 to a write: all answered, in order, none repeated.
+    for (let w = 0; w < 10; w++) {
+      let batch = "";
+      for (let k = 0; k < 30; k++) batch += get(w * 30 + k);
+      await writeAll(conn, bytes(batch));
+      for (let k = 0; k < 30; k++) assert.equal((await reader.next()).body, `?n=${w * 30 + k};`);
+    }
+    assert.equal(repeats(server), 0);
+    // Then one request over and over, one at a time: within one probe
+    // period (64 parses) it is remembered again, and every later one is a repeat.
+    for (let k = 0; k < 200; k++) {
+      await writeAll(conn, bytes(get(7)));
+      assert.equal((await reader.next()).body, "?n=7;");
+    }
+    const taken = repeats(server);
+    console.log(`${taken} of 200 repeats taken from the memo after 300 different requests`);
+    assert.ok(taken >= 200 - 65, `only ${taken} of 200 repeats taken from the memo`);
+    conn.close();
   } finally {
     await server.shutdown();
   }

@@ -39,7 +39,7 @@ import { AccessLog, type AccessLogFormat, type AccessRecord } from "./access_log
 import { DateClock } from "./date_clock.ts";
 import { BodySource, fieldValue, latin1, latin1Bytes, ServerRequest, UrlCache } from "./request.ts";
 import { Fifo } from "./fifo.ts";
-import { MEMO_MAX, RequestMemo } from "./request_memo.ts";
+import { MEMO_MAX, MEMO_MISSES, MEMO_PROBE, RequestMemo } from "./request_memo.ts";
 import { CONTINUE_100, reasonPhrase, responseConnectionClosed, writeResponse } from "./response.ts";
 import {
   hasUpgradeField,
@@ -234,6 +234,8 @@ export class FetchApp {
   #fieldsUsed = 0;
   /** Requests answered. */
   requests = 0;
+  /** Requests taken without a parse: the same bytes as their connection's last (request_memo.ts). */
+  repeats = 0;
   /** Handler exceptions and rejections. */
   errors = 0;
 
@@ -358,6 +360,10 @@ class FetchConnection implements Protocol, HttpParserSink {
    */
   #copyGeneration = -1;
   #copyFieldBase = 0;
+  /** Parses since the memo last matched (see #parseRange). */
+  #misses = 0;
+  /** The request being parsed ends its execute(): it may be remembered. */
+  #oneByOne = true;
 
   constructor(app: FetchApp, conn: Connection) {
     this.#app = app;
@@ -436,6 +442,8 @@ class FetchConnection implements Protocol, HttpParserSink {
         // The same bytes as the last simple request, from the same (idle)
         // state: the same request. The parser's fields (and its copy of the
         // head) still describe it: skip the parse.
+        this.#misses = 0;
+        this.#app.repeats++;
         this.onHead(parser);
         i += this.#memo.length;
         this.onRequest(parser);
@@ -447,6 +455,12 @@ class FetchConnection implements Protocol, HttpParserSink {
       if (fresh) {
         this.#memo.forget();
         this.#copyGeneration = -1;
+        // Traffic that never repeats itself would pay for remembering, and
+        // for one execute() per request, for nothing: after MEMO_MISSES
+        // parses in a row, only one in MEMO_PROBE is remembered (a hit
+        // starts the count again).
+        const misses = ++this.#misses;
+        this.#oneByOne = misses <= MEMO_MISSES || (misses & (MEMO_PROBE - 1)) === 0;
       }
       this.#memoable = false;
       i = parser.execute(data, i, end);
@@ -673,9 +687,9 @@ class FetchConnection implements Protocol, HttpParserSink {
     }
     // Bytes a request without a body ends with may be remembered: when they
     // come again, they are the same request (see #parseRange).
-    this.#memoable = p.contentLength <= 0 && !p.chunked;
-    // One request per execute(), so that the memo is tried before the next.
-    return false;
+    this.#memoable = this.#oneByOne && p.contentLength <= 0 && !p.chunked;
+    // One request per execute() while the memo is in use, so that it is tried before the next.
+    return !this.#oneByOne;
   }
 
   onError(status: number, reason: string): void {
@@ -969,6 +983,11 @@ export function fetchInstance(app: FetchApp): ProtocolInstance {
     connect: (conn) => app.connect(conn),
     metrics: () => [
       counter("requests_total", "HTTP requests answered.", app.requests),
+      counter(
+        "requests_repeated_total",
+        "Requests taken without a parse: the same bytes as their connection's last.",
+        app.repeats,
+      ),
       counter("fetch_handler_errors_total", "Fetch handler exceptions and rejections.", app.errors),
       ...webSocketMetrics(app.websockets.stats),
       ...(app.files === null ? [] : staticMetrics(app.files)),

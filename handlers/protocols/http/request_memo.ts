@@ -12,6 +12,16 @@
 /** Longest request remembered (wrk's is ~50 bytes). */
 export const MEMO_MAX = 256;
 
+/**
+ * Parses in a row (no repeat) after which the fetch path remembers only one
+ * request in {@link MEMO_PROBE}: remembering costs a copy, and trying the
+ * memo before each request one execute() per request.
+ */
+export const MEMO_MISSES = 16;
+
+/** While a connection does not repeat itself, one request in this many (a power of two) is remembered. */
+export const MEMO_PROBE = 64;
+
 /** Whether this machine stores words little-endian (x86_64 and aarch64 do). */
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
