@@ -239,7 +239,7 @@ Deno.test("Reactor: stop() from a reactor timer ends run()", async () => {
 Deno.test("Reactor: stop() from a Deno timer ends a parked run()", async () => {
   // Without the watch on Deno's own epoll fds, only stop()'s wake can end the park.
   const reactor = await Reactor.create({ watchDenoLoop: false });
-  // run() returns at its first await: idle after one 2 ms wait, it is parked
+  // run() returns at its first await: idle after one 5 ms wait, it is parked
   // on the pool with no deadline (no timers).
   const running = reactor.run();
   let stoppedAt = 0;
@@ -264,6 +264,29 @@ Deno.test("Reactor: stop() from a Deno timer ends a parked run()", async () => {
     reactor.stop();
     await within(running, "run()");
     reactor.close();
+  }
+});
+
+Deno.test("Reactor: idle, the first wait holds the JS thread 5 ms (syncWaitMs) before parking, or as long as asked", async () => {
+  // A wait that sleeps arms a kernel timer for its timeout; one due before
+  // the kernel's next tick (4 ms at HZ=250) makes the kernel reprogram the
+  // CPU's timer at every such wait (reactor.ts says what that cost). run()
+  // makes its first wait before it returns, so the time it takes to return
+  // is that wait: never shorter than its timeout.
+  for (const [opts, ms] of [[{}, 5], [{ syncWaitMs: 1 }, 1]] as const) {
+    const reactor = await Reactor.create({ watchDenoLoop: false, ...opts });
+    const t0 = performance.now();
+    const running = reactor.run();
+    const held = performance.now() - t0;
+    try {
+      console.log(`syncWaitMs ${ms}: run() returned after ${held.toFixed(2)} ms`);
+      assert.ok(held >= ms - 0.05, `the first wait held the JS thread ${held} ms, asked ${ms}`);
+      assert.deepEqual([reactor.counters.waits, reactor.counters.parkedWaits], [1, 0]);
+    } finally {
+      reactor.stop();
+      await within(running, "run()");
+      reactor.close();
+    }
   }
 });
 

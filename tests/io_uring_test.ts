@@ -190,7 +190,7 @@ Deno.test({
       const alone = await medianRoundTrip(port, 200);
       // One client among 40 idle ones: the kernel waits for 16 completions
       // that never come, so each turn must end after the 200 µs wait, not
-      // at the end of the 2 ms JS-thread wait.
+      // at the end of the 5 ms JS-thread wait.
       const idle = await Promise.all(Array.from({ length: 40 }, () => dial(port)));
       let among: number;
       try {

@@ -238,7 +238,7 @@ export class ServerWebSocket extends EventTarget implements Protocol, FrameSink 
    * per socket): calls the attribute's handler of the socket the event is
    * dispatched on. A handler that returns a promise gets the loop's
    * microtask turns, as an async fetch handler does: its `await`s on settled
-   * promises go on at once, not at the loop's next wait (~2 ms).
+   * promises go on at once, not at the loop's next wait (up to 5 ms).
    */
   static #forward(this: ServerWebSocket, e: Event): void {
     const handler = this.#handler(eventBit(e.type));
