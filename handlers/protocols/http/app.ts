@@ -360,6 +360,8 @@ class FetchConnection implements Protocol, HttpParserSink {
    */
   #copyGeneration = -1;
   #copyFieldBase = 0;
+  /** onHead is handling the remembered request again (see #parseRange). */
+  #repeat = false;
   /** Parses since the memo last matched (see #parseRange). */
   #misses = 0;
   /** The request being parsed ends its execute(): it may be remembered. */
@@ -444,7 +446,9 @@ class FetchConnection implements Protocol, HttpParserSink {
         // head) still describe it: skip the parse.
         this.#misses = 0;
         this.#app.repeats++;
+        this.#repeat = true;
         this.onHead(parser);
+        this.#repeat = false;
         i += this.#memo.length;
         this.onRequest(parser);
         continue;
@@ -511,7 +515,9 @@ class FetchConnection implements Protocol, HttpParserSink {
     }
     const fieldCount = p.fieldCount;
     const app = this.#app;
-    if (this.#copyGeneration !== app.arenaGeneration) {
+    // A repeat reuses its head's copy while that arena is current; any
+    // other request (another in the same execute(), say) is copied.
+    if (!this.#repeat || this.#copyGeneration !== app.arenaGeneration) {
       app.copyHead(p);
       this.#copyGeneration = app.arenaGeneration;
       this.#copyFieldBase = app.arenaFieldBase;
