@@ -14,6 +14,15 @@ import { withServer } from "./support/server.ts";
 import { dial, sleep, writeAll } from "./support/net.ts";
 import { bytes, ResponseReader } from "./support/http.ts";
 
+/** serve() on 127.0.0.1 and a free port, quietly. */
+const LOCAL = { port: 0, hostname: "127.0.0.1", onListen() {} };
+
+/** A connection to `port` and a reader of the responses on it. */
+async function client(port: number): Promise<{ conn: Deno.TcpConn; reader: ResponseReader }> {
+  const conn = await dial(port);
+  return { conn, reader: new ResponseReader(conn) };
+}
+
 const REQUEST = "GET / HTTP/1.1\r\nHost: memo.test\r\nX-Id: 7\r\n\r\n";
 
 /** Servers with a memo, each answering GET / with a 200 (and the fetch path with what it saw). */
@@ -21,7 +30,7 @@ const SERVERS: [string, (run: (port: number) => Promise<void>) => Promise<void>]
   ["built-in routes", (run) => withServer({ app: "http" }, (server) => run(server.port))],
   ["native API", async (run) => {
     const router = new Router().get("/", (req, res) => res.text(`native ${req.header("x-id")}`));
-    const server = serveNative({ port: 0, hostname: "127.0.0.1", onListen() {} }, router);
+    const server = serveNative(LOCAL, router);
     try {
       await run(server.addr.port);
     } finally {
@@ -29,23 +38,15 @@ const SERVERS: [string, (run: (port: number) => Promise<void>) => Promise<void>]
     }
   }],
   ["fetch path", async (run) => {
-    const server = serve(
-      { port: 0, hostname: "127.0.0.1", onListen() {} },
-      (req) => new Response(`fetch ${req.headers.get("x-id")}`),
-    );
-    try {
-      await run(server.addr.port);
-    } finally {
-      await server.shutdown();
-    }
+    await using server = serve(LOCAL, (req) => new Response(`fetch ${req.headers.get("x-id")}`));
+    await run(server.addr.port);
   }],
 ];
 
 for (const [name, withPort] of SERVERS) {
   Deno.test(`memo (${name}): the remembered bytes cut short are not a request until the rest comes`, async () => {
     await withPort(async (port) => {
-      const conn = await dial(port);
-      const reader = new ResponseReader(conn);
+      const { conn, reader } = await client(port);
       try {
         // Remembered: the same bytes twice, answered.
         for (let i = 0; i < 2; i++) {
@@ -77,7 +78,7 @@ for (const [name, withPort] of SERVERS) {
 
 Deno.test("memo (fetch path): every repeat is a fresh Request with its own head; other requests between are parsed", async () => {
   const seen = new Set<Request>();
-  const server = serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (req) => {
+  await using server = serve(LOCAL, async (req) => {
     seen.add(req);
     const id = req.headers.get("x-id");
     // A handler that changes its Request's headers changes no later one's.
@@ -105,40 +106,34 @@ Deno.test("memo (fetch path): every repeat is a fresh Request with its own head;
     null,
     "GET /a?q=1 1 -;",
   ];
-  try {
-    const conn = await dial(server.addr.port);
-    const reader = new ResponseReader(conn);
-    // Pipelined in one write, then one at a time (a read per request).
-    await writeAll(conn, bytes(sequence.join("")));
-    for (const want of expected) {
-      const r = await reader.next(want === null);
-      assert.equal(r.status, 200);
-      if (want !== null) assert.equal(r.body, want);
-    }
-    for (let i = 0; i < sequence.length; i++) {
-      await writeAll(conn, bytes(sequence[i]));
-      const r = await reader.next(expected[i] === null);
-      if (expected[i] !== null) assert.equal(r.body, expected[i]);
-    }
-    conn.close();
-    assert.equal(seen.size, 2 * sequence.length, "a Request object was handed out twice");
-    // a a a, head head, and in the second round the same: taken without a parse.
-    assert.equal(repeats(server), 6);
-  } finally {
-    await server.shutdown();
+  const { conn, reader } = await client(server.addr.port);
+  // Pipelined in one write, then one at a time (a read per request).
+  await writeAll(conn, bytes(sequence.join("")));
+  for (const want of expected) {
+    const r = await reader.next(want === null);
+    assert.equal(r.status, 200);
+    if (want !== null) assert.equal(r.body, want);
   }
+  for (let i = 0; i < sequence.length; i++) {
+    await writeAll(conn, bytes(sequence[i]));
+    const r = await reader.next(expected[i] === null);
+    if (expected[i] !== null) assert.equal(r.body, expected[i]);
+  }
+  conn.close();
+  assert.equal(seen.size, 2 * sequence.length, "a Request object was handed out twice");
+  // a a a, head head, and in the second round the same: taken without a parse.
+  assert.equal(repeats(server), 6);
 });
 
 Deno.test("memo (fetch path): a file's request again, once the file is gone, reaches the handler with its own head", async () => {
   const root = await Deno.makeTempDir();
   await Deno.writeTextFile(`${root}/f.txt`, "file");
-  const server = serve(
-    { port: 0, hostname: "127.0.0.1", onListen() {}, files: { root } },
+  await using server = serve(
+    { ...LOCAL, files: { root } },
     (req) => new Response(`handler ${new URL(req.url).pathname} ${req.headers.get("x-id")}`),
   );
   try {
-    const conn = await dial(server.addr.port);
-    const reader = new ResponseReader(conn);
+    const { conn, reader } = await client(server.addr.port);
     const other = "GET /other HTTP/1.1\r\nHost: memo.test\r\nX-Id: 1\r\n\r\n";
     const file = "GET /f.txt HTTP/1.1\r\nHost: memo.test\r\nX-Id: 2\r\n\r\n";
     await writeAll(conn, bytes(other));
@@ -152,45 +147,38 @@ Deno.test("memo (fetch path): a file's request again, once the file is gone, rea
     assert.equal((await reader.next()).body, "handler /f.txt 2");
     conn.close();
   } finally {
-    await server.shutdown();
     await Deno.remove(root, { recursive: true });
   }
 });
 
 Deno.test("memo (fetch path): the remembered request again after other connections' heads filled the arenas", async () => {
-  const server = serve(
-    { port: 0, hostname: "127.0.0.1", onListen() {} },
+  await using server = serve(
+    LOCAL,
     (req) => new Response(`${new URL(req.url).pathname} ${req.headers.get("x-id")};`),
   );
-  try {
-    const a = await dial(server.addr.port);
-    const aReader = new ResponseReader(a);
-    const again = "GET /again HTTP/1.1\r\nHost: memo.test\r\nX-Id: a\r\n\r\n";
-    for (let i = 0; i < 2; i++) {
+  const { conn: a, reader: aReader } = await client(server.addr.port);
+  const again = "GET /again HTTP/1.1\r\nHost: memo.test\r\nX-Id: a\r\n\r\n";
+  for (let i = 0; i < 2; i++) {
+    await writeAll(a, bytes(again));
+    assert.equal((await aReader.next()).body, "/again a;");
+  }
+  // 200 heads of ~4 KiB from another connection: the 64 KiB head arena is
+  // renewed a dozen times (renewed, never written over).
+  const { conn: b, reader: bReader } = await client(server.addr.port);
+  const pad = "p".repeat(4000);
+  for (let i = 0; i < 200; i++) {
+    await writeAll(
+      b,
+      bytes(`GET /b${i} HTTP/1.1\r\nHost: memo.test\r\nX-Id: b${i}\r\nX-Pad: ${pad}\r\n\r\n`),
+    );
+    assert.equal((await bReader.next()).body, `/b${i} b${i};`);
+    if (i % 50 === 49) {
       await writeAll(a, bytes(again));
       assert.equal((await aReader.next()).body, "/again a;");
     }
-    // 200 heads of ~4 KiB from another connection: the 64 KiB head arena is
-    // renewed a dozen times (renewed, never written over).
-    const b = await dial(server.addr.port);
-    const bReader = new ResponseReader(b);
-    const pad = "p".repeat(4000);
-    for (let i = 0; i < 200; i++) {
-      await writeAll(
-        b,
-        bytes(`GET /b${i} HTTP/1.1\r\nHost: memo.test\r\nX-Id: b${i}\r\nX-Pad: ${pad}\r\n\r\n`),
-      );
-      assert.equal((await bReader.next()).body, `/b${i} b${i};`);
-      if (i % 50 === 49) {
-        await writeAll(a, bytes(again));
-        assert.equal((await aReader.next()).body, "/again a;");
-      }
-    }
-    a.close();
-    b.close();
-  } finally {
-    await server.shutdown();
   }
+  a.close();
+  b.close();
 });
 
 /** The fetch app's count of requests taken from the memo, from the server's metrics. */
@@ -201,38 +189,33 @@ function repeats(server: { server: { metrics(): string } }): number {
 }
 
 Deno.test("memo (fetch path): traffic that never repeats stops being remembered; a repeat later is taken up again", async () => {
-  const server = serve(
-    { port: 0, hostname: "127.0.0.1", onListen() {} },
+  await using server = serve(
+    LOCAL,
     (req) => new Response(`${new URL(req.url).search} ${req.headers.get("x-n")};`),
   );
-  try {
-    const conn = await dial(server.addr.port);
-    const reader = new ResponseReader(conn);
-    const get = (n: number) => `GET /?n=${n} HTTP/1.1\r\nHost: memo.test\r\nX-N: ${n}\r\n\r\n`;
-    // 300 different requests, pipelined 30 to a write: all answered, in
-    // order, each with its own head (past 16 misses one execute() parses
-    // many), none repeated.
-    for (let w = 0; w < 10; w++) {
-      let batch = "";
-      for (let k = 0; k < 30; k++) batch += get(w * 30 + k);
-      await writeAll(conn, bytes(batch));
-      for (let k = 0; k < 30; k++) {
-        const n = w * 30 + k;
-        assert.equal((await reader.next()).body, `?n=${n} ${n};`);
-      }
+  const { conn, reader } = await client(server.addr.port);
+  const get = (n: number) => `GET /?n=${n} HTTP/1.1\r\nHost: memo.test\r\nX-N: ${n}\r\n\r\n`;
+  // 300 different requests, pipelined 30 to a write: all answered, in
+  // order, each with its own head (past 16 misses one execute() parses
+  // many), none repeated.
+  for (let w = 0; w < 10; w++) {
+    let batch = "";
+    for (let k = 0; k < 30; k++) batch += get(w * 30 + k);
+    await writeAll(conn, bytes(batch));
+    for (let k = 0; k < 30; k++) {
+      const n = w * 30 + k;
+      assert.equal((await reader.next()).body, `?n=${n} ${n};`);
     }
-    assert.equal(repeats(server), 0);
-    // Then one request over and over, one at a time: within one probe
-    // period (64 parses) it is remembered again, and every later one is a repeat.
-    for (let k = 0; k < 200; k++) {
-      await writeAll(conn, bytes(get(7)));
-      assert.equal((await reader.next()).body, "?n=7 7;");
-    }
-    const taken = repeats(server);
-    console.log(`${taken} of 200 repeats taken from the memo after 300 different requests`);
-    assert.ok(taken >= 200 - 65, `only ${taken} of 200 repeats taken from the memo`);
-    conn.close();
-  } finally {
-    await server.shutdown();
   }
+  assert.equal(repeats(server), 0);
+  // Then one request over and over, one at a time: within one probe
+  // period (64 parses) it is remembered again, and every later one is a repeat.
+  for (let k = 0; k < 200; k++) {
+    await writeAll(conn, bytes(get(7)));
+    assert.equal((await reader.next()).body, "?n=7 7;");
+  }
+  const taken = repeats(server);
+  console.log(`${taken} of 200 repeats taken from the memo after 300 different requests`);
+  assert.ok(taken >= 200 - 65, `only ${taken} of 200 repeats taken from the memo`);
+  conn.close();
 });

@@ -39,7 +39,7 @@ import { AccessLog, type AccessLogFormat, type AccessRecord } from "./access_log
 import { DateClock } from "./date_clock.ts";
 import { BodySource, fieldValue, latin1, latin1Bytes, ServerRequest, UrlCache } from "./request.ts";
 import { Fifo } from "./fifo.ts";
-import { MEMO_MAX, MEMO_MISSES, MEMO_PROBE, RequestMemo } from "./request_memo.ts";
+import { MEMO_MAX, RequestMemo } from "./request_memo.ts";
 import { CONTINUE_100, reasonPhrase, responseConnectionClosed, writeResponse } from "./response.ts";
 import {
   hasUpgradeField,
@@ -360,10 +360,6 @@ class FetchConnection implements Protocol, HttpParserSink {
    */
   #copyGeneration = -1;
   #copyFieldBase = 0;
-  /** onHead is handling the remembered request again (see #parseRange). */
-  #repeat = false;
-  /** Parses since the memo last matched (see #parseRange). */
-  #misses = 0;
   /** The request being parsed ends its execute(): it may be remembered. */
   #oneByOne = true;
 
@@ -444,11 +440,8 @@ class FetchConnection implements Protocol, HttpParserSink {
         // The same bytes as the last simple request, from the same (idle)
         // state: the same request. The parser's fields (and its copy of the
         // head) still describe it: skip the parse.
-        this.#misses = 0;
         this.#app.repeats++;
-        this.#repeat = true;
-        this.onHead(parser);
-        this.#repeat = false;
+        this.onHead(parser, true);
         i += this.#memo.length;
         this.onRequest(parser);
         continue;
@@ -457,14 +450,10 @@ class FetchConnection implements Protocol, HttpParserSink {
       const fresh = parser.idle;
       // The parser's fields are about to describe another request.
       if (fresh) {
-        this.#memo.forget();
+        // Traffic that never repeats itself stops being remembered (and
+        // parsed one request per execute()) but now and then.
+        this.#oneByOne = this.#memo.parseBegins();
         this.#copyGeneration = -1;
-        // Traffic that never repeats itself would pay for remembering, and
-        // for one execute() per request, for nothing: after MEMO_MISSES
-        // parses in a row, only one in MEMO_PROBE is remembered (a hit
-        // starts the count again).
-        const misses = ++this.#misses;
-        this.#oneByOne = misses <= MEMO_MISSES || (misses & (MEMO_PROBE - 1)) === 0;
       }
       this.#memoable = false;
       i = parser.execute(data, i, end);
@@ -503,8 +492,13 @@ class FetchConnection implements Protocol, HttpParserSink {
     return s;
   }
 
-  /** The head of a request is complete: make the exchange and call the handler. */
-  onHead(p: HttpParser): boolean {
+  /**
+   * The head of a request is complete: make the exchange and call the handler.
+   *
+   * @param repeat the remembered request again (from #parseRange, not the
+   *   parser): its head's copy may be reused
+   */
+  onHead(p: HttpParser, repeat = false): boolean {
     const files = this.#app.files;
     if (files !== null) {
       const answer = files.answer(p, this.#app.options.handler !== null, this.#app.reactor.now);
@@ -517,7 +511,7 @@ class FetchConnection implements Protocol, HttpParserSink {
     const app = this.#app;
     // A repeat reuses its head's copy while that arena is current; any
     // other request (another in the same execute(), say) is copied.
-    if (!this.#repeat || this.#copyGeneration !== app.arenaGeneration) {
+    if (!repeat || this.#copyGeneration !== app.arenaGeneration) {
       app.copyHead(p);
       this.#copyGeneration = app.arenaGeneration;
       this.#copyFieldBase = app.arenaFieldBase;

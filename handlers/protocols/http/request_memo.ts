@@ -12,15 +12,11 @@
 /** Longest request remembered (wrk's is ~50 bytes). */
 export const MEMO_MAX = 256;
 
-/**
- * Parses in a row (no repeat) after which the fetch path remembers only one
- * request in {@link MEMO_PROBE}: remembering costs a copy, and trying the
- * memo before each request one execute() per request.
- */
-export const MEMO_MISSES = 16;
+/** Parses in a row without a repeat after which `parseBegins` says to remember one request in MEMO_PROBE. */
+const MEMO_MISSES = 16;
 
 /** While a connection does not repeat itself, one request in this many (a power of two) is remembered. */
-export const MEMO_PROBE = 64;
+const MEMO_PROBE = 64;
 
 /** Whether this machine stores words little-endian (x86_64 and aarch64 do). */
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -48,6 +44,8 @@ export class RequestMemo {
   #bytes: Uint8Array | null = null;
   /** The same bytes as 32-bit words in this machine's byte order. */
   #words: Int32Array | null = null;
+  /** Parses begun since the memo last matched. */
+  #misses = 0;
 
   /**
    * Whether `data[at, end)` starts with the remembered bytes. Never past
@@ -64,6 +62,7 @@ export class RequestMemo {
     }
     const bytes = this.#bytes!;
     for (let k = whole << 2; k < len; k++) if (data[at + k] !== bytes[k]) return false;
+    this.#misses = 0;
     return true;
   }
 
@@ -88,5 +87,19 @@ export class RequestMemo {
   /** Forgets the bytes. */
   forget(): void {
     this.length = 0;
+  }
+
+  /**
+   * A parse begins from an idle parser (the memo did not match): forgets the
+   * bytes, and says whether the request about to be parsed is worth
+   * remembering. Remembering costs a copy, and trying the memo before each
+   * request costs one parse call per request: after MEMO_MISSES parses in a
+   * row without a repeat, only one request in MEMO_PROBE is (a repeat
+   * starts the count again). The fetch path asks; the others remember all.
+   */
+  parseBegins(): boolean {
+    this.length = 0;
+    const misses = ++this.#misses;
+    return misses <= MEMO_MISSES || (misses & (MEMO_PROBE - 1)) === 0;
   }
 }

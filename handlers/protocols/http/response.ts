@@ -740,7 +740,6 @@ function assembleShort(
 /** A non-ASCII text body and its head, into the scratch; returns their length. */
 function assembleEncoded(headBytes: Uint8Array, body: string): number {
   const length = encoder.encodeInto(body, BODY_VIEW).written; // short: it always fits
-
   SCRATCH.set(headBytes, 0);
   const p = lengthAndBlankLine(SCRATCH, headBytes.length, length);
   SCRATCH.copyWithin(p, HEAD_ROOM, HEAD_ROOM + length);
