@@ -35,6 +35,9 @@ interface Ctx {
   open(path?: string, extra?: string[]): Promise<{ conn: Deno.TcpConn; r: WsReader; head: string }>;
 }
 
+/** `/async` handlers begun, in any test's server (a test waits for its own to begin). */
+let asyncBegun = 0;
+
 async function withWs(
   fn: (ctx: Ctx) => Promise<void> | void,
   opts: Partial<ServeOptions> = {},
@@ -44,7 +47,10 @@ async function withWs(
     const url = new URL(req.url);
     if (req.headers.get("upgrade") === null) return new Response(`plain ${url.pathname}`);
     if (url.pathname === "/refuse") return new Response("no", { status: 403 });
-    if (url.pathname === "/async") await sleep(20);
+    if (url.pathname === "/async") {
+      asyncBegun++;
+      await sleep(20);
+    }
     const { socket, response } = Deno.upgradeWebSocket(req, {
       protocol: url.searchParams.get("protocol") ?? undefined,
       idleTimeout: Number(url.searchParams.get("idle") ?? 30),
@@ -461,8 +467,12 @@ Deno.test("websocket: shutdown mid-conversation: close 1001 to every socket, wai
 Deno.test("websocket: a socket upgraded while the server drains gets close 1001 at once", async () => {
   await withWs(async ({ port, server }) => {
     const conn = await dial(port);
+    const begun = asyncBegun;
     await conn.write(enc.encode(upgradeRequest("/async"))); // upgraded after 20 ms
-    await new Promise((r) => setTimeout(r, 5));
+    // Drain once the handler runs (a fixed 5 ms wait was not always enough
+    // for the server to have read the request on a loaded machine: it then
+    // closed an idle connection, and the client read a reset).
+    await until(() => asyncBegun > begun, "the /async handler to begin", WAIT_MS);
     const done = server.shutdown();
     const r = new WsReader(conn);
     assert.match(await r.head(), /^HTTP\/1\.1 101 /);
